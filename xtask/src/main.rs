@@ -1,0 +1,1 @@
+fn main() { print!("{}", appshot_uapi::c_header::header()); }
