@@ -1,0 +1,297 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! `/dev/appshot`: decoding and answering ioctls.
+//!
+//! Every request is copied in once, validated (size, flags, zero padding and reserved
+//! fields), acted on, and copied out once; user memory is touched only through
+//! `UserSlice`. The command dispatch is one `match` (see [`Command`]).
+
+use kernel::bindings;
+use kernel::ffi::{c_int, c_long, c_uint, c_ulong};
+use kernel::prelude::*;
+use kernel::types::{AsBytes, FromBytes};
+use kernel::uaccess::UserSlice;
+
+use crate::glue;
+use crate::link;
+use crate::process::TaskRef;
+use crate::registry::{self, Registry};
+use crate::uapi::{self, *};
+
+const CAP_SYS_ADMIN: c_int = 21;
+const CAP_CHECKPOINT_RESTORE: c_int = 40;
+
+/// The commands, decoded from an ioctl number.
+#[derive(Clone, Copy)]
+enum Command {
+    Version,
+    Register,
+    Link,
+    Unlink,
+    Unregister,
+    List,
+    Info,
+    Table,
+}
+
+impl Command {
+    /// Decodes `cmd`: `ENOTTY` for anything not ours, `EINVAL` for one of our numbers
+    /// with the wrong structure size.
+    fn decode(cmd: u32) -> Result<Command> {
+        if ioc_type(cmd) != IOC_MAGIC || ioc_dir(cmd) != 3 {
+            return Err(ENOTTY);
+        }
+        let (command, number) = match ioc_nr(cmd) {
+            0 => (Command::Version, IOC_VERSION),
+            1 => (Command::Register, IOC_REGISTER),
+            2 => (Command::Link, IOC_LINK),
+            3 => (Command::Unlink, IOC_UNLINK),
+            4 => (Command::Unregister, IOC_UNREGISTER),
+            5 => (Command::List, IOC_LIST),
+            6 => (Command::Info, IOC_INFO),
+            7 => (Command::Table, IOC_TABLE),
+            _ => return Err(ENOTTY),
+        };
+        if cmd != number {
+            return Err(EINVAL);
+        }
+        Ok(command)
+    }
+
+    /// Whether the command changes state and so needs CAP_SYS_ADMIN or
+    /// CAP_CHECKPOINT_RESTORE.
+    fn privileged(self) -> bool {
+        matches!(self, Command::Register | Command::Link | Command::Unlink | Command::Unregister)
+    }
+}
+
+/// What every request structure shares: the size field, the flags it accepts, and its
+/// fields that must be zero.
+trait Request: FromBytes + AsBytes {
+    const FLAGS: u32;
+    fn size(&self) -> u32;
+    fn flags(&self) -> u32;
+    fn zero_fields_are_zero(&self) -> bool;
+}
+
+macro_rules! request {
+    ($($ty:ident: flags = $flags:expr, zero = [$($field:ident),*];)*) => {$(
+        // SAFETY: a `#[repr(C)]` structure of integers and integer arrays without implicit
+        // padding (the uapi layout test proves it): every bit pattern is a valid value.
+        unsafe impl FromBytes for $ty {}
+        // SAFETY: as above, no padding bytes, so every byte is initialised.
+        unsafe impl AsBytes for $ty {}
+        impl Request for $ty {
+            const FLAGS: u32 = $flags;
+            fn size(&self) -> u32 {
+                self.size
+            }
+            fn flags(&self) -> u32 {
+                self.flags
+            }
+            fn zero_fields_are_zero(&self) -> bool {
+                true $(&& is_zero(&self.$field))*
+            }
+        }
+    )*};
+}
+
+request! {
+    VersionRequest: flags = 0, zero = [reserved];
+    RegisterRequest: flags = REGISTER_PID_RANGE, zero = [reserved];
+    LinkRequest: flags = 0, zero = [pad, reserved];
+    UnlinkRequest: flags = 0, zero = [pad, reserved];
+    UnregisterRequest: flags = UNREGISTER_FORCE, zero = [reserved];
+    ListRequest: flags = 0, zero = [reserved];
+    InfoRequest: flags = 0, zero = [reserved];
+    TableRequest: flags = 0, zero = [pad, reserved];
+}
+
+// SAFETY: `#[repr(C)]` integers without padding (uapi layout test); any bit pattern is valid.
+unsafe impl AsBytes for AidInfo {}
+// SAFETY: as above.
+unsafe impl FromBytes for AidInfo {}
+// SAFETY: `#[repr(C)]` of four u32: no padding; any bit pattern is valid.
+unsafe impl AsBytes for uapi::TableEntry {}
+// SAFETY: as above.
+unsafe impl FromBytes for uapi::TableEntry {}
+
+trait IsZero {
+    fn is_zero(&self) -> bool;
+}
+impl IsZero for u32 {
+    fn is_zero(&self) -> bool {
+        *self == 0
+    }
+}
+impl<const N: usize> IsZero for [u64; N] {
+    fn is_zero(&self) -> bool {
+        self.iter().all(|&v| v == 0)
+    }
+}
+fn is_zero<T: IsZero>(value: &T) -> bool {
+    value.is_zero()
+}
+
+/// Copies a request in, validates its common fields, lets `handle` act on it, and copies
+/// it back out.
+fn with_request<T: Request>(arg: usize, handle: impl FnOnce(&mut T) -> Result) -> Result {
+    let (mut reader, mut writer) = UserSlice::new(arg, core::mem::size_of::<T>()).reader_writer();
+    let mut request: T = reader.read()?;
+    if request.size() as usize != core::mem::size_of::<T>()
+        || request.flags() & !T::FLAGS != 0
+        || !request.zero_fields_are_zero()
+    {
+        return Err(EINVAL);
+    }
+    handle(&mut request)?;
+    writer.write(&request)
+}
+
+fn name_of(field: &[u8; NAME_LEN]) -> Result<[u8; NAME_LEN]> {
+    uapi::parse_name(field).map_err(|_| EINVAL)?;
+    Ok(*field)
+}
+
+fn version(registry: &Registry, req: &mut VersionRequest) -> Result {
+    req.abi_version = ABI_VERSION;
+    req.name_max = NAME_MAX as u32;
+    req.features = FEATURES;
+    req.entry_limit = glue::max_entries().min(u32::MAX as usize) as u32;
+    req.nr_aids = registry.count() as u32;
+    Ok(())
+}
+
+fn register(registry: &Registry, req: &mut RegisterRequest) -> Result {
+    let name = name_of(&req.name)?;
+    let range = if req.flags & REGISTER_PID_RANGE != 0 {
+        if !uapi::check_pid_range(req.pid_min, req.pid_max) {
+            return Err(EINVAL);
+        }
+        Some((req.pid_min, req.pid_max))
+    } else {
+        if req.pid_min != 0 || req.pid_max != 0 {
+            return Err(EINVAL);
+        }
+        None
+    };
+    if req.aid != 0 {
+        return Err(EINVAL);
+    }
+    req.aid = registry.register(name, range)?.id;
+    Ok(())
+}
+
+fn link(registry: &Registry, req: &mut LinkRequest) -> Result {
+    let aid = registry.find(req.aid)?;
+    let target = TaskRef::by_pid(req.pid)?;
+    link::link_process(registry, &aid, &target)
+}
+
+fn unlink(registry: &Registry, req: &mut UnlinkRequest) -> Result {
+    let target = TaskRef::by_pid(req.pid)?;
+    link::unlink_process(registry, &target)
+}
+
+fn unregister(registry: &Registry, req: &mut UnregisterRequest) -> Result {
+    registry.unregister(req.aid, req.flags & UNREGISTER_FORCE != 0).map(|_| ())
+}
+
+fn list(registry: &Registry, req: &mut ListRequest) -> Result {
+    let aids = registry.list()?;
+    let written = aids.len().min(req.capacity as usize);
+    if written > 0 {
+        let mut out = UserSlice::new(req.entries as usize, written * core::mem::size_of::<AidInfo>()).writer();
+        for aid in aids.iter().take(written) {
+            out.write(&aid.info())?;
+        }
+    }
+    req.count = aids.len() as u32;
+    Ok(())
+}
+
+fn info(registry: &Registry, req: &mut InfoRequest) -> Result {
+    let aid = if req.aid != 0 {
+        registry.find(req.aid)?
+    } else {
+        registry.find_by_name(&name_of(&req.name)?)?
+    };
+    req.info = aid.info();
+    req.aid = aid.id;
+    req.name = aid.name;
+    Ok(())
+}
+
+fn table(registry: &Registry, req: &mut TableRequest) -> Result {
+    let index = req.table as usize;
+    if index >= TABLE_COUNT {
+        return Err(EINVAL);
+    }
+    if req.count != 0 {
+        return Err(EINVAL);
+    }
+    let aid = registry.find(req.aid)?;
+    let size_now = aid.state.lock().tables[index].len();
+    let wanted = size_now.min(req.capacity as usize);
+    let mut entries = KVec::with_capacity(wanted, GFP_KERNEL)?;
+    let total = {
+        let state = aid.state.lock();
+        let table = &state.tables[index];
+        table.for_each(|entry| {
+            if entries.len() >= wanted {
+                return false;
+            }
+            let mut out = uapi::TableEntry::zeroed();
+            out.virtual_id = entry.virtual_id.0;
+            out.system_id = entry.system_id.0;
+            out.owner_id = entry.owner;
+            // Within the reserved capacity: never allocates.
+            entries.push(out, GFP_NOWAIT).is_ok()
+        });
+        table.len()
+    };
+    if !entries.is_empty() {
+        let mut out =
+            UserSlice::new(req.entries as usize, entries.len() * core::mem::size_of::<uapi::TableEntry>()).writer();
+        for entry in entries.iter() {
+            out.write(entry)?;
+        }
+    }
+    req.count = total as u32;
+    Ok(())
+}
+
+fn privileged(file: *mut bindings::file) -> bool {
+    // SAFETY: `file` is the open file the ioctl arrived on, valid for the whole call;
+    // `file_ns_capable` checks the credentials it was opened with.
+    unsafe {
+        glue::appshot_glue_file_capable(file, CAP_SYS_ADMIN)
+            || glue::appshot_glue_file_capable(file, CAP_CHECKPOINT_RESTORE)
+    }
+}
+
+fn ioctl(file: *mut bindings::file, cmd: u32, arg: usize) -> Result {
+    let command = Command::decode(cmd)?;
+    if command.privileged() && !privileged(file) {
+        return Err(EPERM);
+    }
+    let registry = registry::get().ok_or(ENODEV)?;
+    match command {
+        Command::Version => with_request(arg, |req| version(registry, req)),
+        Command::Register => with_request(arg, |req| register(registry, req)),
+        Command::Link => with_request(arg, |req| link(registry, req)),
+        Command::Unlink => with_request(arg, |req| unlink(registry, req)),
+        Command::Unregister => with_request(arg, |req| unregister(registry, req)),
+        Command::List => with_request(arg, |req| list(registry, req)),
+        Command::Info => with_request(arg, |req| info(registry, req)),
+        Command::Table => with_request(arg, |req| table(registry, req)),
+    }
+}
+
+/// The misc device's `unlocked_ioctl`, reached through the C glue.
+#[no_mangle]
+pub(crate) extern "C" fn appshot_rust_ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
+    match ioctl(file, cmd, arg as usize) {
+        Ok(()) => 0,
+        Err(error) => error.to_errno() as c_long,
+    }
+}

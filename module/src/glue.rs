@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Declarations of the C glue (`glue/appshot_glue.c`) for Rust.
+//!
+//! The glue wraps what Linux 6.12 gives Rust no abstraction for: the misc device, the
+//! ftrace direct-call hooks, the module parameter, and C macros or inline functions
+//! (`for_each_thread`, `file_ns_capable`, `current_euid`, ...). The prototypes must match
+//! `glue/appshot_glue.h`.
+
+use kernel::bindings;
+use kernel::ffi::{c_int, c_uint};
+
+// The bindings of `task_struct` and `file` contain empty structures (config-dependent
+// members); only pointers to them cross this boundary.
+#[allow(improper_ctypes)]
+extern "C" {
+    pub(crate) fn appshot_glue_misc_register() -> c_int;
+    pub(crate) fn appshot_glue_misc_deregister();
+    pub(crate) fn appshot_glue_hooks_register() -> c_int;
+    pub(crate) fn appshot_glue_hooks_unregister();
+    pub(crate) fn appshot_glue_module_get();
+    pub(crate) fn appshot_glue_module_put();
+    pub(crate) fn appshot_glue_max_entries() -> c_uint;
+    pub(crate) fn appshot_glue_file_capable(file: *const bindings::file, cap: c_int) -> bool;
+    pub(crate) fn appshot_glue_current_euid() -> u32;
+    pub(crate) fn appshot_glue_get_task_by_vpid(nr: bindings::pid_t) -> *mut bindings::task_struct;
+    pub(crate) fn appshot_glue_collect_threads(
+        task: *mut bindings::task_struct,
+        out: *mut *mut bindings::task_struct,
+        max: c_uint,
+    ) -> c_uint;
+    pub(crate) fn appshot_glue_kill_task(task: *mut bindings::task_struct);
+    pub(crate) fn appshot_glue_task_tid(task: *mut bindings::task_struct) -> bindings::pid_t;
+    pub(crate) fn appshot_glue_task_tgid(task: *mut bindings::task_struct) -> bindings::pid_t;
+    pub(crate) fn appshot_glue_task_flags(task: *mut bindings::task_struct) -> c_uint;
+}
+
+/// The `max_entries` module parameter: the most entries one table of one AID may hold.
+pub(crate) fn max_entries() -> usize {
+    // SAFETY: the glue function only reads an integer module parameter.
+    unsafe { appshot_glue_max_entries() as usize }
+}
+
+/// Effective UID of the calling task in the initial user namespace.
+pub(crate) fn current_euid() -> u32 {
+    // SAFETY: reads the current task's credentials, always valid in process context.
+    unsafe { appshot_glue_current_euid() }
+}
+
+/// Takes one reference on this module (held by every registered AID).
+pub(crate) fn module_get() {
+    // SAFETY: the module is live (we are running its code); `__module_get` cannot fail.
+    unsafe { appshot_glue_module_get() }
+}
+
+/// Drops a reference taken by [`module_get`].
+pub(crate) fn module_put() {
+    // SAFETY: callers pair every call with an earlier `module_get`.
+    unsafe { appshot_glue_module_put() }
+}

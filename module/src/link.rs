@@ -1,0 +1,238 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Linking tasks to AIDs: LINK and UNLINK, and the two hooks that keep links in step with
+//! the life of processes and threads.
+//!
+//! A linked thread has two records, changed together under its AID's lock: an entry in
+//! the AID's PID table (system TID -> virtual TID, owner = system TGID) and an entry in
+//! the task index (task -> AID).
+//!
+//! - A new task is linked in `wake_up_new_task`, when its creator is linked: before it
+//!   runs its first instruction, so it never runs unvirtualized. If it cannot be linked
+//!   (table full, no memory) it is killed before it runs.
+//! - A task is unlinked in `release_task`, when it is reaped: its system TID is still
+//!   allocated there, so a reaped TID never lingers in a table to collide with a new
+//!   task that reuses the number.
+//! - LINK and UNLINK work on all threads of a process while it may be creating and
+//!   ending threads; they repeat their pass over the thread list until a pass finds
+//!   nothing left to do.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+use crate::aid::{Aid, AidState};
+use crate::glue;
+use crate::process::{Task, TaskRef};
+use crate::registry::Registry;
+use crate::table::{Entry, EntryReservation, InsertError, RemovedEntry, SystemId, VirtualId};
+use crate::task_index::{IndexReservation, RemovedLink};
+
+/// Passes over a process's threads before LINK or UNLINK gives up chasing new threads.
+const MAX_PASSES: usize = 16;
+
+/// Memory for linking one task, reserved before the AID's lock is taken.
+struct LinkReservation {
+    entry: EntryReservation,
+    index: IndexReservation,
+}
+
+impl LinkReservation {
+    fn new() -> Result<Self> {
+        Ok(LinkReservation {
+            entry: EntryReservation::new(GFP_KERNEL)?,
+            index: IndexReservation::new(GFP_KERNEL)?,
+        })
+    }
+}
+
+/// The records of one unlinked task, freed when dropped (after the lock is released).
+struct Unlinked {
+    _link: RemovedLink,
+    _entry: Option<RemovedEntry>,
+}
+
+/// Links `task` to `aid`. Caller holds `aid`'s lock (`state`) and has checked the entry
+/// limit. On failure nothing changed.
+fn link_locked(
+    registry: &Registry,
+    aid: &Arc<Aid>,
+    state: &mut AidState,
+    task: Task<'_>,
+    reservation: LinkReservation,
+) -> Result {
+    let tid = task.tid();
+    let tgid = task.tgid();
+    // Virtual PIDs equal system PIDs until PID translation chooses them from the AID's range.
+    let entry = Entry { virtual_id: VirtualId(tid), system_id: SystemId(tid), owner: tgid };
+    if registry.tasks.insert(task, aid.clone(), reservation.index).is_err() {
+        // Linked already, to another AID (a LINK racing with ours).
+        return Err(EBUSY);
+    }
+    match state.pids().insert(reservation.entry, entry) {
+        Ok(()) => {
+            if tid == tgid {
+                state.nr_processes += 1;
+            }
+            Ok(())
+        }
+        Err(InsertError::VirtualTaken | InsertError::SystemTaken) => {
+            // The TID is in the table under another task: the tables and the index
+            // disagree. Undo and refuse rather than bind one ID twice.
+            let _ = registry.tasks.remove(task, aid);
+            pr_warn!("AID {}: TID {} is in the PID table already\n", aid.id, tid);
+            Err(EBUSY)
+        }
+    }
+}
+
+/// Unlinks `task` from `aid` if it is linked there. Caller holds `aid`'s lock.
+fn unlink_locked(registry: &Registry, aid: &Aid, state: &mut AidState, task: Task<'_>) -> Option<Unlinked> {
+    let link = registry.tasks.remove(task, aid)?;
+    let entry = state.pids().remove_system(SystemId(task.tid()));
+    if let Some(removed) = &entry {
+        if removed.entry.system_id.0 == removed.entry.owner {
+            state.nr_processes -= 1;
+        }
+    }
+    Some(Unlinked { _link: link, _entry: entry })
+}
+
+/// LINK: attaches every thread of `target` to `aid`.
+pub(crate) fn link_process(registry: &Registry, aid: &Arc<Aid>, target: &TaskRef) -> Result {
+    let task = target.task();
+    if task.is_kernel_thread() {
+        return Err(EINVAL);
+    }
+    if task.is_exiting() {
+        return Err(ESRCH);
+    }
+    let linked_before = match registry.tasks.lookup(task) {
+        Some(current) if Arc::ptr_eq(&current, aid) => true,
+        Some(_) => return Err(EBUSY),
+        None => false,
+    };
+    let result = link_threads(registry, aid, target);
+    if result.is_err() && !linked_before {
+        // Leave the process as it was: not linked at all.
+        let _ = unlink_threads(registry, aid, target);
+    }
+    result
+}
+
+fn link_threads(registry: &Registry, aid: &Arc<Aid>, target: &TaskRef) -> Result {
+    for _ in 0..MAX_PASSES {
+        let threads = target.threads()?;
+        let mut reservations = KVec::with_capacity(threads.len(), GFP_KERNEL)?;
+        for _ in 0..threads.len() {
+            reservations.push(LinkReservation::new()?, GFP_KERNEL)?;
+        }
+
+        let mut state = aid.state.lock();
+        if state.unregistered {
+            return Err(ENOENT);
+        }
+        let wanted = |thread: &TaskRef| {
+            let thread = thread.task();
+            !thread.is_exiting() && !registry.tasks.is_linked_to(thread, aid)
+        };
+        let needed = threads.iter().filter(|t| wanted(t)).count();
+        if needed == 0 {
+            return Ok(());
+        }
+        if state.pids().len() + needed > glue::max_entries() {
+            return Err(ENOSPC);
+        }
+        for (thread, reservation) in threads.iter().zip(reservations.into_iter()) {
+            if wanted(thread) {
+                link_locked(registry, aid, &mut state, thread.task(), reservation)?;
+            }
+        }
+    }
+    // Still new threads after many passes; every thread that exists now was linked by a
+    // pass or by the new-task hook (its creator was linked), so the process is linked.
+    Ok(())
+}
+
+/// UNLINK: detaches every thread of `target` from its AID.
+pub(crate) fn unlink_process(registry: &Registry, target: &TaskRef) -> Result {
+    let aid = registry.tasks.lookup(target.task()).ok_or(ENOENT)?;
+    unlink_threads(registry, &aid, target)
+}
+
+fn unlink_threads(registry: &Registry, aid: &Arc<Aid>, target: &TaskRef) -> Result {
+    for _ in 0..MAX_PASSES {
+        let threads = target.threads()?;
+        let mut removed: KVec<Unlinked> = KVec::with_capacity(threads.len(), GFP_KERNEL)?;
+        {
+            let mut state = aid.state.lock();
+            for thread in threads.iter() {
+                if let Some(unlinked) = unlink_locked(registry, aid, &mut state, thread.task()) {
+                    // Within the reserved capacity: never allocates.
+                    let _ = removed.push(unlinked, GFP_NOWAIT);
+                }
+            }
+        }
+        if removed.is_empty() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Counts refusals so a fork storm against a full table logs a few lines, not millions.
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+
+fn refuse_new_task(aid: &Aid, child: Task<'_>, why: &str) {
+    child.kill();
+    let n = REFUSED.fetch_add(1, Ordering::Relaxed);
+    if n < 10 || n % 1000 == 0 {
+        pr_warn!(
+            "AID {} '{}': new task {} killed before it ran: {} ({} refusals so far)\n",
+            aid.id,
+            aid.name_str(),
+            child.tid(),
+            why,
+            n + 1
+        );
+    }
+}
+
+/// Hook on `wake_up_new_task`: links `child` if its creator (`current`) is linked.
+pub(crate) fn on_new_task(registry: &Registry, child: Task<'_>) {
+    let parent = Task::current();
+    let Some(aid) = registry.tasks.lookup(parent) else {
+        return;
+    };
+    let reservation = match LinkReservation::new() {
+        Ok(reservation) => reservation,
+        Err(_) => return refuse_new_task(&aid, child, "out of memory"),
+    };
+    let mut state = aid.state.lock();
+    if state.unregistered || !registry.tasks.is_linked_to(parent, &aid) {
+        // The creator left the AID after the lookup (UNLINK or forced UNREGISTER): its
+        // child is not linked either.
+        return;
+    }
+    if state.pids().len() >= glue::max_entries() {
+        drop(state);
+        return refuse_new_task(&aid, child, "PID table full (max_entries)");
+    }
+    if let Err(e) = link_locked(registry, &aid, &mut state, child, reservation) {
+        drop(state);
+        let _ = e;
+        refuse_new_task(&aid, child, "cannot link");
+    }
+}
+
+/// Hook on `release_task`: unlinks a reaped task.
+pub(crate) fn on_release_task(registry: &Registry, task: Task<'_>) {
+    let Some(aid) = registry.tasks.lookup(task) else {
+        return;
+    };
+    let unlinked = {
+        let mut state = aid.state.lock();
+        unlink_locked(registry, &aid, &mut state, task)
+    };
+    drop(unlinked);
+}

@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Tasks (threads) as appshot sees them: counted references, the few fields it reads, and
+//! the threads of a process.
+//!
+//! Linux 6.12's `kernel::task::Task` exposes neither the thread-group ID nor the task
+//! flags; the C glue reads those fields (see `glue/appshot_glue.c` for why not Rust).
+
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+
+use kernel::bindings;
+use kernel::prelude::*;
+
+use crate::glue;
+
+/// A task the caller knows to be alive for `'a`: a hook argument, `current`, or a task
+/// a [`TaskRef`] holds.
+///
+/// # Invariants
+/// `ptr` points to a valid `task_struct` for the whole lifetime `'a`.
+#[derive(Clone, Copy)]
+pub(crate) struct Task<'a> {
+    ptr: NonNull<bindings::task_struct>,
+    _alive: PhantomData<&'a bindings::task_struct>,
+}
+
+impl<'a> Task<'a> {
+    /// Wraps a task pointer.
+    ///
+    /// # Safety
+    /// `ptr` must point to a valid `task_struct` that stays valid for `'a`.
+    pub(crate) unsafe fn from_raw(ptr: NonNull<bindings::task_struct>) -> Self {
+        // INVARIANT: the caller promises validity for `'a`.
+        Task { ptr, _alive: PhantomData }
+    }
+
+    /// The calling task.
+    pub(crate) fn current() -> Task<'static> {
+        // SAFETY: `get_current` only reads the per-CPU current pointer.
+        let ptr = unsafe { bindings::get_current() };
+        // SAFETY: `current` is never NULL in process context, and the current task stays
+        // valid while it runs our code; `'static` is sound because callers only use it
+        // within the syscall or hook that runs on this task.
+        unsafe { Task::from_raw(NonNull::new_unchecked(ptr)) }
+    }
+
+    /// The raw pointer, for C calls.
+    pub(crate) fn as_ptr(self) -> *mut bindings::task_struct {
+        self.ptr.as_ptr()
+    }
+
+    /// An identity usable as a map key while the task lives.
+    pub(crate) fn key(self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
+    /// System (initial namespace) thread ID. `de_thread` may exchange it with another
+    /// thread of the group during exec, so it is read once, like `READ_ONCE`.
+    pub(crate) fn tid(self) -> u32 {
+        // SAFETY: the task is valid (type invariant); the glue reads one field.
+        unsafe { glue::appshot_glue_task_tid(self.ptr.as_ptr()) as u32 }
+    }
+
+    /// System thread-group ID (the process ID). Fixed for the task's life.
+    pub(crate) fn tgid(self) -> u32 {
+        // SAFETY: the task is valid (type invariant); the glue reads one field.
+        unsafe { glue::appshot_glue_task_tgid(self.ptr.as_ptr()) as u32 }
+    }
+
+    fn flags(self) -> u32 {
+        // SAFETY: the task is valid (type invariant); the glue reads one field.
+        unsafe { glue::appshot_glue_task_flags(self.ptr.as_ptr()) }
+    }
+
+    /// Whether the task has started to exit (`PF_EXITING`): it will be released soon and
+    /// must not be given a new table entry.
+    pub(crate) fn is_exiting(self) -> bool {
+        self.flags() & bindings::PF_EXITING != 0
+    }
+
+    /// Whether this is a kernel thread, which is never linked.
+    pub(crate) fn is_kernel_thread(self) -> bool {
+        self.flags() & bindings::PF_KTHREAD != 0
+    }
+
+    /// Sends `SIGKILL` (used for a new task that cannot be linked, before it first runs).
+    pub(crate) fn kill(self) {
+        // SAFETY: the task is valid (type invariant); sending a signal takes its own locks.
+        unsafe { glue::appshot_glue_kill_task(self.ptr.as_ptr()) }
+    }
+}
+
+/// A counted reference to a task (`get_task_struct` / `put_task_struct`).
+///
+/// # Invariants
+/// `ptr` is a valid `task_struct` on which this value owns one reference.
+pub(crate) struct TaskRef {
+    ptr: NonNull<bindings::task_struct>,
+}
+
+// SAFETY: a task reference may be dropped on any CPU and from any thread.
+unsafe impl Send for TaskRef {}
+
+impl TaskRef {
+    /// Takes ownership of a reference the caller holds.
+    ///
+    /// # Safety
+    /// `ptr` must be a valid task on which the caller owns one reference, given up here.
+    unsafe fn from_owned(ptr: NonNull<bindings::task_struct>) -> Self {
+        // INVARIANT: the caller transfers its reference.
+        TaskRef { ptr }
+    }
+
+    /// The calling task, referenced.
+    pub(crate) fn current() -> Self {
+        let task = Task::current();
+        // SAFETY: the current task is valid; taking a reference keeps it so.
+        unsafe { bindings::get_task_struct(task.as_ptr()) };
+        // SAFETY: we took the reference just above.
+        unsafe { TaskRef::from_owned(task.ptr) }
+    }
+
+    /// The process `nr` in the caller's PID namespace, or `ESRCH`; 0 is the caller.
+    pub(crate) fn by_pid(nr: i32) -> Result<Self> {
+        if nr == 0 {
+            return Ok(TaskRef::current());
+        }
+        if nr < 0 {
+            return Err(ESRCH);
+        }
+        // SAFETY: the glue looks the PID up under RCU and returns a referenced task or NULL.
+        let ptr = unsafe { glue::appshot_glue_get_task_by_vpid(nr) };
+        // SAFETY: a non-NULL result carries a reference we now own.
+        NonNull::new(ptr).map(|ptr| unsafe { TaskRef::from_owned(ptr) }).ok_or(ESRCH)
+    }
+
+    /// Borrows the task for as long as the reference is held.
+    pub(crate) fn task(&self) -> Task<'_> {
+        // SAFETY: our reference keeps the task valid for the borrow of `self`.
+        unsafe { Task::from_raw(self.ptr) }
+    }
+
+    /// Every thread of this task's process, referenced.
+    pub(crate) fn threads(&self) -> Result<KVec<TaskRef>> {
+        let mut capacity: usize = 8;
+        loop {
+            let mut raw: KVec<*mut bindings::task_struct> = KVec::with_capacity(capacity, GFP_KERNEL)?;
+            let mut threads = KVec::with_capacity(capacity, GFP_KERNEL)?;
+            // SAFETY: `raw` has room for `capacity` pointers; the glue writes at most that
+            // many, each with a reference taken, and returns the total number of threads.
+            let total = unsafe {
+                glue::appshot_glue_collect_threads(self.ptr.as_ptr(), raw.as_mut_ptr(), capacity as u32)
+            } as usize;
+            // SAFETY: the glue initialised the first `min(total, capacity)` elements.
+            unsafe { raw.set_len(total.min(capacity)) };
+            for &ptr in raw.iter() {
+                // SAFETY: every written pointer is a valid task with a reference we own.
+                let task = unsafe { TaskRef::from_owned(NonNull::new_unchecked(ptr)) };
+                // Never allocates (the capacity is reserved); on failure the value is
+                // dropped, which releases its reference.
+                let _ = threads.push(task, GFP_NOWAIT);
+            }
+            if total <= capacity {
+                return Ok(threads);
+            }
+            // More threads than room: `threads` drops its references; ask again.
+            capacity = total + 8;
+        }
+    }
+}
+
+impl Drop for TaskRef {
+    fn drop(&mut self) {
+        // SAFETY: the type invariant says we own one reference on a valid task.
+        unsafe { bindings::put_task_struct(self.ptr.as_ptr()) };
+    }
+}

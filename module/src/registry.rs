@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The registry: every registered AID, and the task index that says which AID a task
+//! belongs to. One registry exists while the module is loaded; hooks and ioctls reach it
+//! through [`get`].
+//!
+//! # Locking overview
+//! 1. `Registry::aids` (mutex): the set of AIDs, names, the next AID number. May sleep and
+//!    allocate while held. Taken only by ioctls.
+//! 2. `Aid::state` (spinlock, one per AID): that AID's tables and its link state.
+//! 3. A task-index bucket (spinlock, `task_index.rs`).
+//!
+//! Locks are taken in that order and never the other way round; at most one AID lock and
+//! one bucket lock are held at a time. Nothing allocates or sleeps under 2 or 3: memory is
+//! reserved first and freed nodes are dropped after unlocking.
+
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use kernel::prelude::*;
+use kernel::rbtree::RBTree;
+use kernel::sync::{new_mutex, Arc, Mutex};
+
+use crate::aid::Aid;
+use crate::glue;
+use crate::process::Task;
+use crate::table::IdTable;
+use crate::task_index::TaskIndex;
+use crate::uapi::NAME_LEN;
+
+/// The registered AIDs and the next number to hand out.
+struct AidSet {
+    by_id: RBTree<u64, Arc<Aid>>,
+    next_id: u64,
+}
+
+/// All of appshot's state.
+#[pin_data]
+pub(crate) struct Registry {
+    /// Registered AIDs. Lock order 1.
+    #[pin]
+    aids: Mutex<AidSet>,
+    /// Task -> AID for every linked task.
+    pub(crate) tasks: TaskIndex,
+}
+
+static REGISTRY: AtomicPtr<Registry> = AtomicPtr::new(core::ptr::null_mut());
+
+/// The live registry, or `None` before module init finished publishing it.
+pub(crate) fn get() -> Option<&'static Registry> {
+    let ptr = REGISTRY.load(Ordering::Acquire);
+    // SAFETY: a non-null pointer was stored by `publish` from the module's pinned box, and
+    // is cleared by `unpublish` only after the misc device and the hooks are gone and every
+    // hook handler has returned (see `Appshot::drop`), so no caller outlives it.
+    unsafe { ptr.as_ref() }
+}
+
+/// Makes `registry` reachable from hooks and ioctls.
+pub(crate) fn publish(registry: Pin<&Registry>) {
+    REGISTRY.store(&*registry as *const Registry as *mut Registry, Ordering::Release);
+}
+
+/// Makes the registry unreachable again (module exit, after hooks and device are gone).
+pub(crate) fn unpublish() {
+    REGISTRY.store(core::ptr::null_mut(), Ordering::Release);
+}
+
+impl Registry {
+    /// An empty registry.
+    pub(crate) fn new() -> Result<impl PinInit<Self, Error>> {
+        let tasks = TaskIndex::new()?;
+        Ok(try_pin_init!(Registry {
+            aids <- new_mutex!(AidSet { by_id: RBTree::new(), next_id: 1 }, "appshot_registry"),
+            tasks,
+        }? Error))
+    }
+
+    /// Registers a new AID. `name` and `pid_range` are validated by the caller.
+    pub(crate) fn register(&self, name: [u8; NAME_LEN], pid_range: Option<(u32, u32)>) -> Result<Arc<Aid>> {
+        let mut set = self.aids.lock();
+        if set.by_id.values().any(|aid| aid.name == name) {
+            return Err(EEXIST);
+        }
+        let id = set.next_id;
+        let aid = Aid::new(id, name, glue::current_euid(), pid_range)?;
+        set.by_id.try_create_and_insert(id, aid.clone(), GFP_KERNEL)?;
+        set.next_id += 1;
+        glue::module_get();
+        let caller = Task::current();
+        pr_info!(
+            "AID {} '{}' registered by pid {} (uid {})\n",
+            id,
+            aid.name_str(),
+            caller.tgid(),
+            aid.owner_uid
+        );
+        Ok(aid)
+    }
+
+    /// The AID numbered `id`.
+    pub(crate) fn find(&self, id: u64) -> Result<Arc<Aid>> {
+        self.aids.lock().by_id.get(&id).cloned().ok_or(ENOENT)
+    }
+
+    /// The AID named `name`.
+    pub(crate) fn find_by_name(&self, name: &[u8; NAME_LEN]) -> Result<Arc<Aid>> {
+        self.aids.lock().by_id.values().find(|aid| aid.name == *name).cloned().ok_or(ENOENT)
+    }
+
+    /// Every registered AID, in AID order.
+    pub(crate) fn list(&self) -> Result<KVec<Arc<Aid>>> {
+        let set = self.aids.lock();
+        let mut out = KVec::new();
+        for aid in set.by_id.values() {
+            out.push(aid.clone(), GFP_KERNEL)?;
+        }
+        Ok(out)
+    }
+
+    /// Number of registered AIDs.
+    pub(crate) fn count(&self) -> usize {
+        self.aids.lock().by_id.values().count()
+    }
+
+    /// Unregisters an AID. Without `force`, refuses with `EBUSY` while tasks are linked;
+    /// with it, unlinks them (they keep running, unlinked). Returns how many threads were
+    /// unlinked.
+    pub(crate) fn unregister(&self, id: u64, force: bool) -> Result<usize> {
+        let mut set = self.aids.lock();
+        let aid = set.by_id.get(&id).cloned().ok_or(ENOENT)?;
+        let (unlinked, tables) = {
+            let mut state = aid.state.lock();
+            if state.pids().len() > 0 && !force {
+                return Err(EBUSY);
+            }
+            state.unregistered = true;
+            let unlinked = self.tasks.remove_all(&aid);
+            state.nr_processes = 0;
+            let empty = [IdTable::new(), IdTable::new(), IdTable::new(), IdTable::new(), IdTable::new()];
+            (unlinked, core::mem::replace(&mut state.tables, empty))
+        };
+        // The old tables' nodes are freed here, outside the spinlock.
+        drop(tables);
+        set.by_id.remove(&id);
+        drop(set);
+        pr_info!("AID {} '{}' unregistered ({} threads unlinked)\n", id, aid.name_str(), unlinked);
+        glue::module_put();
+        Ok(unlinked)
+    }
+}

@@ -1,0 +1,149 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The translation table of one resource type of one AID: virtual IDs to system IDs and
+//! back, as two red-black trees that always agree.
+//!
+//! Tables live under a spinlock (the AID's), so they never allocate: every insertion
+//! consumes an [`EntryReservation`] made beforehand with `GFP_KERNEL`, and every removal
+//! hands the freed nodes back as a [`RemovedEntry`] for the caller to drop once the lock
+//! is released.
+
+use kernel::prelude::*;
+use kernel::rbtree::{RBTree, RBTreeNode, RBTreeNodeReservation};
+
+/// A virtual ID: the value an application of the AID sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct VirtualId(pub(crate) u32);
+
+/// A system ID: the value the kernel uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct SystemId(pub(crate) u32);
+
+/// What the system-side tree stores for one system ID.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SystemSide {
+    /// The virtual ID bound to this system ID.
+    pub(crate) virtual_id: VirtualId,
+    /// Table-specific owner: for the PID table, the system thread-group ID.
+    pub(crate) owner: u32,
+}
+
+/// One entry as reported to userspace.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Entry {
+    pub(crate) virtual_id: VirtualId,
+    pub(crate) system_id: SystemId,
+    pub(crate) owner: u32,
+}
+
+/// Memory for one entry, allocated before the table's lock is taken.
+pub(crate) struct EntryReservation {
+    by_virtual: RBTreeNodeReservation<VirtualId, SystemId>,
+    by_system: RBTreeNodeReservation<SystemId, SystemSide>,
+}
+
+impl EntryReservation {
+    /// Allocates the two tree nodes of one entry.
+    pub(crate) fn new(flags: kernel::alloc::Flags) -> Result<Self> {
+        Ok(EntryReservation {
+            by_virtual: RBTreeNodeReservation::new(flags)?,
+            by_system: RBTreeNodeReservation::new(flags)?,
+        })
+    }
+}
+
+/// The nodes of a removed entry; dropping it frees them (do so outside the lock).
+pub(crate) struct RemovedEntry {
+    pub(crate) entry: Entry,
+    _by_virtual: Option<RBTreeNode<VirtualId, SystemId>>,
+    _by_system: RBTreeNode<SystemId, SystemSide>,
+}
+
+/// Why an insertion was refused (the unused reservation is freed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum InsertError {
+    /// The virtual ID is bound already.
+    VirtualTaken,
+    /// The system ID is bound already.
+    SystemTaken,
+}
+
+/// A bidirectional translation table.
+///
+/// # Invariants
+/// `by_virtual` and `by_system` hold the same set of (virtual, system) pairs: `v -> s` is
+/// in `by_virtual` exactly when `s -> (v, _)` is in `by_system`; `len` is their size.
+pub(crate) struct IdTable {
+    by_virtual: RBTree<VirtualId, SystemId>,
+    by_system: RBTree<SystemId, SystemSide>,
+    len: usize,
+}
+
+impl IdTable {
+    /// An empty table.
+    pub(crate) fn new() -> Self {
+        IdTable { by_virtual: RBTree::new(), by_system: RBTree::new(), len: 0 }
+    }
+
+    /// Number of entries.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The system ID behind a virtual ID.
+    pub(crate) fn to_system(&self, virtual_id: VirtualId) -> Option<SystemId> {
+        self.by_virtual.get(&virtual_id).copied()
+    }
+
+    /// The virtual ID (and owner) bound to a system ID.
+    pub(crate) fn to_virtual(&self, system_id: SystemId) -> Option<SystemSide> {
+        self.by_system.get(&system_id).copied()
+    }
+
+    /// Binds `virtual_id` to `system_id`, using memory reserved earlier.
+    pub(crate) fn insert(
+        &mut self,
+        reservation: EntryReservation,
+        entry: Entry,
+    ) -> core::result::Result<(), InsertError> {
+        if self.to_system(entry.virtual_id).is_some() {
+            return Err(InsertError::VirtualTaken);
+        }
+        if self.to_virtual(entry.system_id).is_some() {
+            return Err(InsertError::SystemTaken);
+        }
+        let side = SystemSide { virtual_id: entry.virtual_id, owner: entry.owner };
+        // Neither key is present (checked above), so neither insertion replaces a node.
+        let replaced_v = self.by_virtual.insert(reservation.by_virtual.into_node(entry.virtual_id, entry.system_id));
+        let replaced_s = self.by_system.insert(reservation.by_system.into_node(entry.system_id, side));
+        debug_assert!(replaced_v.is_none() && replaced_s.is_none());
+        // INVARIANT: both trees gained the same pair.
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Removes the entry of a system ID.
+    pub(crate) fn remove_system(&mut self, system_id: SystemId) -> Option<RemovedEntry> {
+        let found = self.by_system.find_mut(&system_id)?;
+        let side = *found.get();
+        let by_system = found.remove_node();
+        let by_virtual = self.by_virtual.remove_node(&side.virtual_id);
+        debug_assert!(by_virtual.is_some());
+        // INVARIANT: the pair left both trees.
+        self.len -= 1;
+        Some(RemovedEntry {
+            entry: Entry { virtual_id: side.virtual_id, system_id, owner: side.owner },
+            _by_virtual: by_virtual,
+            _by_system: by_system,
+        })
+    }
+
+    /// Calls `f` on every entry in virtual ID order until it returns `false`.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(Entry) -> bool) {
+        for (&virtual_id, &system_id) in self.by_virtual.iter() {
+            let owner = self.to_virtual(system_id).map_or(0, |side| side.owner);
+            if !f(Entry { virtual_id, system_id, owner }) {
+                break;
+            }
+        }
+    }
+}
