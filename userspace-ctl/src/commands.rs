@@ -1,0 +1,289 @@
+//! The commands: each opens the device, asks it, and prints the answer.
+//!
+//! Every device error is explained with the operation that was attempted
+//! (`errors::explain`), so what reaches `main` is already the sentence the user reads.
+//! `run` ends in `exec`; it returns only when that fails, with the status a shell would
+//! give (127 not found, 126 not executable).
+
+use std::env;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context as _};
+use appshot_uapi as uapi;
+use rustix::io::Errno;
+use thiserror::Error;
+
+use crate::cli::Command;
+use crate::device::{Device, DEFAULT_PATH};
+use crate::errors::{errno_text, explain, why, Operation};
+use crate::output::{self, AidView, EntryView};
+use crate::values::{AidName, PidRange, TableType};
+
+/// Hidden override of the device path, for tests (a missing path, `/dev/null`).
+pub const DEVICE_ENV: &str = "APPSHOTCTL_DEVICE";
+
+/// Runs one command.
+pub fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Register {
+            name,
+            pid_range,
+            json,
+        } => register(&name, pid_range, json),
+        Command::Run {
+            name,
+            create,
+            pid_range,
+            command,
+        } => run(&name, create, pid_range, &command),
+        Command::Link { name, pid } => link(&name, pid),
+        Command::Unlink { pid } => unlink(pid),
+        Command::Unregister { name, force } => unregister(&name, force),
+        Command::List { json } => list(json),
+        Command::Show { name, table, json } => show(&name, table, json),
+    }
+}
+
+/// The device path: `$APPSHOTCTL_DEVICE` if set and not empty, else `/dev/appshot`.
+fn device_path() -> PathBuf {
+    env::var_os(DEVICE_ENV)
+        .filter(|path| !path.is_empty())
+        .map_or_else(|| PathBuf::from(DEFAULT_PATH), PathBuf::from)
+}
+
+/// Opens the device and makes sure it speaks our ABI.
+fn open_device() -> anyhow::Result<Device> {
+    let path = device_path();
+    let device = Device::open(&path).map_err(|e| explain(Operation::Open(&path), &e))?;
+    device
+        .check_abi()
+        .map_err(|e| explain(Operation::Open(&path), &e))?;
+    Ok(device)
+}
+
+/// Looks a name up for `operation` (whose failure the message names) and returns its
+/// AID number.
+fn lookup(device: &Device, name: &AidName, operation: Operation<'_>) -> anyhow::Result<u64> {
+    device
+        .info(name)
+        .map(|info| info.aid)
+        .map_err(|e| explain(operation, &e))
+}
+
+fn register(name: &AidName, pid_range: Option<PidRange>, json: bool) -> anyhow::Result<()> {
+    let device = open_device()?;
+    let aid = device
+        .register(name, pid_range)
+        .map_err(|e| explain(Operation::Register(name), &e))?;
+    output::write_stdout(&output::registered(name.as_str(), aid, pid_range, json))
+}
+
+fn run(
+    name: &AidName,
+    create: bool,
+    pid_range: Option<PidRange>,
+    command: &[OsString],
+) -> anyhow::Result<()> {
+    let device = open_device()?;
+    let aid = match device.info(name) {
+        Ok(info) => info.aid,
+        Err(e) if e.errno() == Some(Errno::NOENT) && !create => {
+            let why = format!(
+                "{} (use --create to register it)",
+                why(Operation::Lookup(name), &e)
+            );
+            return Err(anyhow!(why).context(Operation::Lookup(name).what()));
+        }
+        Err(e) if e.errno() == Some(Errno::NOENT) => match device.register(name, pid_range) {
+            Ok(aid) => aid,
+            // Registered by someone else since we looked: use theirs.
+            Err(e) if e.errno() == Some(Errno::EXIST) => {
+                lookup(&device, name, Operation::Lookup(name))?
+            }
+            Err(e) => return Err(explain(Operation::Register(name), &e)),
+        },
+        Err(e) => return Err(explain(Operation::Lookup(name), &e)),
+    };
+    let me = rustix::process::getpid().as_raw_nonzero().get();
+    device
+        .link(aid, 0)
+        .map_err(|e| explain(Operation::Link(name, me), &e))?;
+    // Close-on-exec anyway; dropped now so nothing of it outlives the exec attempt.
+    drop(device);
+    Err(exec(command).into())
+}
+
+/// Why `run` could not exec its command, with the exit status a shell would use.
+#[derive(Debug, Error)]
+#[error("cannot run '{program}': {why}")]
+pub struct ExecError {
+    program: String,
+    why: String,
+    /// 127 when the command was not found, 126 when it was found but not executable.
+    pub exit_code: u8,
+}
+
+/// Replaces appshotctl with `command` (execvp: searched in `PATH` unless it contains a
+/// `/`); returns only if that fails.
+fn exec(command: &[OsString]) -> ExecError {
+    let (program, args) = match command.split_first() {
+        Some(split) => split,
+        None => (&OsString::new(), &[][..]),
+    };
+    let error = std::process::Command::new(program).args(args).exec();
+    exec_error(program, &error)
+}
+
+fn exec_error(program: &OsStr, error: &io::Error) -> ExecError {
+    let exit_code = if error.kind() == io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    };
+    let why = match error.raw_os_error() {
+        Some(raw) => errno_text(Errno::from_raw_os_error(raw)),
+        None => error.to_string(),
+    };
+    ExecError {
+        program: program.to_string_lossy().escape_debug().to_string(),
+        why,
+        exit_code,
+    }
+}
+
+fn link(name: &AidName, pid: i32) -> anyhow::Result<()> {
+    let device = open_device()?;
+    let aid = lookup(&device, name, Operation::Link(name, pid))?;
+    device
+        .link(aid, pid)
+        .map_err(|e| explain(Operation::Link(name, pid), &e))
+}
+
+fn unlink(pid: i32) -> anyhow::Result<()> {
+    let device = open_device()?;
+    device
+        .unlink(pid)
+        .map_err(|e| explain(Operation::Unlink(pid), &e))
+}
+
+fn unregister(name: &AidName, force: bool) -> anyhow::Result<()> {
+    let device = open_device()?;
+    let aid = lookup(&device, name, Operation::Unregister(name))?;
+    device
+        .unregister(aid, force)
+        .map_err(|e| explain(Operation::Unregister(name), &e))
+}
+
+fn list(json: bool) -> anyhow::Result<()> {
+    let device = open_device()?;
+    let aids = device
+        .list()
+        .map_err(|e| explain(Operation::List, &e))?
+        .iter()
+        .map(AidView::from)
+        .collect::<Vec<_>>();
+    output::write_stdout(&output::list(&aids, json))
+}
+
+fn show(name: &AidName, table: TableType, json: bool) -> anyhow::Result<()> {
+    let device = open_device()?;
+    let info = device
+        .info(name)
+        .map_err(|e| explain(Operation::Show(name, table), &e))?;
+    let entries = device
+        .table(info.aid, table)
+        .map_err(|e| explain(Operation::Show(name, table), &e))?
+        .iter()
+        .map(EntryView::from)
+        .collect::<Vec<_>>();
+    output::write_stdout(&output::show(&AidView::from(&info), table, &entries, json))
+}
+
+/// `appshotctl --version`: the tool, and the module if the device opens. Never fails
+/// because of the module: a missing module is not an error here.
+pub fn version() -> anyhow::Result<()> {
+    let mut text = format!(
+        "appshotctl {} (ABI v{})\n",
+        env!("CARGO_PKG_VERSION"),
+        uapi::ABI_VERSION
+    );
+    let path = device_path();
+    if let Ok(device) = Device::open(&path) {
+        match device.version() {
+            Ok(version) => text.push_str(&output::module_version(&version)),
+            Err(e) => text.push_str(&format!(
+                "appshot.ko: {} does not answer {}: {}\n",
+                path.display(),
+                crate::device::command_name(uapi::IOC_VERSION),
+                e.errno().map_or_else(|| e.to_string(), errno_text)
+            )),
+        }
+    }
+    output::write_stdout(&text).context("cannot print the version")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn exec_code(command: &[&str]) -> (u8, String) {
+        let command: Vec<OsString> = command.iter().map(OsString::from).collect();
+        let error = exec(&command);
+        (error.exit_code, error.to_string())
+    }
+
+    #[test]
+    fn exec_of_a_missing_command_is_127() {
+        assert_eq!(
+            exec_code(&["/nonexistent/appshotctl-test"]),
+            (
+                127,
+                "cannot run '/nonexistent/appshotctl-test': No such file or directory (ENOENT)"
+                    .into()
+            )
+        );
+        // Searched in PATH.
+        assert_eq!(exec_code(&["appshotctl-test-no-such-command"]).0, 127);
+        assert_eq!(exec_code(&[]).0, 127);
+    }
+
+    #[test]
+    fn exec_of_a_non_executable_is_126() {
+        let dir = env::temp_dir().join(format!("appshotctl-exec-test-{}", std::process::id()));
+        let file = dir.join("not-executable");
+        let written = fs::create_dir_all(&dir)
+            .and_then(|()| fs::write(&file, "#!/bin/sh\nexit 0\n"))
+            .and_then(|()| fs::set_permissions(&file, fs::Permissions::from_mode(0o644)));
+        assert!(written.is_ok(), "{written:?}");
+        let file_text = file.to_string_lossy().into_owned();
+        let dir_text = dir.to_string_lossy().into_owned();
+        let file_result = exec_code(&[&file_text]);
+        let dir_result = exec_code(&[&dir_text]);
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(
+            file_result,
+            (
+                126,
+                format!("cannot run '{file_text}': Permission denied (EACCES)")
+            )
+        );
+        assert_eq!(dir_result.0, 126);
+    }
+
+    #[test]
+    fn exec_errors_show_odd_program_names_safely() {
+        let error = exec_error(
+            OsStr::new("a\u{1b}b"),
+            &io::Error::from_raw_os_error(Errno::NOENT.raw_os_error()),
+        );
+        assert_eq!(
+            error.to_string(),
+            "cannot run 'a\\u{1b}b': No such file or directory (ENOENT)"
+        );
+    }
+}
