@@ -135,16 +135,17 @@ fn is_zero<T: IsZero>(value: &T) -> bool {
 /// Copies a request in, validates its common fields, lets `handle` act on it, and copies
 /// it back out.
 fn with_request<T: Request>(arg: usize, handle: impl FnOnce(&mut T) -> Result) -> Result {
-    let (mut reader, mut writer) = UserSlice::new(arg, core::mem::size_of::<T>()).reader_writer();
+    let size = core::mem::size_of::<T>();
+    let (mut reader, mut probe) = UserSlice::new(arg, size).reader_writer();
     let mut request: T = reader.read()?;
-    if request.size() as usize != core::mem::size_of::<T>()
-        || request.flags() & !T::FLAGS != 0
-        || !request.zero_fields_are_zero()
-    {
+    if request.size() as usize != size || request.flags() & !T::FLAGS != 0 || !request.zero_fields_are_zero() {
         return Err(EINVAL);
     }
+    // Prove the answer can be written back before acting (a read-only argument must not
+    // register an AID the caller never learns about): write the request back unchanged.
+    probe.write(&request)?;
     handle(&mut request)?;
-    writer.write(&request)
+    UserSlice::new(arg, size).writer().write(&request)
 }
 
 fn name_of(field: &[u8; NAME_LEN]) -> Result<[u8; NAME_LEN]> {
@@ -174,9 +175,6 @@ fn register(registry: &Registry, req: &mut RegisterRequest) -> Result {
         }
         None
     };
-    if req.aid != 0 {
-        return Err(EINVAL);
-    }
     req.aid = registry.register(name, range)?.id;
     Ok(())
 }
@@ -224,9 +222,6 @@ fn info(registry: &Registry, req: &mut InfoRequest) -> Result {
 fn table(registry: &Registry, req: &mut TableRequest) -> Result {
     let index = req.table as usize;
     if index >= TABLE_COUNT {
-        return Err(EINVAL);
-    }
-    if req.count != 0 {
         return Err(EINVAL);
     }
     let aid = registry.find(req.aid)?;

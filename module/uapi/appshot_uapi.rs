@@ -19,7 +19,8 @@
 //! - User pointers are `u64`, counts `u32`; all structures have explicit padding, so the
 //!   layout is the same for every compiler.
 //! - Names are 1 to 63 bytes of printable ASCII without spaces (0x21..=0x7e), NUL-terminated
-//!   inside a 64-byte array; anything else is `EINVAL`.
+//!   inside a 64-byte array whose remaining bytes are zero; anything else is `EINVAL`.
+//! - Fields marked "Out" are ignored on input.
 
 /// Generates, for each listed structure, the `#[repr(C)]` Rust type and (with the
 /// `c-header` feature) the matching C declaration, so the two can never drift apart.
@@ -391,6 +392,8 @@ pub enum NameError {
     TooLong,
     /// A byte outside 0x21..=0x7e.
     NotPrintable,
+    /// A non-zero byte after the terminating NUL.
+    TrailingBytes,
 }
 
 /// Checks a name field and returns the name's bytes (without the NUL).
@@ -403,6 +406,11 @@ pub fn parse_name(field: &[u8; NAME_LEN]) -> Result<&[u8], NameError> {
         None => return Err(NameError::TooLong),
     };
     check_name(&field[..len])?;
+    // Bytes after the NUL must be zero: two fields naming the same AID are then equal,
+    // and the bytes stay free for a later ABI.
+    if field[len..].iter().any(|&b| b != 0) {
+        return Err(NameError::TrailingBytes);
+    }
     Ok(&field[..len])
 }
 

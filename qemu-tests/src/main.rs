@@ -1,1 +1,60 @@
-fn main() {}
+//! `appshot-guest-tests`: the appshot regression suite, run as root inside the QEMU guest
+//! (`/usr/libexec/appshot/guest-tests`, see docs/guest-contract.md).
+//!
+//! It prints TAP: a plan, `ok N - topic/name` or `not ok N - topic/name # reason` per
+//! test, `# ` diagnostics; every test runs even after failures, and the exit status is 0
+//! only when all passed. Arguments are name substrings selecting a subset.
+//!
+//! Layout: `tests/` holds the tests by topic and their registry; `runner.rs` the harness
+//! (one process per test, deadlines, cleanup between tests); `tap.rs` the output format;
+//! `device.rs` raw ioctls; `proc.rs` processes; `cmd.rs` programs; `kmod.rs` the module;
+//! `fixtures.rs` helpers shared by topics; `check.rs` assertions.
+
+mod check;
+mod cmd;
+mod device;
+mod fixtures;
+mod kmod;
+mod proc;
+mod runner;
+mod tap;
+mod tests;
+
+const USAGE: &str = "\
+usage: appshot-guest-tests [--list] [NAME_SUBSTRING...]
+
+Runs the appshot guest suite (as root, with appshot.ko loaded) and prints TAP.
+With NAME_SUBSTRING arguments only the tests whose name contains one of them run,
+e.g. `appshot-guest-tests registration/ zombie`. --list prints the test names.
+APPSHOT_TIMEOUT_SCALE=F multiplies every timeout.";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return;
+    }
+    let list = args.iter().any(|a| a == "--list");
+    let filters: Vec<String> = args.into_iter().filter(|a| a != "--list").collect();
+    if let Some(bad) = filters.iter().find(|f| f.starts_with('-')) {
+        eprintln!("appshot-guest-tests: unknown option {bad}\n{USAGE}");
+        std::process::exit(2);
+    }
+    let selected: Vec<&tests::Test> = tests::all()
+        .into_iter()
+        .filter(|t| tap::selected(t.name, &filters))
+        .collect();
+    if list {
+        for t in &selected {
+            println!("{}", t.name);
+        }
+        return;
+    }
+    if selected.is_empty() {
+        println!("1..0");
+        diag!("no test name contains any of: {}", filters.join(" "));
+        std::process::exit(1);
+    }
+    let passed = runner::run_all(&selected);
+    std::process::exit(if passed { 0 } else { 1 });
+}

@@ -37,6 +37,8 @@ impl AidName {
                 NameError::NotPrintable => {
                     "it contains a space or a non-printable or non-ASCII character".to_string()
                 }
+                // A command-line argument cannot contain a NUL, so nothing can follow one.
+                NameError::TrailingBytes => "it contains a NUL byte".to_string(),
             };
             format!("{why} (a name is {NAME_RULE})")
         };
