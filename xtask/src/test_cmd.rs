@@ -1,0 +1,220 @@
+//! `cargo xtask test`: the host tests, then the guest suite in a fresh guest (debug
+//! kernel by default), one summary line for both: `N passed, M failed`.
+//!
+//! The guest suite speaks TAP (docs/guest-contract.md). Its lines are shown as they
+//! arrive and counted here; xtask adds its own TAP lines for what only the host can
+//! judge: a clean kernel log, and a suite that really finished.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use xshell::cmd;
+
+use crate::context::{self, Context, Flavor};
+use crate::vm;
+
+const GUEST_SUITE: &str = "/usr/libexec/appshot/guest-tests";
+
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+}
+
+pub fn run(ctx: &Context, flavor: Flavor, timeout: Duration) -> Result<ExitCode> {
+    say!("==> host tests: cargo test --workspace");
+    let host = host_tests(ctx).unwrap_or_else(|err| {
+        say!("host tests: {err:#}");
+        Counts {
+            passed: 0,
+            failed: 1,
+        }
+    });
+    say!(
+        "==> host tests: {} passed, {} failed",
+        host.passed,
+        host.failed
+    );
+
+    say!("==> guest suite on the {flavor} kernel");
+    let guest = guest_tests(ctx, flavor, timeout);
+    say!(
+        "==> guest suite: {} passed, {} failed",
+        guest.passed,
+        guest.failed
+    );
+
+    let passed = host.passed + guest.passed;
+    let failed = host.failed + guest.failed;
+    say!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `cargo test --workspace`, streamed; sums its `test result:` lines.
+fn host_tests(ctx: &Context) -> Result<Counts> {
+    let cargo = ctx.cargo();
+    let mut child = context::to_command(cmd!(ctx.sh, "{cargo} test --workspace"), &[])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot run cargo test")?;
+    let mut counts = Counts::default();
+    let stdout = child.stdout.take().context("no cargo stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        say!("{line}");
+        if let Some((passed, failed)) = parse_test_result(&line) {
+            counts.passed += passed;
+            counts.failed += failed;
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() && counts.failed == 0 {
+        say!("host tests: cargo test failed ({status}) without a failing test (build error?)");
+        counts.failed += 1;
+    }
+    Ok(counts)
+}
+
+/// `test result: ok. 3 passed; 1 failed; ...` -> (3, 1)
+fn parse_test_result(line: &str) -> Option<(u64, u64)> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let count = |what: &str| {
+        rest.split(';')
+            .filter_map(|part| {
+                part.trim()
+                    .trim_start_matches(|c: char| !c.is_ascii_digit())
+                    .strip_suffix(what)
+            })
+            .find_map(|n| n.trim().parse::<u64>().ok())
+    };
+    Some((count(" passed")?, count(" failed")?))
+}
+
+/// Counts of the TAP lines seen so far.
+#[derive(Default)]
+struct Tap {
+    counts: Counts,
+    last_number: u64,
+}
+
+impl Tap {
+    fn line(&mut self, line: &str) {
+        let (ok, rest) = if let Some(rest) = line.strip_prefix("not ok") {
+            (false, rest)
+        } else if let Some(rest) = line.strip_prefix("ok") {
+            (true, rest)
+        } else {
+            return;
+        };
+        if !(rest.is_empty() || rest.starts_with(' ')) {
+            return;
+        }
+        if let Some(n) = rest.split_whitespace().next().and_then(|n| n.parse().ok()) {
+            self.last_number = self.last_number.max(n);
+        } else {
+            self.last_number += 1;
+        }
+        if ok {
+            self.counts.passed += 1;
+        } else {
+            self.counts.failed += 1;
+        }
+    }
+
+    /// Prints and counts a TAP line of our own.
+    fn report(&mut self, ok: bool, name: &str, diagnostics: &[String]) {
+        let number = self.last_number + 1;
+        say!("{}ok {number} - {name}", if ok { "" } else { "not " });
+        for line in diagnostics {
+            say!("# {line}");
+        }
+        self.line(&format!("{}ok {number}", if ok { "" } else { "not " }));
+    }
+}
+
+fn guest_tests(ctx: &Context, flavor: Flavor, timeout: Duration) -> Counts {
+    let mut tap = Tap::default();
+    let job = format!("exec {GUEST_SUITE}\n");
+    let run = vm::run_job(ctx, flavor, &job, Vec::new(), &[], timeout, &mut |line| {
+        say!("{line}");
+        tap.line(line);
+    });
+    let run = match run {
+        Ok(run) => run,
+        Err(err) => {
+            tap.report(false, "guest suite ran", &[format!("{err:#}")]);
+            return tap.counts;
+        }
+    };
+    let suite_failures = tap.counts.failed;
+    let mut splats = run.console.splats.clone();
+    if !splats.is_empty() {
+        splats.push(format!("full console log: {}", run.log.display()));
+    }
+    tap.report(splats.is_empty(), "guest kernel log has no splat", &splats);
+    if run.console.insmod_failed {
+        tap.report(
+            false,
+            "appshot.ko loaded at boot",
+            &["/init printed APPSHOT-INSMOD-FAILED".into()],
+        );
+    }
+    match run.console.exit_status {
+        None => tap.report(
+            false,
+            "guest suite finished",
+            &[run.missing_status_reason()],
+        ),
+        Some(status) if status != 0 && suite_failures == 0 => tap.report(
+            false,
+            "guest suite exit status",
+            &[format!("exited with {status} without a failing test")],
+        ),
+        Some(_) => {}
+    }
+    tap.counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cargo_test_results() {
+        let line = "test result: FAILED. 12 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s";
+        assert_eq!(parse_test_result(line), Some((12, 2)));
+        assert_eq!(
+            parse_test_result("test result: ok. 0 passed; 0 failed; 0 ignored"),
+            Some((0, 0))
+        );
+        assert_eq!(parse_test_result("running 3 tests"), None);
+    }
+
+    #[test]
+    fn counts_tap_lines() {
+        let mut tap = Tap::default();
+        for line in [
+            "1..3",
+            "ok 1 - a",
+            "not ok 2 - b # reason",
+            "# note",
+            "okay",
+            "ok 3 - c # SKIP x",
+            "    ok 1 - sub",
+        ] {
+            tap.line(line);
+        }
+        assert_eq!(
+            (tap.counts.passed, tap.counts.failed, tap.last_number),
+            (2, 1, 3)
+        );
+    }
+}

@@ -1,0 +1,314 @@
+//! Booting the guest in QEMU (TCG only: KVM hangs on the machines we know) and
+//! following its serial console until /init reboots.
+//!
+//! Two ways to run: a job (`vm -- CMD`, `test`, `demo`) streams the console line by
+//! line without the kmemleak/dmesg dumps and ends with the job's exit status; the
+//! interactive shell passes the console through byte by byte, stdin included. Both
+//! scan the kernel log for splats (crate::console) and keep the raw console in
+//! `target/vm/<flavor>/console.log`.
+
+use std::fs::{self, File};
+use std::io::{IsTerminal as _, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use xshell::cmd;
+
+use crate::console::{self, Console, LineSplitter, MarkerGate};
+use crate::context::{self, Context, Flavor};
+use crate::initramfs::{self, AddSpec, GuestFile, Initramfs};
+
+const QEMU: &str = "qemu-system-x86_64";
+const JOB_PATH: &str = "/etc/appshot/job";
+/// Quiet console (warnings and worse still show), no reboot loop on panic. The RCU
+/// stall threshold is raised because TCG on a busy 2-core host can starve a vCPU for
+/// seconds; a real hang still trips it.
+const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 loglevel=4 rcupdate.rcu_cpu_stall_timeout=60";
+/// The debug kernel also has the soft-lockup detector (20 s by default): same reason.
+const DEBUG_CMDLINE: &str = "watchdog_thresh=30";
+
+/// The outcome of one boot.
+pub struct GuestRun {
+    pub console: Console,
+    pub timed_out: Option<Duration>,
+    pub qemu_status: ExitStatus,
+    pub qemu_stderr: String,
+    pub log: PathBuf,
+}
+
+impl GuestRun {
+    /// Why there is no `APPSHOT-EXIT-STATUS`, in one line.
+    pub fn missing_status_reason(&self) -> String {
+        let log = self.log.display();
+        if let Some(timeout) = self.timed_out {
+            format!(
+                "the guest did not finish within {}s; QEMU was killed (console: {log})",
+                timeout.as_secs()
+            )
+        } else if let Some(panic) = &self.console.panic {
+            format!(
+                "the guest kernel panicked: {} (console: {log})",
+                panic.trim()
+            )
+        } else if !self.qemu_status.success() {
+            let last = self
+                .qemu_stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            format!(
+                "{QEMU} failed ({}): {} (console: {log})",
+                self.qemu_status,
+                last.trim()
+            )
+        } else {
+            format!("the guest stopped without printing its exit status (console: {log})")
+        }
+    }
+
+    /// Prints the splat lines, if any, to stderr; true when there were some.
+    pub fn report_splats(&self) -> bool {
+        if self.console.splats.is_empty() {
+            return false;
+        }
+        eprintln!(
+            "vm: the guest kernel log has {} splat line(s):",
+            self.console.splats.len()
+        );
+        for line in &self.console.splats {
+            eprintln!("    {line}");
+        }
+        eprintln!("vm: full console log: {}", self.log.display());
+        true
+    }
+}
+
+/// `vm -- CMD ARGS...`: runs CMD as the job; exits with its status.
+pub fn run_command(
+    ctx: &Context,
+    flavor: Flavor,
+    command: &[String],
+    adds: &[AddSpec],
+    timeout: Duration,
+) -> Result<ExitCode> {
+    let job = format!("exec {}\n", shell_join(command));
+    let run = run_job(ctx, flavor, &job, Vec::new(), adds, timeout, &mut |line| {
+        say!("{line}")
+    })?;
+    job_exit_code(&run)
+}
+
+/// The exit code of a job run: the job's status, or 1 for a splat after a successful
+/// job; an error (one line) when the guest never reported a status.
+pub fn job_exit_code(run: &GuestRun) -> Result<ExitCode> {
+    let splat = run.report_splats();
+    let Some(status) = run.console.exit_status else {
+        bail!(run.missing_status_reason());
+    };
+    let code = if status == 0 && splat {
+        1
+    } else {
+        status.clamp(0, 255)
+    };
+    Ok(ExitCode::from(code as u8))
+}
+
+/// Boots `flavor` with `job` as /etc/appshot/job plus `files` and `adds`, calling
+/// `on_line` with every console line the user should see.
+pub fn run_job(
+    ctx: &Context,
+    flavor: Flavor,
+    job: &str,
+    mut files: Vec<GuestFile>,
+    adds: &[AddSpec],
+    timeout: Duration,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<GuestRun> {
+    let base = initramfs::ensure(ctx, flavor)?;
+    files.push(GuestFile {
+        path: JOB_PATH,
+        contents: job.to_string(),
+        mode: 0o644,
+    });
+    let cpio = initramfs::with_run_files(ctx, &base, &files, adds)?;
+    let run = boot(ctx, &base, &cpio, Mode::Job(on_line), Some(timeout));
+    let _ = fs::remove_file(&cpio);
+    run
+}
+
+/// `vm` without CMD: a shell on the serial console.
+pub fn interactive(
+    ctx: &Context,
+    flavor: Flavor,
+    adds: &[AddSpec],
+    timeout: Option<Duration>,
+) -> Result<ExitCode> {
+    let base = initramfs::ensure(ctx, flavor)?;
+    let cpio = if adds.is_empty() {
+        base.cpio.clone()
+    } else {
+        initramfs::with_run_files(ctx, &base, &[], adds)?
+    };
+    eprintln!("vm: shell on the guest console; `exit` ends the run, Ctrl-A x kills QEMU");
+    let run = boot(ctx, &base, &cpio, Mode::Interactive, timeout);
+    if cpio != base.cpio {
+        let _ = fs::remove_file(&cpio);
+    }
+    job_exit_code(&run?)
+}
+
+enum Mode<'a> {
+    Job(&'a mut dyn FnMut(&str)),
+    Interactive,
+}
+
+fn boot(
+    ctx: &Context,
+    base: &Initramfs,
+    cpio: &Path,
+    mut mode: Mode<'_>,
+    timeout: Option<Duration>,
+) -> Result<GuestRun> {
+    let bzimage = &base.kernel.bzimage;
+    if !bzimage.exists() {
+        bail!(
+            "kernel image {} is missing (cargo xtask kernel)",
+            bzimage.display()
+        );
+    }
+    let interactive = matches!(mode, Mode::Interactive);
+    let cmdline = match base.kernel.flavor {
+        Flavor::Release => KERNEL_CMDLINE.to_string(),
+        Flavor::Debug => format!("{KERNEL_CMDLINE} {DEBUG_CMDLINE}"),
+    };
+    let qemu = cmd!(
+        ctx.sh,
+        "{QEMU} -m 1024 -smp 2 -nographic -no-reboot -nic none -kernel {bzimage} -initrd {cpio} -append {cmdline}"
+    );
+    let mut child = context::to_command(qemu, &[])
+        .stdin(if interactive {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| {
+            format!("cannot start {QEMU} (apt package qemu-system-x86; cargo xtask deps)")
+        })?;
+
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let mut stdout = child.stdout.take().context("no QEMU stdout")?;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stdout.read(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stderr = child.stderr.take().context("no QEMU stderr")?;
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+
+    // Written under a name of our own, renamed at the end: runs may overlap.
+    let log_path = initramfs::vm_dir(ctx, base.kernel.flavor).join("console.log");
+    let partial_log = log_path.with_extension(format!("log.{}", std::process::id()));
+    let mut log = File::create(&partial_log)
+        .with_context(|| format!("cannot create {}", partial_log.display()))?;
+    let mut console = Console::default();
+    let mut gate = MarkerGate::default();
+    let mut splitter = LineSplitter::default();
+    let handle_line = |raw: &[u8], console: &mut Console, mode: &mut Mode<'_>| {
+        let text = console::clean_line(raw);
+        let shown = console.line(&text);
+        if let (Mode::Job(on_line), Some(shown)) = (mode, shown) {
+            on_line(shown);
+        }
+    };
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut timed_out = None;
+    loop {
+        let chunk = match deadline {
+            Some(deadline) => rx.recv_timeout(deadline.saturating_duration_since(Instant::now())),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                timed_out = timeout;
+                break;
+            }
+        };
+        let _ = log.write_all(&chunk);
+        if interactive {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&gate.pass(&chunk));
+            let _ = out.flush();
+        }
+        splitter.feed(&chunk, |raw| handle_line(raw, &mut console, &mut mode));
+    }
+    splitter.finish(|raw| handle_line(raw, &mut console, &mut mode));
+    drop(log);
+    let _ = fs::rename(&partial_log, &log_path);
+    let qemu_status = child.wait().context("waiting for QEMU")?;
+    let qemu_stderr = stderr_reader.join().unwrap_or_default();
+    if interactive && std::io::stdout().is_terminal() {
+        // SeaBIOS turned line wrapping off; give the terminal back as it was.
+        print!("\x1b[?7h");
+        let _ = std::io::stdout().flush();
+    }
+    // A one-line complaint ends up in the error message; show longer ones in full.
+    let stderr_lines = qemu_stderr.lines().filter(|l| !l.trim().is_empty()).count();
+    if stderr_lines > 1 && (!qemu_status.success() || timed_out.is_some()) {
+        eprint!("{qemu_stderr}");
+    }
+    Ok(GuestRun {
+        console,
+        timed_out,
+        qemu_status,
+        qemu_stderr,
+        log: log_path,
+    })
+}
+
+/// Joins arguments into one `sh` command line, quoting where needed.
+pub fn shell_join(args: &[String]) -> String {
+    args.iter()
+        .map(|arg| shell_quote(arg))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_quote(arg: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
+    if !arg.is_empty() && arg.chars().all(plain) {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_for_sh() {
+        let args = ["/bin/sh", "-c", "echo hi; exit 3", "it's", ""].map(String::from);
+        assert_eq!(
+            shell_join(&args),
+            r"/bin/sh -c 'echo hi; exit 3' 'it'\''s' ''"
+        );
+    }
+}
