@@ -35,4 +35,8 @@ step appshotctl unregister dbserver
 step appshotctl list
 
 echo
+echo "==> dmesg | grep appshot   (what the module logged)"
+dmesg | grep 'appshot:'
+
+echo
 echo "==> demo finished"
