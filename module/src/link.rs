@@ -204,6 +204,10 @@ pub(crate) fn on_new_task(registry: &Registry, child: Task<'_>) {
     let Some(aid) = registry.tasks.lookup(parent) else {
         return;
     };
+    if child.is_kernel_thread() {
+        // A kernel thread started from a linked task's context is still the kernel's.
+        return;
+    }
     let reservation = match LinkReservation::new() {
         Ok(reservation) => reservation,
         Err(_) => return refuse_new_task(&aid, child, "out of memory"),
@@ -218,9 +222,8 @@ pub(crate) fn on_new_task(registry: &Registry, child: Task<'_>) {
         drop(state);
         return refuse_new_task(&aid, child, "PID table full (max_entries)");
     }
-    if let Err(e) = link_locked(registry, &aid, &mut state, child, reservation) {
+    if link_locked(registry, &aid, &mut state, child, reservation).is_err() {
         drop(state);
-        let _ = e;
         refuse_new_task(&aid, child, "cannot link");
     }
 }

@@ -117,25 +117,27 @@ fn link_twice_noop_other_aid_ebusy() -> Result<()> {
     release(agent)
 }
 
+/// The agent (a linked parent) reports the PID of the child it created, then waits:
+/// the table must hold exactly the two of them, each its own process, and nothing once
+/// both are reaped.
+fn expect_parent_and_child(dev: &Device, aid: u64, mut agent: Agent, what: &str) -> Result<()> {
+    let child = agent.recv_step()? as i32;
+    agent.expect(READY, "parent ready")?;
+    let parent = agent.pid();
+    expect_pid_table(dev, aid, &[(parent, parent), (child, child)], what)?;
+    release(agent)?;
+    expect_pid_table(dev, aid, &[], "after both were reaped")
+}
+
 fn fork_child_linked() -> Result<()> {
     let dev = Device::open()?;
     let g = AidGuard::new(&dev, "fork")?;
-    let mut agent = linked_parent(&dev, g.aid, |chan| {
+    let agent = linked_parent(&dev, g.aid, |chan| {
         let child = proc::fork(|| proc::sleep_forever())?;
         chan.send(child.pid() as i64)?;
         Ok(vec![child])
     })?;
-    let child = agent.recv_step()? as i32;
-    agent.expect(READY, "parent ready")?;
-    let parent = agent.pid();
-    expect_pid_table(
-        &dev,
-        g.aid,
-        &[(parent, parent), (child, child)],
-        "after fork",
-    )?;
-    release(agent)?;
-    expect_pid_table(&dev, g.aid, &[], "after both were reaped")
+    expect_parent_and_child(&dev, g.aid, agent, "after fork")
 }
 
 /// Stack for a `clone` child; leaked, since a `CLONE_VM` child may run on it after the
@@ -247,7 +249,7 @@ fn clone_without_thread_linked() -> Result<()> {
 fn clone3_child_linked() -> Result<()> {
     let dev = Device::open()?;
     let g = AidGuard::new(&dev, "clone3")?;
-    let mut agent = linked_parent(&dev, g.aid, |chan| {
+    let agent = linked_parent(&dev, g.aid, |chan| {
         // SAFETY: all-zero is a valid clone_args (plain integers).
         let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
         args.exit_signal = libc::SIGCHLD as u64;
@@ -273,17 +275,7 @@ fn clone3_child_linked() -> Result<()> {
         chan.send(pid)?;
         Ok(vec![child])
     })?;
-    let child = agent.recv_step()? as i32;
-    agent.expect(READY, "parent ready")?;
-    let parent = agent.pid();
-    expect_pid_table(
-        &dev,
-        g.aid,
-        &[(parent, parent), (child, child)],
-        "after clone3",
-    )?;
-    release(agent)?;
-    expect_pid_table(&dev, g.aid, &[], "after both were reaped")
+    expect_parent_and_child(&dev, g.aid, agent, "after clone3")
 }
 
 fn thread_linked_owner_is_tgid() -> Result<()> {
