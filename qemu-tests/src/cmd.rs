@@ -1,10 +1,8 @@
 //! Running programs (appshotctl, busybox applets) with a deadline and captured output.
 //!
-//! Programs are started with our own fork + exec, not `std::process::Command`: whenever
-//! std cannot use `posix_spawn` (a `pre_exec` hook, `uid`/`gid`) it reports the child's
-//! exec error over a `socketpair`, and the guest kernel is built without networking, so
-//! that fails with ENOSYS. Each program runs in its own process group, so a timeout kills
-//! whatever it started too.
+//! Programs are started with our own fork + exec, which keeps every step between fork and
+//! exec (dropping privileges, the process group) in one place the tests can read. Each
+//! program runs in its own process group, so a timeout kills whatever it started too.
 
 use std::ffi::CString;
 use std::fs::File;
