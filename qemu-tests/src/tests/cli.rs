@@ -343,19 +343,7 @@ fn run_links_itself_and_execs() -> Result<()> {
     );
     let doc: Value =
         serde_json::from_str(rest).with_context(|| format!("inner show output {rest:?}"))?;
-    let entries = doc
-        .get("entries")
-        .and_then(Value::as_array)
-        .with_context(|| format!("no entries in {doc}"))?;
-    let mut got = Vec::new();
-    for e in entries {
-        ensure_eq!(
-            int(e, "virtual")?,
-            int(e, "system")?,
-            "virtual vs system ID of {e}"
-        );
-        got.push((int(e, "system")? as i32, int(e, "owner")? as i32));
-    }
+    let got = json_pid_entries(&doc)?;
     // Exactly the shell and its child, the inner appshotctl (single-threaded processes).
     let child = got.iter().map(|e| e.0).find(|&p| p != sh).unwrap_or(0);
     let mut want = vec![(sh, sh), (child, child)];
@@ -467,19 +455,7 @@ fn show_json_entries() -> Result<()> {
         Some("pid"),
         "\"table\""
     );
-    let entries = doc
-        .get("entries")
-        .and_then(Value::as_array)
-        .with_context(|| format!("no entries in {doc}"))?;
-    let mut got = Vec::new();
-    for e in entries {
-        ensure_eq!(
-            int(e, "virtual")?,
-            int(e, "system")?,
-            "virtual vs system of {e}"
-        );
-        got.push((int(e, "system")? as i32, int(e, "owner")? as i32));
-    }
+    let got = json_pid_entries(&doc)?;
     ensure_eq!(
         got,
         entries_of(agent.pid())?,
@@ -566,4 +542,23 @@ fn link_and_unlink_pid() -> Result<()> {
     let out = cmd::ctl(&["unlink", &pid])?;
     expect_one_line_failure(&out, &[&format!("process {pid} is not linked to any AID")])?;
     release(agent)
+}
+
+/// The `entries` of `show --json` for the pid table, as (system, owner) pairs, after
+/// checking that every virtual ID equals its system ID (no PID translation yet).
+fn json_pid_entries(doc: &Value) -> Result<Vec<(i32, i32)>> {
+    let entries = doc
+        .get("entries")
+        .and_then(Value::as_array)
+        .with_context(|| format!("no entries in {doc}"))?;
+    let mut got = Vec::new();
+    for e in entries {
+        ensure_eq!(
+            int(e, "virtual")?,
+            int(e, "system")?,
+            "virtual vs system ID of {e}"
+        );
+        got.push((int(e, "system")? as i32, int(e, "owner")? as i32));
+    }
+    Ok(got)
 }

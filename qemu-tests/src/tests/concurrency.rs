@@ -189,15 +189,7 @@ fn threads_link_unlink_fork_table_consistent() -> Result<()> {
                 while !stop.load(Ordering::Relaxed) {
                     match i % 4 {
                         0 => {
-                            // SAFETY: the child only exits.
-                            let pid = unsafe { libc::fork() };
-                            if pid == 0 {
-                                // SAFETY: ends the child.
-                                unsafe { libc::_exit(0) };
-                            }
-                            let mut status = 0;
-                            // SAFETY: waits for our own child, which only exits.
-                            unsafe { libc::waitpid(pid, &mut status, 0) };
+                            let (pid, status) = fork_exit_wait();
                             if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
                                 fail(format!("forked child {pid} ended with raw status {status:#x}"));
                             }
@@ -347,15 +339,7 @@ fn force_unregister_while_forking() -> Result<()> {
             let (stop, forks, bad) = (stop.clone(), forks.clone(), bad.clone());
             handles.push(std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    // SAFETY: the child only exits.
-                    let pid = unsafe { libc::fork() };
-                    if pid == 0 {
-                        // SAFETY: ends the child.
-                        unsafe { libc::_exit(0) };
-                    }
-                    let mut status = 0;
-                    // SAFETY: waits for our own child.
-                    unsafe { libc::waitpid(pid, &mut status, 0) };
+                    let (_, status) = fork_exit_wait();
                     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
                         bad.fetch_add(1, Ordering::Relaxed);
                     }
@@ -464,4 +448,18 @@ fn link_race_two_aids_one_wins() -> Result<()> {
         b_wins.load(Ordering::Relaxed)
     );
     release(target)
+}
+
+/// Forks a child that exits at once and waits for it: (its PID, its raw wait status).
+fn fork_exit_wait() -> (libc::pid_t, libc::c_int) {
+    // SAFETY: the child only calls `_exit`, which is async-signal-safe.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: ends the child without running anything of the parent's.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child; `status` is a valid out pointer.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    (pid, status)
 }
