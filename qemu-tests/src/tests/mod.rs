@@ -14,6 +14,7 @@ mod inheritance;
 mod limits;
 mod load_unload;
 mod malformed;
+mod pids;
 mod privilege;
 mod registration;
 mod unregister;
@@ -59,6 +60,7 @@ pub fn all() -> Vec<&'static Test> {
         malformed::TESTS,
         limits::TESTS,
         concurrency::TESTS,
+        pids::TESTS,
         cli::TESTS,
         load_unload::TESTS,
     ]
