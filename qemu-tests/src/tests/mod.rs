@@ -14,7 +14,9 @@ mod inheritance;
 mod limits;
 mod load_unload;
 mod malformed;
+mod pid_calls;
 mod pids;
+mod signals;
 mod privilege;
 mod registration;
 mod unregister;
@@ -61,6 +63,8 @@ pub fn all() -> Vec<&'static Test> {
         limits::TESTS,
         concurrency::TESTS,
         pids::TESTS,
+        pid_calls::TESTS,
+        signals::TESTS,
         cli::TESTS,
         load_unload::TESTS,
     ]
