@@ -113,11 +113,6 @@ impl PidMap {
             .map(|e| e.virtual_id as i32)
     }
 
-    /// Every virtual ID.
-    pub fn virtual_ids(&self) -> Vec<i32> {
-        self.entries.iter().map(|e| e.virtual_id as i32).collect()
-    }
-
     /// Fails unless `seen` (what a process of the AID saw for `what`) is the virtual ID
     /// of system ID `system`: in the table under that system ID, inside `range` when
     /// there is one (so, for the ranges of this module, not a system ID).

@@ -15,9 +15,11 @@ mod limits;
 mod load_unload;
 mod malformed;
 mod pid_calls;
+mod pid_stress;
 mod pids;
 mod signals;
 mod privilege;
+mod programs;
 mod registration;
 mod unregister;
 
@@ -65,6 +67,8 @@ pub fn all() -> Vec<&'static Test> {
         pids::TESTS,
         pid_calls::TESTS,
         signals::TESTS,
+        programs::TESTS,
+        pid_stress::TESTS,
         cli::TESTS,
         load_unload::TESTS,
     ]
