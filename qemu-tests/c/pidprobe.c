@@ -244,6 +244,8 @@ static void result(const char *name, long ret)
 }
 
 #define BAD_PTR ((void *)8)
+/* A PID no process has: above the largest pid_max (4194304). */
+#define NOPID 4194303
 
 static int bad_arguments(void)
 {
@@ -309,6 +311,23 @@ static int bad_arguments(void)
 	result("process_vm_readv_badflags", syscall(SYS_process_vm_readv, me, &iov, 1, &iov, 1, 1));
 	result("kcmp_badtype", syscall(SYS_kcmp, me, me, 999, 0, 0));
 	result("kcmp_negative", syscall(SYS_kcmp, -1, me, 0, 0, 0));
+	/*
+	 * A PID that exists nowhere (above every pid_max, outside the suite's ranges) with
+	 * a bad argument: the kernel checks some arguments before it looks the PID up, so
+	 * natively these fail with EINVAL/EFAULT, not ESRCH; an AID must not change that.
+	 */
+	result("nopid_sched_getaffinity_badsize", syscall(SYS_sched_getaffinity, NOPID, 1, &set));
+	result("nopid_sched_setaffinity_badptr", syscall(SYS_sched_setaffinity, NOPID, sizeof(set), BAD_PTR));
+	result("nopid_sched_setscheduler_nullparam", syscall(SYS_sched_setscheduler, NOPID, SCHED_OTHER, NULL));
+	result("nopid_sched_getparam_null", syscall(SYS_sched_getparam, NOPID, NULL));
+	result("nopid_sched_setattr_null", syscall(SYS_sched_setattr, NOPID, NULL, 0));
+	result("nopid_sched_getattr_small", syscall(SYS_sched_getattr, NOPID, attr, 1, 0));
+	result("nopid_waitid_nooptions", syscall(SYS_waitid, P_PID, NOPID, &info, 0, NULL));
+	result("nopid_wait4_badoptions", syscall(SYS_wait4, NOPID, NULL, 0x00100000, NULL));
+	result("nopid_pidfd_open_badflags", syscall(SYS_pidfd_open, NOPID, 999));
+	result("nopid_rt_sigqueueinfo_badptr", syscall(SYS_rt_sigqueueinfo, NOPID, SIGUSR1, BAD_PTR));
+	result("nopid_setpgid_negative_pgid", syscall(SYS_setpgid, NOPID, -1));
+	result("nopid_kill", syscall(SYS_kill, NOPID, 0));
 	/* and the calls that work on ourselves work */
 	result("kill_self_zero", syscall(SYS_kill, me, 0));
 	result("getpgid_self", syscall(SYS_getpgid, me));
