@@ -190,7 +190,7 @@ fn rmmod_refused_while_aid_blocked_in_wait4() -> Result<()> {
     // wait4(child 2), both blocked until the test lets the children go.
     let mut agent = spawn_in_aid(&dev, g.aid, |chan| {
         let (go_rx, go_tx) = proc::pipe()?;
-        let go = go_rx.as_raw_fd();
+        let (go, go_w) = (go_rx.as_raw_fd(), go_tx.as_raw_fd());
         let mut kids = Vec::new();
         for code in [21, 22] {
             // SAFETY: the child only blocks in read and `_exit`s.
@@ -199,6 +199,7 @@ fn rmmod_refused_while_aid_blocked_in_wait4() -> Result<()> {
                 let mut b = [0u8];
                 // SAFETY: as above.
                 unsafe {
+                    libc::close(go_w);
                     libc::read(go, b.as_mut_ptr().cast(), 1);
                     libc::_exit(code);
                 }

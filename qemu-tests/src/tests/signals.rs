@@ -136,7 +136,10 @@ fn every_sender_every_receiver_si_pid() -> Result<()> {
         let (cmd_rx, cmd_tx) = proc::pipe()?;
         let (rep_rx, rep_tx) = proc::pipe()?;
         let (cmd_fd, rep_fd) = (cmd_rx.as_raw_fd(), rep_tx.as_raw_fd());
+        let cmd_tx_fd = cmd_tx.as_raw_fd();
         let mut sender = proc::fork(move || {
+            // SAFETY: our copy of the command pipe's write end: EOF must come when R closes its own.
+            unsafe { libc::close(cmd_tx_fd) };
             let report = [
                 proc::getpid() as i64,
                 virt::system_pid().unwrap_or(-1) as i64,
@@ -302,12 +305,13 @@ fn wait4_waitid_forms_virtual() -> Result<()> {
         for (i, &(form, own_group)) in forms.iter().enumerate() {
             let code = 10 + i as i32;
             let (go_rx, go_tx) = proc::pipe()?;
-            let go = go_rx.as_raw_fd();
+            let (go, go_w) = (go_rx.as_raw_fd(), go_tx.as_raw_fd());
             // SAFETY: the child only makes async-signal-safe calls and `_exit`s.
             let child = unsafe { libc::fork() };
             if child == 0 {
-                // SAFETY: as above.
+                // SAFETY: as above; closing our copy of the write end lets EOF arrive.
                 unsafe {
+                    libc::close(go_w);
                     if own_group {
                         libc::setpgid(0, 0);
                     }
