@@ -236,7 +236,7 @@ fn open_pty() -> Result<(OwnedFd, CString)> {
 
 /// The busybox job: its own PID (and the system one, read by the shell itself from
 /// /proc), a background job killed and waited for, a job-control group (a subshell
-/// leading a `sleep`) killed with `kill -- -PGID` while its leader is alive, a child
+/// leading a `sleep`) killed with `kill -TERM -PGID` while its leader is alive, a child
 /// shell's $PPID and $$.
 const SH_SCRIPT: &str = r#"set -m
 echo self=$$
@@ -246,7 +246,7 @@ kill $bg; wait $bg; echo bg_status=$?
 (sleep 100; true) & grp=$!; echo grp=$grp
 sleep 1
 kill -0 $grp && echo leader_alive=1
-kill -TERM -- -$grp; echo kill_grp=$?
+kill -TERM -$grp; echo kill_grp=$?
 wait $grp; echo grp_status=$?
 sh -c 'echo child_ppid=$PPID; echo child_self=$$'
 echo done=1
@@ -313,7 +313,7 @@ fn busybox_sh_pids_kill_wait_job_control() -> Result<()> {
     }
     ensure_eq!(v("bg_status"), 128 + 15, "`wait $!` after `kill $!` ({lines:?})");
     ensure_eq!(v("leader_alive"), 1, "`kill -0` of the job's leader ({lines:?})");
-    ensure_eq!(v("kill_grp"), 0, "`kill -- -PGID` of the job ({lines:?})");
+    ensure_eq!(v("kill_grp"), 0, "`kill -TERM -PGID` of the job ({lines:?})");
     ensure_eq!(v("grp_status"), 128 + 15, "`wait` for the killed job ({lines:?})");
     ensure_eq!(v("child_ppid"), v("self"), "$PPID of a child shell ({lines:?})");
     Ok(())
