@@ -15,16 +15,19 @@
 //! All run in process context with no spinlock held, so handlers may sleep and touch
 //! user memory. The hooks are attached while at least one AID is registered (see
 //! `Registry::register`/`unregister`): with no AID, a loaded module costs nothing.
-//! While attached, a task in no AID pays for the trampoline and [`TaskIndex::contains`]
+//! While attached, a task in no AID pays for the trampoline and [`TaskIndex::own_ids`]
 //! (one atomic load, and a second one for a non-empty index).
 //!
-//! [`TaskIndex::contains`]: crate::task_index::TaskIndex::contains
+//! [`TaskIndex::own_ids`]: crate::task_index::TaskIndex::own_ids
 
 use core::ptr::NonNull;
 
 use kernel::bindings;
 use kernel::ffi::{c_char, c_long, c_ulong, c_void};
 use kernel::prelude::*;
+use kernel::sync::Arc;
+
+use crate::aid::Aid;
 
 use crate::glue::{self, ModuleRef};
 use crate::link;
@@ -145,6 +148,20 @@ pub(crate) extern "C" fn appshot_rust_syscall(regs: *mut bindings::pt_regs, orig
     }
 }
 
+/// For a hook whose handler may sleep: the calling task's AID, and a module reference
+/// for as long as the handler runs. `None` for a task in no AID (cheap: the fast path of
+/// [`TaskIndex::own_ids`]) and while the module is being unloaded.
+///
+/// [`TaskIndex::own_ids`]: crate::task_index::TaskIndex::own_ids
+fn current_aid() -> Option<(Arc<Aid>, ModuleRef)> {
+    let registry = registry::get()?;
+    let task = Task::current();
+    registry.tasks.own_ids(task)?;
+    let module = ModuleRef::try_get()?;
+    let aid = registry.tasks.lookup(task)?;
+    Some((aid, module))
+}
+
 /// Called at the start of `copy_siginfo_to_user(to, from)`.
 #[no_mangle]
 pub(crate) extern "C" fn appshot_rust_copy_siginfo_to_user(
@@ -152,18 +169,8 @@ pub(crate) extern "C" fn appshot_rust_copy_siginfo_to_user(
     from: *const bindings::kernel_siginfo,
     out: *mut c_long,
 ) -> bool {
-    let Some(registry) = registry::get() else {
-        return false;
-    };
-    let task = Task::current();
-    if registry.tasks.own_ids(task).is_none() {
-        return false;
-    }
     // Writing user memory may fault and sleep.
-    let Some(_module) = ModuleRef::try_get() else {
-        return false;
-    };
-    let Some(aid) = registry.tasks.lookup(task) else {
+    let Some((aid, _module)) = current_aid() else {
         return false;
     };
     // SAFETY: `from` is the hooked function's argument, valid for the call.
@@ -185,18 +192,8 @@ pub(crate) extern "C" fn appshot_rust_signalfd_read(
     original: c_ulong,
     out: *mut c_long,
 ) -> bool {
-    let Some(registry) = registry::get() else {
-        return false;
-    };
-    let task = Task::current();
-    if registry.tasks.own_ids(task).is_none() {
-        return false;
-    }
     // A signalfd read blocks until a signal comes.
-    let Some(_module) = ModuleRef::try_get() else {
-        return false;
-    };
-    let Some(aid) = registry.tasks.lookup(task) else {
+    let Some((aid, _module)) = current_aid() else {
         return false;
     };
     // SAFETY: `iter` is the hooked function's argument, valid for the call.

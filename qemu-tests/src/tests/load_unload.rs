@@ -161,8 +161,14 @@ fn rmmod_refused_while_descriptor_open() -> Result<()> {
 }
 
 /// What the wait4 agent reports: the PID wait4 returned and the child's exit status.
+/// An agent that, once told (after the test linked it), forks a child that exits with
+/// `child_exit` when released, sends the child's PID (as fork returned it), and waits for
+/// it in wait4 while a second thread releases it when the test says so.
 fn wait4_agent(child_exit: i32) -> Result<Agent> {
     let agent = Agent::spawn(move |chan| {
+        chan.recv(step_timeout())?;
+        // Forked after LINK, so the child is in the AID: an AID process can wait only
+        // for children it can name.
         let (rx, tx) = proc::pipe()?;
         let read_end = rx.as_raw_fd();
         let child = proc::fork(move || {
@@ -172,7 +178,6 @@ fn wait4_agent(child_exit: i32) -> Result<Agent> {
             child_exit
         })?;
         chan.send(child.pid() as i64)?;
-        chan.recv(step_timeout())?;
         // Release the child from another thread when the test says so, while this
         // thread sits in wait4.
         let pid = child.pid();
@@ -198,25 +203,28 @@ fn wait4_agent(child_exit: i32) -> Result<Agent> {
 fn rmmod_with_process_blocked_in_wait4() -> Result<()> {
     let _loaded = LoadedGuard;
     expect_idle()?;
-    // The agent and its child are forked before this process opens the device.
     let mut agent = wait4_agent(42)?;
-    let child = agent.recv_step()? as i32;
     let pid = agent.pid();
     let dev = Device::open()?;
+    // Without a PID range: the child's virtual PID is its system PID, so the PID wait4
+    // returns is the same number before and after the forced UNREGISTER below.
     let g = AidGuard::new(&dev, "wait4")?;
     dev.link(g.aid, pid).context("LINK the waiting process")?;
     agent.send(1)?;
+    let child = agent.recv_step()? as i32;
     agent.expect(READY, "about to wait4")?;
     crate::check::eventually(step_timeout(), "the process sleeps in wait4", || {
         Ok(proc::state_of(pid) == Some('S'))
     })?;
-    let entries = crate::fixtures::entries_of(pid)?;
+    let mut entries = crate::fixtures::entries_of(pid)?;
     ensure_eq!(
         entries.len(),
         2,
         "threads of the waiting process (wait4 + helper)"
     );
-    expect_pid_table(&dev, g.aid, &entries, "the waiting process")?;
+    entries.push((child, child));
+    entries.sort();
+    expect_pid_table(&dev, g.aid, &entries, "the waiting process and its child")?;
     drop(dev);
     expect_unload_refused("rmmod with an AID whose process is blocked in wait4")?;
 
