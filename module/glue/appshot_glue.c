@@ -19,6 +19,11 @@
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
 #include <linux/sched/task.h>
+#include <linux/sched/task_stack.h>
+#include <linux/signal.h>
+#include <linux/uaccess.h>
+#include <linux/mm.h>
+#include <linux/pid_namespace.h>
 #include <linux/string.h>
 #include <linux/uidgid.h>
 #include <linux/wait_bit.h>
@@ -83,112 +88,214 @@ void appshot_glue_misc_deregister(void)
 /* ---- Hooks ------------------------------------------------------------------------ */
 
 /*
- * Each hook is an ftrace direct call: the traced function's fentry site calls a small
- * trampoline, which calls a C wrapper with the function's first argument and returns
- * into the function. The handler runs in the context of the traced function (both are
- * called in process context with no spinlock held), so it may sleep.
+ * Every hook is an ftrace direct call: the hooked function's fentry site calls one of the
+ * trampolines in appshot_trampoline.S, which calls an entry below with the function's
+ * arguments and either returns into the function or replaces the call (see the .S file).
+ * All hooked functions run in process context with no spinlock held, so handlers may
+ * sleep and touch user memory.
  *
- * Handlers may sleep, so RCU-tasks alone cannot tell when they are done: every wrapper
- * counts itself in appshot_hooks_inflight, and unregistering waits for that count to
- * drop to zero before the module text can go.
+ * Attach/detach: the filters (which functions) are set once at module load; the hooks are
+ * attached when the first AID is registered and detached when the last one goes, so a
+ * loaded module with no AID costs nothing (appshot_glue_hooks_attach/_detach, called from
+ * Rust under the registry mutex).
+ *
+ * Unload: a task may be preempted inside a trampoline or a handler, or sleep in a handler.
+ * Handlers that may sleep count themselves in appshot_hooks_inflight (task hooks) or hold
+ * a module reference (syscall handlers, taken in Rust), so the module cannot go while they
+ * run; module exit then waits for RCU-tasks, for the in-flight count, and for RCU-tasks
+ * again (the instructions after a handler's last count).
  */
 static atomic_t appshot_hooks_inflight = ATOMIC_INIT(0);
 
-void appshot_glue_new_task_entry(struct task_struct *task);
-void appshot_glue_new_task_entry(struct task_struct *task)
-{
-	atomic_inc(&appshot_hooks_inflight);
-	appshot_rust_on_new_task(task);
-	if (atomic_dec_and_test(&appshot_hooks_inflight))
-		wake_up_var(&appshot_hooks_inflight);
-}
-
-void appshot_glue_release_task_entry(struct task_struct *task);
-void appshot_glue_release_task_entry(struct task_struct *task)
-{
-	atomic_inc(&appshot_hooks_inflight);
-	appshot_rust_on_release_task(task);
-	if (atomic_dec_and_test(&appshot_hooks_inflight))
-		wake_up_var(&appshot_hooks_inflight);
-}
-
-/* The trampoline keeps %rdi (the traced function's only argument) across the call. */
-#define APPSHOT_TRAMPOLINE(name, entry)					\
-	asm("	.pushsection	.text, \"ax\", @progbits\n"			\
-	    "	.type		" #name ", @function\n"				\
-	    "	.globl		" #name "\n"					\
-	    #name ":\n"								\
-	    ASM_ENDBR								\
-	    "	pushq %rbp\n"							\
-	    "	movq %rsp, %rbp\n"						\
-	    CALL_DEPTH_ACCOUNT							\
-	    "	pushq %rdi\n"							\
-	    "	call " #entry "\n"						\
-	    "	popq %rdi\n"							\
-	    "	leave\n"							\
-	    ASM_RET								\
-	    "	.size		" #name ", .-" #name "\n"			\
-	    "	.popsection\n")
-
+/* Trampolines (appshot_trampoline.S) and their entries. */
 void appshot_new_task_trampoline(void);
 void appshot_release_task_trampoline(void);
-APPSHOT_TRAMPOLINE(appshot_new_task_trampoline, appshot_glue_new_task_entry);
-APPSHOT_TRAMPOLINE(appshot_release_task_trampoline, appshot_glue_release_task_entry);
+void appshot_syscall_trampoline(void);
+void appshot_siginfo_trampoline(void);
 
-struct appshot_hook {
-	const char *function;
+bool appshot_glue_new_task_entry(unsigned long *args, unsigned long ret_ip, long *out,
+				 unsigned long parent_ip);
+bool appshot_glue_release_task_entry(unsigned long *args, unsigned long ret_ip, long *out,
+				     unsigned long parent_ip);
+bool appshot_glue_syscall_entry(unsigned long *args, unsigned long ret_ip, long *out,
+				unsigned long parent_ip);
+bool appshot_glue_siginfo_entry(unsigned long *args, unsigned long ret_ip, long *out,
+				unsigned long parent_ip);
+
+/* wake_up_new_task(p): observe only. */
+bool appshot_glue_new_task_entry(unsigned long *args, unsigned long ret_ip, long *out,
+				 unsigned long parent_ip)
+{
+	atomic_inc(&appshot_hooks_inflight);
+	appshot_rust_on_new_task((struct task_struct *)args[0]);
+	if (atomic_dec_and_test(&appshot_hooks_inflight))
+		wake_up_var(&appshot_hooks_inflight);
+	return false;
+}
+
+/* release_task(p): observe only. */
+bool appshot_glue_release_task_entry(unsigned long *args, unsigned long ret_ip, long *out,
+				     unsigned long parent_ip)
+{
+	atomic_inc(&appshot_hooks_inflight);
+	appshot_rust_on_release_task((struct task_struct *)args[0]);
+	if (atomic_dec_and_test(&appshot_hooks_inflight))
+		wake_up_var(&appshot_hooks_inflight);
+	return false;
+}
+
+/*
+ * __x64_sys_*(regs): a system call. Only calls made from user space are considered: they
+ * pass the task's own saved registers. When a handler calls the original system call it
+ * passes a copy, so that nested call runs unhooked (the recursion guard).
+ */
+bool appshot_glue_syscall_entry(unsigned long *args, unsigned long ret_ip, long *out,
+				unsigned long parent_ip)
+{
+	struct pt_regs *regs = (struct pt_regs *)args[0];
+
+	if (regs != task_pt_regs(current))
+		return false;
+	return appshot_rust_syscall(regs, ret_ip - MCOUNT_INSN_SIZE - ENDBR_INSN_SIZE, out);
+}
+
+/* copy_siginfo_to_user(to, from): appshot's own copy (below) calls nothing hooked. */
+bool appshot_glue_siginfo_entry(unsigned long *args, unsigned long ret_ip, long *out,
+				unsigned long parent_ip)
+{
+	return appshot_rust_copy_siginfo_to_user((void __user *)args[0],
+						 (const kernel_siginfo_t *)args[1], out);
+}
+
+/* Calls a system call's original function (found by its hook) on a copy of the registers. */
+long appshot_glue_call_syscall(unsigned long function, struct pt_regs *regs)
+{
+	long (*call)(const struct pt_regs *) = (void *)function;
+
+	/* An indirect call must land on ENDBR (IBT); system calls start with one. */
+	if (IS_ENABLED(CONFIG_X86_KERNEL_IBT) && !is_endbr(*(u32 *)function))
+		return -ENOSYS;
+	return call(regs);
+}
+
+struct appshot_hook_group {
+	const char *what;
 	unsigned long trampoline;
 	struct ftrace_ops ops;
-	bool registered;
+	bool filtered;
+	bool attached;
 };
 
-/* The declarative table of hooks: which kernel function, which trampoline. */
-static struct appshot_hook appshot_hooks[] = {
-	{ .function = "wake_up_new_task", .trampoline = (unsigned long)appshot_new_task_trampoline },
-	{ .function = "release_task", .trampoline = (unsigned long)appshot_release_task_trampoline },
+enum { APPSHOT_GROUP_NEW_TASK, APPSHOT_GROUP_RELEASE_TASK, APPSHOT_GROUP_SIGINFO,
+       APPSHOT_GROUP_SYSCALLS, APPSHOT_NR_GROUPS };
+
+/* The declarative table of hooks: which trampoline; the functions are set at load. */
+static struct appshot_hook_group appshot_groups[APPSHOT_NR_GROUPS] = {
+	[APPSHOT_GROUP_NEW_TASK] = { .what = "wake_up_new_task",
+		.trampoline = (unsigned long)appshot_new_task_trampoline },
+	[APPSHOT_GROUP_RELEASE_TASK] = { .what = "release_task",
+		.trampoline = (unsigned long)appshot_release_task_trampoline },
+	[APPSHOT_GROUP_SIGINFO] = { .what = "copy_siginfo_to_user",
+		.trampoline = (unsigned long)appshot_siginfo_trampoline },
+	[APPSHOT_GROUP_SYSCALLS] = { .what = "system calls",
+		.trampoline = (unsigned long)appshot_syscall_trampoline },
 };
 
-void appshot_glue_hooks_unregister(void)
+static int appshot_filter_add(struct ftrace_ops *ops, const char *function)
+{
+	char buf[KSYM_NAME_LEN];
+	int err;
+
+	strscpy(buf, function, sizeof(buf));
+	err = ftrace_set_filter(ops, buf, strlen(buf), 0);
+	if (err)
+		pr_err("cannot hook %s: error %d\n", function, err);
+	return err;
+}
+
+void appshot_glue_hooks_free(void)
 {
 	int i;
 
-	for (i = ARRAY_SIZE(appshot_hooks) - 1; i >= 0; i--) {
-		struct appshot_hook *hook = &appshot_hooks[i];
-
-		if (!hook->registered)
-			continue;
-		unregister_ftrace_direct(&hook->ops, hook->trampoline, true);
-		hook->registered = false;
+	for (i = 0; i < APPSHOT_NR_GROUPS; i++) {
+		if (appshot_groups[i].filtered)
+			ftrace_free_filter(&appshot_groups[i].ops);
+		appshot_groups[i].filtered = false;
 	}
-	/* No new entries now. Wait for tasks preempted inside a trampoline, for handlers
-	 * that sleep, and once more for the instructions after a handler returns. */
+}
+
+int appshot_glue_hooks_init(const char *const *syscalls, unsigned int nr_syscalls)
+{
+	unsigned int i;
+	int err;
+
+	for (i = 0; i < APPSHOT_NR_GROUPS; i++) {
+		struct appshot_hook_group *group = &appshot_groups[i];
+
+		memset(&group->ops, 0, sizeof(group->ops));
+		group->filtered = true;
+		if (i == APPSHOT_GROUP_SYSCALLS)
+			continue;
+		err = appshot_filter_add(&group->ops, group->what);
+		if (err)
+			goto fail;
+	}
+	for (i = 0; i < nr_syscalls; i++) {
+		err = appshot_filter_add(&appshot_groups[APPSHOT_GROUP_SYSCALLS].ops, syscalls[i]);
+		if (err)
+			goto fail;
+	}
+	return 0;
+fail:
+	appshot_glue_hooks_free();
+	return err;
+}
+
+void appshot_glue_hooks_detach(void)
+{
+	int i;
+
+	for (i = APPSHOT_NR_GROUPS - 1; i >= 0; i--) {
+		struct appshot_hook_group *group = &appshot_groups[i];
+
+		if (!group->attached)
+			continue;
+		/* Keeps the filter for the next attach. */
+		unregister_ftrace_direct(&group->ops, group->trampoline, false);
+		group->attached = false;
+	}
+}
+
+int appshot_glue_hooks_attach(void)
+{
+	int i, err;
+
+	for (i = 0; i < APPSHOT_NR_GROUPS; i++) {
+		struct appshot_hook_group *group = &appshot_groups[i];
+
+		err = register_ftrace_direct(&group->ops, group->trampoline);
+		if (err) {
+			pr_err("cannot attach the %s hook: error %d\n", group->what, err);
+			appshot_glue_hooks_detach();
+			return err;
+		}
+		group->attached = true;
+	}
+	return 0;
+}
+
+void appshot_glue_hooks_quiesce(void)
+{
+	/* Detached already: no new entries. Wait for tasks preempted inside a trampoline, for
+	 * handlers that sleep, and once more for the instructions after a handler returns. */
 	synchronize_rcu_tasks();
 	wait_var_event(&appshot_hooks_inflight, atomic_read(&appshot_hooks_inflight) == 0);
 	synchronize_rcu_tasks();
 }
 
-int appshot_glue_hooks_register(void)
+bool appshot_glue_module_try_get(void)
 {
-	char buf[KSYM_NAME_LEN];
-	int i, err;
-
-	for (i = 0; i < ARRAY_SIZE(appshot_hooks); i++) {
-		struct appshot_hook *hook = &appshot_hooks[i];
-
-		memset(&hook->ops, 0, sizeof(hook->ops));
-		strscpy(buf, hook->function, sizeof(buf));
-		err = ftrace_set_filter(&hook->ops, buf, strlen(buf), 0);
-		if (!err)
-			err = register_ftrace_direct(&hook->ops, hook->trampoline);
-		if (err) {
-			pr_err("cannot hook %s: error %d\n", hook->function, err);
-			ftrace_free_filter(&hook->ops);
-			appshot_glue_hooks_unregister();
-			return err;
-		}
-		hook->registered = true;
-	}
-	return 0;
+	return try_module_get(THIS_MODULE);
 }
 
 /* ---- Credentials and tasks ----------------------------------------------------------- */
@@ -257,4 +364,61 @@ pid_t appshot_glue_task_tgid(struct task_struct *task)
 unsigned int appshot_glue_task_flags(struct task_struct *task)
 {
 	return READ_ONCE(task->flags);
+}
+
+pid_t appshot_glue_current_ppid(void)
+{
+	pid_t ppid;
+
+	rcu_read_lock();
+	ppid = task_tgid_nr(rcu_dereference(current->real_parent));
+	rcu_read_unlock();
+	return ppid;
+}
+
+bool appshot_glue_task_in_init_pid_ns(struct task_struct *task)
+{
+	return task_active_pid_ns(task) == &init_pid_ns;
+}
+
+/* ---- Thread IDs in user memory ------------------------------------------------------- */
+
+unsigned long appshot_glue_take_set_child_tid(struct task_struct *child)
+{
+	int __user *addr = child->set_child_tid;
+
+	/* The child has not run yet; schedule_tail() would write its TID here. */
+	child->set_child_tid = NULL;
+	return (unsigned long)addr;
+}
+
+int appshot_glue_write_task_u32(struct task_struct *task, unsigned long addr, u32 value)
+{
+	if (task->mm == current->mm)
+		return put_user(value, (u32 __user *)addr);
+	if (access_process_vm(task, addr, &value, sizeof(value), FOLL_WRITE) != sizeof(value))
+		return -EFAULT;
+	return 0;
+}
+
+/* ---- siginfo ---------------------------------------------------------------------- */
+
+void appshot_glue_siginfo_fields(const kernel_siginfo_t *info, int *signo, int *code, pid_t *pid)
+{
+	*signo = info->si_signo;
+	*code = info->si_code;
+	*pid = info->si_pid;
+}
+
+/* copy_siginfo_to_user() with another si_pid: the same copy, of a modified copy. */
+int appshot_glue_siginfo_copy_out(void __user *to, const kernel_siginfo_t *from, pid_t pid)
+{
+	kernel_siginfo_t info = *from;
+
+	info.si_pid = pid;
+	if (copy_to_user(to, &info, sizeof(info)))
+		return -EFAULT;
+	if (clear_user(to + sizeof(info), sizeof(siginfo_t) - sizeof(info)))
+		return -EFAULT;
+	return 0;
 }

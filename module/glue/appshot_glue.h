@@ -11,20 +11,30 @@
 #include <linux/types.h>
 
 struct file;
+struct kernel_siginfo;
+struct pt_regs;
 struct task_struct;
 
 /* Implemented in Rust. */
 long appshot_rust_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
 void appshot_rust_on_new_task(struct task_struct *task);
 void appshot_rust_on_release_task(struct task_struct *task);
+bool appshot_rust_syscall(struct pt_regs *regs, unsigned long original, long *out);
+bool appshot_rust_copy_siginfo_to_user(void __user *to, const struct kernel_siginfo *from,
+				       long *out);
 
 /* Misc device /dev/appshot. */
 int appshot_glue_misc_register(void);
 void appshot_glue_misc_deregister(void);
 
-/* Hooks on wake_up_new_task() and release_task(). */
-int appshot_glue_hooks_register(void);
-void appshot_glue_hooks_unregister(void);
+/* Hooks: filters set at load, attached while an AID exists (see appshot_glue.c). */
+int appshot_glue_hooks_init(const char *const *syscalls, unsigned int nr_syscalls);
+void appshot_glue_hooks_free(void);
+int appshot_glue_hooks_attach(void);
+void appshot_glue_hooks_detach(void);
+void appshot_glue_hooks_quiesce(void);
+bool appshot_glue_module_try_get(void);
+long appshot_glue_call_syscall(unsigned long function, struct pt_regs *regs);
 
 /* Module reference held by every registered AID. */
 void appshot_glue_module_get(void);
@@ -44,5 +54,16 @@ void appshot_glue_kill_task(struct task_struct *task);
 pid_t appshot_glue_task_tid(struct task_struct *task);
 pid_t appshot_glue_task_tgid(struct task_struct *task);
 unsigned int appshot_glue_task_flags(struct task_struct *task);
+pid_t appshot_glue_current_ppid(void);
+bool appshot_glue_task_in_init_pid_ns(struct task_struct *task);
+
+/* Thread IDs the kernel writes to user memory (CLONE_CHILD_SETTID). */
+unsigned long appshot_glue_take_set_child_tid(struct task_struct *child);
+int appshot_glue_write_task_u32(struct task_struct *task, unsigned long addr, u32 value);
+
+/* siginfo fields, and copy_siginfo_to_user() with another si_pid. */
+void appshot_glue_siginfo_fields(const struct kernel_siginfo *info, int *signo, int *code,
+				 pid_t *pid);
+int appshot_glue_siginfo_copy_out(void __user *to, const struct kernel_siginfo *from, pid_t pid);
 
 #endif /* APPSHOT_GLUE_H */

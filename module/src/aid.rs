@@ -4,6 +4,7 @@
 use kernel::prelude::*;
 use kernel::sync::{new_spinlock, Arc, SpinLock};
 
+use crate::pid::ReleasedRing;
 use crate::table::IdTable;
 use crate::uapi::{self, AidInfo, NAME_LEN, TABLE_COUNT, TABLE_PID};
 
@@ -36,6 +37,10 @@ pub(crate) struct AidState {
     pub(crate) tables: [IdTable; TABLE_COUNT],
     /// PID-table entries whose thread is its process's main thread (TID == TGID).
     pub(crate) nr_processes: u32,
+    /// With a PID range: where the search for the next virtual PID starts.
+    pub(crate) next_virtual: u32,
+    /// The PID table's most recently removed entries (`pid.rs`).
+    pub(crate) released: ReleasedRing,
 }
 
 impl AidState {
@@ -64,6 +69,8 @@ impl Aid {
                         unregistered: false,
                         tables: [IdTable::new(), IdTable::new(), IdTable::new(), IdTable::new(), IdTable::new()],
                         nr_processes: 0,
+                        next_virtual: pid_range.map_or(1, |(min, _)| min),
+                        released: ReleasedRing::new(),
                     },
                     "appshot_aid_state"
                 ),

@@ -14,7 +14,10 @@
 //! - `table`: the dual red-black-tree translation table.
 //! - `task_index`: which AID a task belongs to (the hot-path lookup).
 //! - `link`: linking and unlinking processes and threads.
-//! - `hooks`: what the kernel hooks call.
+//! - `pid`: virtual PID allocation and translation.
+//! - `hooks`: what the kernel hooks call, and when they are attached.
+//! - `syscalls`: the hooked system calls and their translations.
+//! - `signals`: `si_pid` of received signals.
 //! - `process`: task references and task fields.
 //! - `glue`: the C glue's prototypes.
 
@@ -25,8 +28,11 @@ mod device;
 mod glue;
 mod hooks;
 mod link;
+mod pid;
 mod process;
 mod registry;
+mod signals;
+mod syscalls;
 mod table;
 mod task_index;
 #[path = "../uapi/appshot_uapi.rs"]
@@ -53,17 +59,15 @@ impl kernel::Module for Appshot {
         let registry = KBox::pin_init(Registry::new()?, GFP_KERNEL)?;
         registry::publish(registry.as_ref());
 
-        // SAFETY: the registry the hooks use is published above and outlives them (drop).
-        let err = unsafe { glue::appshot_glue_hooks_register() };
-        if err != 0 {
+        // Filters only: the hooks are attached when the first AID is registered.
+        if let Err(e) = hooks::init() {
             registry::unpublish();
-            return Err(Error::from_errno(err));
+            return Err(e);
         }
         // SAFETY: the device's ioctls use the published registry.
         let err = unsafe { glue::appshot_glue_misc_register() };
         if err != 0 {
-            // SAFETY: the hooks were registered just above.
-            unsafe { glue::appshot_glue_hooks_unregister() };
+            hooks::shutdown();
             registry::unpublish();
             return Err(Error::from_errno(err));
         }
@@ -82,8 +86,8 @@ impl Drop for Appshot {
         // does every AID, so no process is linked either.
         // SAFETY: registered in `init`.
         unsafe { glue::appshot_glue_misc_deregister() };
-        // SAFETY: registered in `init`; returns once no hook handler runs or can start.
-        unsafe { glue::appshot_glue_hooks_unregister() };
+        // Returns once no hook handler runs or can start.
+        hooks::shutdown();
         registry::unpublish();
         pr_info!("unloaded ({} tasks were still linked)\n", self.registry.tasks.linked());
     }

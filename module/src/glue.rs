@@ -7,7 +7,7 @@
 //! `glue/appshot_glue.h`.
 
 use kernel::bindings;
-use kernel::ffi::{c_int, c_uint};
+use kernel::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 
 // The bindings of `task_struct` and `file` contain empty structures (config-dependent
 // members); only pointers to them cross this boundary.
@@ -15,8 +15,13 @@ use kernel::ffi::{c_int, c_uint};
 extern "C" {
     pub(crate) fn appshot_glue_misc_register() -> c_int;
     pub(crate) fn appshot_glue_misc_deregister();
-    pub(crate) fn appshot_glue_hooks_register() -> c_int;
-    pub(crate) fn appshot_glue_hooks_unregister();
+    pub(crate) fn appshot_glue_hooks_init(syscalls: *const *const c_char, nr_syscalls: c_uint) -> c_int;
+    pub(crate) fn appshot_glue_hooks_free();
+    pub(crate) fn appshot_glue_hooks_attach() -> c_int;
+    pub(crate) fn appshot_glue_hooks_detach();
+    pub(crate) fn appshot_glue_hooks_quiesce();
+    pub(crate) fn appshot_glue_module_try_get() -> bool;
+    pub(crate) fn appshot_glue_call_syscall(function: c_ulong, regs: *mut bindings::pt_regs) -> c_long;
     pub(crate) fn appshot_glue_module_get();
     pub(crate) fn appshot_glue_module_put();
     pub(crate) fn appshot_glue_max_entries() -> c_uint;
@@ -32,6 +37,21 @@ extern "C" {
     pub(crate) fn appshot_glue_task_tid(task: *mut bindings::task_struct) -> bindings::pid_t;
     pub(crate) fn appshot_glue_task_tgid(task: *mut bindings::task_struct) -> bindings::pid_t;
     pub(crate) fn appshot_glue_task_flags(task: *mut bindings::task_struct) -> c_uint;
+    pub(crate) fn appshot_glue_current_ppid() -> bindings::pid_t;
+    pub(crate) fn appshot_glue_task_in_init_pid_ns(task: *mut bindings::task_struct) -> bool;
+    pub(crate) fn appshot_glue_take_set_child_tid(child: *mut bindings::task_struct) -> c_ulong;
+    pub(crate) fn appshot_glue_write_task_u32(task: *mut bindings::task_struct, addr: c_ulong, value: u32) -> c_int;
+    pub(crate) fn appshot_glue_siginfo_fields(
+        info: *const bindings::kernel_siginfo,
+        signo: *mut c_int,
+        code: *mut c_int,
+        pid: *mut bindings::pid_t,
+    );
+    pub(crate) fn appshot_glue_siginfo_copy_out(
+        to: *mut c_void,
+        from: *const bindings::kernel_siginfo,
+        pid: bindings::pid_t,
+    ) -> c_int;
 }
 
 /// The `max_entries` module parameter: the most entries one table of one AID may hold.
@@ -56,4 +76,22 @@ pub(crate) fn module_get() {
 pub(crate) fn module_put() {
     // SAFETY: callers pair every call with an earlier `module_get`.
     unsafe { appshot_glue_module_put() }
+}
+
+/// A reference on this module held while a handler may sleep, so the module cannot be
+/// unloaded under it (see "Unload" in `glue/appshot_glue.c`).
+pub(crate) struct ModuleRef(());
+
+impl ModuleRef {
+    /// Takes a reference, or `None` while the module is being unloaded.
+    pub(crate) fn try_get() -> Option<ModuleRef> {
+        // SAFETY: `try_module_get` on our own module is always allowed.
+        unsafe { appshot_glue_module_try_get() }.then_some(ModuleRef(()))
+    }
+}
+
+impl Drop for ModuleRef {
+    fn drop(&mut self) {
+        module_put();
+    }
 }

@@ -1,22 +1,81 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! Entry points the C glue calls from its hooks (ftrace direct calls, see
-//! `glue/appshot_glue.c` for how they are attached and detached).
+//! What the kernel hooks call, and when the hooks are attached.
+//!
+//! Every hook is an ftrace direct call (the mechanism lives in `glue/appshot_glue.c` and
+//! `glue/appshot_trampoline.S`, the choice is explained in docs/design/hooks.md):
 //!
 //! | kernel function | when | handler |
 //! |---|---|---|
 //! | `wake_up_new_task(p)` | a new process or thread is about to run for the first time | [`link::on_new_task`] |
 //! | `release_task(p)` | a process or thread is reaped, its TID still allocated | [`link::on_release_task`] |
+//! | `__x64_sys_*(regs)` | a system call of [`syscalls::SYSCALLS`] from user space | its handler there |
+//! | `copy_siginfo_to_user(to, from)` | a siginfo is copied to user space | [`signals::copy_to_user`] |
 //!
-//! Both run in the context of the traced function: process context, no spinlock held, so
-//! the handlers may allocate with `GFP_KERNEL`.
+//! All run in process context with no spinlock held, so handlers may sleep and touch
+//! user memory. The hooks are attached while at least one AID is registered (see
+//! `Registry::register`/`unregister`): with no AID, a loaded module costs nothing.
+//! While attached, a task in no AID pays for the trampoline and [`TaskIndex::contains`]
+//! (one atomic load, and a second one for a non-empty index).
+//!
+//! [`TaskIndex::contains`]: crate::task_index::TaskIndex::contains
 
 use core::ptr::NonNull;
 
 use kernel::bindings;
+use kernel::ffi::{c_char, c_long, c_ulong, c_void};
+use kernel::prelude::*;
 
+use crate::glue::{self, ModuleRef};
 use crate::link;
 use crate::process::Task;
 use crate::registry;
+use crate::signals;
+use crate::syscalls::{self, Call, Outcome, SYSCALLS};
+
+/// Sets which functions the hooks will trace (module load). Nothing is attached yet.
+pub(crate) fn init() -> Result {
+    let mut names: KVec<*const c_char> = KVec::with_capacity(SYSCALLS.len(), GFP_KERNEL)?;
+    for syscall in SYSCALLS {
+        names.push(syscall.function.as_char_ptr(), GFP_KERNEL)?;
+    }
+    // SAFETY: `names` holds `len` pointers to NUL-terminated static strings.
+    let err = unsafe { glue::appshot_glue_hooks_init(names.as_ptr(), names.len() as u32) };
+    if err != 0 {
+        return Err(Error::from_errno(err));
+    }
+    Ok(())
+}
+
+/// Attaches every hook (the first AID is being registered).
+pub(crate) fn attach() -> Result {
+    // SAFETY: `init` set the filters; the caller holds the registry mutex, so attach and
+    // detach never run concurrently.
+    let err = unsafe { glue::appshot_glue_hooks_attach() };
+    if err != 0 {
+        return Err(Error::from_errno(err));
+    }
+    pr_info!("hooks attached ({} system calls)\n", SYSCALLS.len());
+    Ok(())
+}
+
+/// Detaches every hook (the last AID is gone). Handlers still sleeping hold a module
+/// reference; the module's exit waits for the rest.
+pub(crate) fn detach() {
+    // SAFETY: as for `attach`.
+    unsafe { glue::appshot_glue_hooks_detach() };
+    pr_info!("hooks detached\n");
+}
+
+/// Module exit: no handler runs or can start once this returns.
+pub(crate) fn shutdown() {
+    // SAFETY: detaching detached hooks does nothing; quiesce then waits for handlers and
+    // trampolines, and the filters are freed last.
+    unsafe {
+        glue::appshot_glue_hooks_detach();
+        glue::appshot_glue_hooks_quiesce();
+        glue::appshot_glue_hooks_free();
+    }
+}
 
 /// Called at the start of `wake_up_new_task(task)`.
 #[no_mangle]
@@ -40,4 +99,73 @@ pub(crate) extern "C" fn appshot_rust_on_release_task(task: *mut bindings::task_
     // the call returns (it drops it at the very end), so it is valid for this handler.
     let task = unsafe { Task::from_raw(task) };
     link::on_release_task(registry, task);
+}
+
+/// Called at the start of a hooked system call made from user space, with the task's
+/// saved registers and the system call's function. Returns `true` with the result in
+/// `*out` to replace the call, `false` to let it run.
+#[no_mangle]
+pub(crate) extern "C" fn appshot_rust_syscall(regs: *mut bindings::pt_regs, original: c_ulong, out: *mut c_long) -> bool {
+    let Some(registry) = registry::get() else {
+        return false;
+    };
+    let task = Task::current();
+    // The hot path for every task in no AID: one or two atomic loads.
+    if !registry.tasks.contains(task) {
+        return false;
+    }
+    // SAFETY: the glue passes the current task's saved user registers, valid and not
+    // written by anyone else during its own system call.
+    let regs = unsafe { &*regs };
+    let Some(handler) = syscalls::handler(regs.orig_ax as u64) else {
+        return false;
+    };
+    // The handler may sleep (a blocking wait4): hold the module while it runs.
+    let Some(_module) = ModuleRef::try_get() else {
+        return false;
+    };
+    let Some(aid) = registry.tasks.lookup(task) else {
+        return false;
+    };
+    let call = Call { regs, original: original as usize, aid: &aid, registry, task };
+    match handler(&call) {
+        Outcome::Native => false,
+        Outcome::Return(value) => {
+            // SAFETY: `out` points to the trampoline's result slot.
+            unsafe { *out = value as c_long };
+            true
+        }
+    }
+}
+
+/// Called at the start of `copy_siginfo_to_user(to, from)`.
+#[no_mangle]
+pub(crate) extern "C" fn appshot_rust_copy_siginfo_to_user(
+    to: *mut c_void,
+    from: *const bindings::kernel_siginfo,
+    out: *mut c_long,
+) -> bool {
+    let Some(registry) = registry::get() else {
+        return false;
+    };
+    let task = Task::current();
+    if !registry.tasks.contains(task) {
+        return false;
+    }
+    // Writing user memory may fault and sleep.
+    let Some(_module) = ModuleRef::try_get() else {
+        return false;
+    };
+    let Some(aid) = registry.tasks.lookup(task) else {
+        return false;
+    };
+    // SAFETY: `from` is the hooked function's argument, valid for the call.
+    match unsafe { signals::copy_to_user(&aid, to, from) } {
+        None => false,
+        Some(ret) => {
+            // SAFETY: `out` points to the trampoline's result slot.
+            unsafe { *out = ret as c_long };
+            true
+        }
+    }
 }

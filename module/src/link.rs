@@ -52,19 +52,19 @@ struct Unlinked {
     _entry: Option<RemovedEntry>,
 }
 
-/// Links `task` to `aid`. Caller holds `aid`'s lock (`state`) and has checked the entry
-/// limit. On failure nothing changed.
+/// Links `task` to `aid` under a newly chosen virtual TID, which it returns. Caller holds
+/// `aid`'s lock (`state`) and has checked the entry limit. On failure nothing changed.
 fn link_locked(
     registry: &Registry,
     aid: &Arc<Aid>,
     state: &mut AidState,
     task: Task<'_>,
     reservation: LinkReservation,
-) -> Result {
+) -> Result<VirtualId> {
     let tid = task.tid();
     let tgid = task.tgid();
-    // Virtual PIDs equal system PIDs until PID translation chooses them from the AID's range.
-    let entry = Entry { virtual_id: VirtualId(tid), system_id: SystemId(tid), owner: tgid };
+    let virtual_id = state.choose_virtual(tid, aid.pid_range).ok_or(ENOSPC)?;
+    let entry = Entry { virtual_id, system_id: SystemId(tid), owner: tgid };
     if registry.tasks.insert(task, aid.clone(), reservation.index).is_err() {
         // Linked already, to another AID (a LINK racing with ours).
         return Err(EBUSY);
@@ -74,7 +74,7 @@ fn link_locked(
             if tid == tgid {
                 state.nr_processes += 1;
             }
-            Ok(())
+            Ok(virtual_id)
         }
         Err(InsertError::VirtualTaken | InsertError::SystemTaken) => {
             // The TID is in the table under another task: the tables and the index
@@ -94,6 +94,7 @@ fn unlink_locked(registry: &Registry, aid: &Aid, state: &mut AidState, task: Tas
         if removed.entry.system_id.0 == removed.entry.owner {
             state.nr_processes -= 1;
         }
+        state.remember_released(removed.entry.system_id, removed.entry.virtual_id);
     }
     Some(Unlinked { _link: link, _entry: entry })
 }
@@ -102,6 +103,11 @@ fn unlink_locked(registry: &Registry, aid: &Aid, state: &mut AidState, task: Tas
 pub(crate) fn link_process(registry: &Registry, aid: &Arc<Aid>, target: &TaskRef) -> Result {
     let task = target.task();
     if task.is_kernel_thread() {
+        return Err(EINVAL);
+    }
+    if !task.in_initial_pid_namespace() {
+        // Tables hold initial-namespace PIDs; a process in another PID namespace sees
+        // other numbers natively, which appshot does not virtualize.
         return Err(EINVAL);
     }
     if task.is_exiting() {
@@ -222,9 +228,28 @@ pub(crate) fn on_new_task(registry: &Registry, child: Task<'_>) {
         drop(state);
         return refuse_new_task(&aid, child, "PID table full (max_entries)");
     }
-    if link_locked(registry, &aid, &mut state, child, reservation).is_err() {
-        drop(state);
-        refuse_new_task(&aid, child, "cannot link");
+    let virtual_id = match link_locked(registry, &aid, &mut state, child, reservation) {
+        Ok(virtual_id) => virtual_id,
+        Err(_) => {
+            drop(state);
+            return refuse_new_task(&aid, child, "no virtual PID or cannot link");
+        }
+    };
+    drop(state);
+    write_new_tid(registry, parent, child, virtual_id);
+}
+
+/// Writes the child's virtual TID where the kernel wrote (`CLONE_PARENT_SETTID`, before
+/// `wake_up_new_task`) or would write (`CLONE_CHILD_SETTID`, when the child first runs)
+/// its system TID. Both happen before the child runs its first instruction, so neither
+/// parent nor child can see the system value there. A failed write is ignored, as the
+/// kernel ignores its own.
+fn write_new_tid(registry: &Registry, parent: Task<'_>, child: Task<'_>, virtual_id: VirtualId) {
+    if let Some(address) = registry.tasks.take_parent_tid(parent) {
+        let _ = parent.write_user_u32(address, virtual_id.0);
+    }
+    if let Some(address) = child.take_set_child_tid() {
+        let _ = child.write_user_u32(address, virtual_id.0);
     }
 }
 

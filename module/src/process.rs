@@ -83,6 +83,30 @@ impl<'a> Task<'a> {
         self.flags() & bindings::PF_KTHREAD != 0
     }
 
+    /// Whether the task's PID namespace is the initial one (the numbers tables hold).
+    pub(crate) fn in_initial_pid_namespace(self) -> bool {
+        // SAFETY: the task is valid (type invariant); the glue compares one pointer.
+        unsafe { glue::appshot_glue_task_in_init_pid_ns(self.ptr.as_ptr()) }
+    }
+
+    /// Takes the `CLONE_CHILD_SETTID` address of a new task that has not run yet, so
+    /// the kernel does not write the system TID there when it first runs.
+    pub(crate) fn take_set_child_tid(self) -> Option<u64> {
+        // SAFETY: the task is valid (type invariant); the caller is its creator in
+        // `wake_up_new_task`, before it runs, so nothing else touches the field.
+        let address = unsafe { glue::appshot_glue_take_set_child_tid(self.ptr.as_ptr()) };
+        (address != 0).then_some(address as u64)
+    }
+
+    /// Writes a `u32` at a user address of this task's memory (the caller's own memory,
+    /// or a new child's before it runs). May sleep.
+    pub(crate) fn write_user_u32(self, address: u64, value: u32) -> Result {
+        // SAFETY: the task is valid (type invariant); the glue writes through
+        // `put_user` or `access_process_vm`, which check the address.
+        let err = unsafe { glue::appshot_glue_write_task_u32(self.ptr.as_ptr(), address as _, value) };
+        if err == 0 { Ok(()) } else { Err(Error::from_errno(err)) }
+    }
+
     /// Sends `SIGKILL` (used for a new task that cannot be linked, before it first runs).
     pub(crate) fn kill(self) {
         // SAFETY: the task is valid (type invariant); sending a signal takes its own locks.

@@ -9,6 +9,10 @@
 //! 2. `Aid::state` (spinlock, one per AID): that AID's tables and its link state.
 //! 3. A task-index bucket (spinlock, `task_index.rs`).
 //!
+//! The registry mutex is also held while the hooks are attached or detached (first AID
+//! registered, last one gone), which takes ftrace's own locks after it; no hook handler
+//! takes the registry mutex.
+//!
 //! Locks are taken in that order and never the other way round; at most one AID lock and
 //! one bucket lock are held at a time. Nothing allocates or sleeps under 2 or 3: memory is
 //! reserved first and freed nodes are dropped after unlocking.
@@ -21,6 +25,7 @@ use kernel::sync::{new_mutex, Arc, Mutex};
 
 use crate::aid::Aid;
 use crate::glue;
+use crate::hooks;
 use crate::process::Task;
 use crate::table::IdTable;
 use crate::task_index::TaskIndex;
@@ -81,7 +86,16 @@ impl Registry {
         }
         let id = set.next_id;
         let aid = Aid::new(id, name, glue::current_euid(), pid_range)?;
-        set.by_id.try_create_and_insert(id, aid.clone(), GFP_KERNEL)?;
+        let first = set.by_id.iter().next().is_none();
+        if first {
+            hooks::attach()?;
+        }
+        if let Err(e) = set.by_id.try_create_and_insert(id, aid.clone(), GFP_KERNEL) {
+            if first {
+                hooks::detach();
+            }
+            return Err(e);
+        }
         set.next_id += 1;
         glue::module_get();
         let caller = Task::current();
@@ -140,6 +154,9 @@ impl Registry {
         // The old tables' nodes are freed here, outside the spinlock.
         drop(tables);
         set.by_id.remove(&id);
+        if set.by_id.iter().next().is_none() {
+            hooks::detach();
+        }
         drop(set);
         pr_info!("AID {} '{}' unregistered ({} threads unlinked)\n", id, aid.name_str(), unlinked);
         glue::module_put();

@@ -99,6 +99,32 @@ impl IdTable {
         self.by_system.get(&system_id).copied()
     }
 
+    /// The smallest virtual ID in `from..=to` that is not bound, if any. Walks the bound
+    /// IDs from `from` in order, so it costs one step per bound ID it skips.
+    pub(crate) fn first_free_virtual(&mut self, from: u32, to: u32) -> Option<u32> {
+        if from > to {
+            return None;
+        }
+        let mut candidate = from;
+        let Some(mut cursor) = self.by_virtual.cursor_lower_bound(&VirtualId(from)) else {
+            return Some(from);
+        };
+        loop {
+            // Bound IDs come in increasing order, all >= candidate.
+            if cursor.current().0 .0 != candidate {
+                return Some(candidate);
+            }
+            if candidate == to {
+                return None;
+            }
+            candidate += 1;
+            match cursor.move_next() {
+                Some(next) => cursor = next,
+                None => return Some(candidate),
+            }
+        }
+    }
+
     /// Binds `virtual_id` to `system_id`, using memory reserved earlier.
     pub(crate) fn insert(
         &mut self,

@@ -23,18 +23,27 @@ use crate::process::Task;
 const BUCKET_BITS: u32 = 8;
 const BUCKETS: usize = 1 << BUCKET_BITS;
 
+/// What the index holds for one linked task.
+pub(crate) struct Linked {
+    aid: Arc<Aid>,
+    /// A `clone`/`clone3` with `CLONE_PARENT_SETTID` in progress: the user address of its
+    /// `parent_tid`, for the new-task hook to write the child's virtual TID to (0: none).
+    /// Only the task itself sets and takes it.
+    parent_tid: u64,
+}
+
 /// Memory for one index entry, allocated before any lock is taken.
-pub(crate) type IndexReservation = RBTreeNodeReservation<usize, Arc<Aid>>;
+pub(crate) type IndexReservation = RBTreeNodeReservation<usize, Linked>;
 
 /// A removed index entry; dropping it frees the node and its AID reference.
-pub(crate) type RemovedLink = RBTreeNode<usize, Arc<Aid>>;
+pub(crate) type RemovedLink = RBTreeNode<usize, Linked>;
 
 #[pin_data]
 struct Bucket {
     /// Linked tasks hashing here, by task address. Lock order 3: after an AID's lock;
     /// no other lock is taken while it is held.
     #[pin]
-    tasks: SpinLock<RBTree<usize, Arc<Aid>>>,
+    tasks: SpinLock<RBTree<usize, Linked>>,
     /// Number of entries in `tasks`, read without the lock to answer "not linked" fast.
     len: AtomicUsize,
 }
@@ -87,14 +96,42 @@ impl TaskIndex {
         if bucket.len.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        bucket.tasks.lock().get(&task.key()).cloned()
+        bucket.tasks.lock().get(&task.key()).map(|linked| linked.aid.clone())
+    }
+
+    /// Whether `task` is linked at all: the hot-path test, with no reference taken.
+    pub(crate) fn contains(&self, task: Task<'_>) -> bool {
+        if self.linked.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let bucket = self.bucket(task);
+        if bucket.len.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        bucket.tasks.lock().get(&task.key()).is_some()
+    }
+
+    /// Sets the `CLONE_PARENT_SETTID` address of a linked `task`'s clone in progress
+    /// (0 clears it). Only `task` itself calls this.
+    pub(crate) fn set_parent_tid(&self, task: Task<'_>, address: u64) {
+        if let Some(linked) = self.bucket(task).tasks.lock().get_mut(&task.key()) {
+            linked.parent_tid = address;
+        }
+    }
+
+    /// Takes the address set by [`Self::set_parent_tid`], if any.
+    pub(crate) fn take_parent_tid(&self, task: Task<'_>) -> Option<u64> {
+        let mut tasks = self.bucket(task).tasks.lock();
+        let linked = tasks.get_mut(&task.key())?;
+        let address = core::mem::take(&mut linked.parent_tid);
+        (address != 0).then_some(address)
     }
 
     /// Whether `task` is linked to exactly `aid`. Caller holds `aid`'s lock.
     pub(crate) fn is_linked_to(&self, task: Task<'_>, aid: &Aid) -> bool {
         let bucket = self.bucket(task);
         let tasks = bucket.tasks.lock();
-        matches!(tasks.get(&task.key()), Some(linked) if core::ptr::eq(&**linked, aid))
+        matches!(tasks.get(&task.key()), Some(linked) if core::ptr::eq(&*linked.aid, aid))
     }
 
     /// Links `task` to `aid`. Caller holds `aid`'s lock. Fails, returning the reservation,
@@ -110,7 +147,7 @@ impl TaskIndex {
         if tasks.get(&task.key()).is_some() {
             return Err(reservation);
         }
-        tasks.insert(reservation.into_node(task.key(), aid));
+        tasks.insert(reservation.into_node(task.key(), Linked { aid, parent_tid: 0 }));
         // INVARIANT: one entry added, under the bucket lock.
         bucket.len.fetch_add(1, Ordering::Relaxed);
         self.linked.fetch_add(1, Ordering::Relaxed);
@@ -123,7 +160,7 @@ impl TaskIndex {
         let bucket = self.bucket(task);
         let mut tasks = bucket.tasks.lock();
         match tasks.get(&task.key()) {
-            Some(linked) if core::ptr::eq(&**linked, aid) => {}
+            Some(linked) if core::ptr::eq(&*linked.aid, aid) => {}
             _ => return None,
         }
         let removed = tasks.remove_node(&task.key());
@@ -144,7 +181,7 @@ impl TaskIndex {
             let mut tasks = bucket.tasks.lock();
             let mut cursor = tasks.cursor_front();
             while let Some(current) = cursor {
-                if core::ptr::eq(&**current.current().1, aid) {
+                if core::ptr::eq(&*current.current().1.aid, aid) {
                     let (next, node) = current.remove_current();
                     drop(node);
                     // INVARIANT: one entry removed, under the bucket lock.

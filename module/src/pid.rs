@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Virtual process IDs: how a new task's virtual TID is chosen, and translation between
+//! an AID's virtual PIDs and system PIDs.
+//!
+//! One PID table per AID holds every linked thread (system TID -> virtual TID, owner =
+//! system TGID). A process ID is its main thread's TID, and process groups and sessions
+//! are named by their leader's PID, so the same table translates TIDs, PIDs, PGIDs and
+//! SIDs.
+//!
+//! A reaped task leaves the table in `release_task`, before the system call that reaped
+//! it (`wait4`, `waitid`) returns its PID, and a `SIGCHLD` about it may be delivered
+//! later still. The last [`RELEASED`] removed entries of each AID are therefore kept in a
+//! small ring, consulted only when translating a system PID the table no longer has.
+
+use crate::aid::AidState;
+use crate::table::{SystemId, VirtualId};
+
+/// The largest PID Linux hands out (`PID_MAX_LIMIT - 1` on 64-bit).
+pub(crate) const PID_MAX: u32 = 4 * 1024 * 1024 - 1;
+
+/// Removed entries remembered per AID for late translations.
+pub(crate) const RELEASED: usize = 128;
+
+/// The most recently removed (system, virtual) pairs of one AID.
+pub(crate) struct ReleasedRing {
+    entries: [(u32, u32); RELEASED],
+    next: usize,
+}
+
+impl ReleasedRing {
+    pub(crate) const fn new() -> Self {
+        ReleasedRing { entries: [(0, 0); RELEASED], next: 0 }
+    }
+
+    fn push(&mut self, system: u32, virtual_id: u32) {
+        self.entries[self.next] = (system, virtual_id);
+        self.next = (self.next + 1) % RELEASED;
+    }
+
+    /// The newest virtual PID recorded for `system`.
+    fn find(&self, system: u32) -> Option<u32> {
+        (1..=RELEASED)
+            .map(|back| self.entries[(self.next + RELEASED - back) % RELEASED])
+            .find(|&(s, _)| s == system && s != 0)
+            .map(|(_, v)| v)
+    }
+}
+
+impl AidState {
+    /// The virtual TID for a new task whose system TID is `system`, or `None` when no
+    /// virtual ID is free. Without a range the system value is kept when it is free in
+    /// this AID, otherwise the next free value after it; with a range every ID comes
+    /// from it, handed out cyclically like the kernel does.
+    pub(crate) fn choose_virtual(&mut self, system: u32, range: Option<(u32, u32)>) -> Option<VirtualId> {
+        let (min, max, start) = match range {
+            None => {
+                if self.pids().to_system(VirtualId(system)).is_none() {
+                    return Some(VirtualId(system));
+                }
+                (1, PID_MAX, system.saturating_add(1).min(PID_MAX))
+            }
+            Some((min, max)) => (min, max, self.next_virtual.clamp(min, max)),
+        };
+        let chosen = self
+            .pids()
+            .first_free_virtual(start, max)
+            .or_else(|| self.pids().first_free_virtual(min, start.saturating_sub(1)))?;
+        if range.is_some() {
+            self.next_virtual = if chosen == max { min } else { chosen + 1 };
+        }
+        Some(VirtualId(chosen))
+    }
+
+    /// Records a removed entry for late translations.
+    pub(crate) fn remember_released(&mut self, system: SystemId, virtual_id: VirtualId) {
+        self.released.push(system.0, virtual_id.0);
+    }
+
+    /// The system PID behind a virtual PID of this AID.
+    pub(crate) fn pid_to_system(&mut self, virtual_id: u32) -> Option<u32> {
+        self.pids().to_system(VirtualId(virtual_id)).map(|s| s.0)
+    }
+
+    /// The virtual PID of a system PID: from the table, else from the recently removed
+    /// entries. `None` for a process outside this AID.
+    pub(crate) fn pid_to_virtual(&mut self, system: u32) -> Option<u32> {
+        match self.pids().to_virtual(SystemId(system)) {
+            Some(side) => Some(side.virtual_id.0),
+            None => self.released.find(system),
+        }
+    }
+
+    /// (system, virtual) PIDs of the AID's processes (main threads), as many as fit in
+    /// `out`; returns how many were written.
+    pub(crate) fn processes(&mut self, out: &mut [(u32, u32)]) -> usize {
+        let mut n = 0;
+        self.pids().for_each(|entry| {
+            if entry.system_id.0 == entry.owner {
+                if n == out.len() {
+                    return false;
+                }
+                out[n] = (entry.system_id.0, entry.virtual_id.0);
+                n += 1;
+            }
+            true
+        });
+        n
+    }
+}

@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! `si_pid` of signals received by linked tasks.
+//!
+//! The kernel fills `si_pid` with the sender's system PID (`kill`, `tkill`, `tgkill`) or
+//! the child's (`SIGCHLD`). Every way a task reads a queued signal's siginfo from user
+//! space except signalfd goes through `copy_siginfo_to_user`: the signal frame of an
+//! `SA_SIGINFO` handler, `rt_sigtimedwait` (sigwaitinfo, sigtimedwait), and ptrace's
+//! `PTRACE_GETSIGINFO`. appshot replaces that copy for linked readers and writes the
+//! virtual PID, or 0 for a sender outside the AID (as a child PID namespace shows a
+//! sender from an ancestor one). `waitid`'s siginfo is written field by field and is
+//! translated in its own handler (`syscalls.rs`).
+//!
+//! Only kernel-made values are translated. A `sigqueue`/`rt_sigqueueinfo` sender
+//! (`SI_QUEUE` and other negative codes but `SI_TKILL`) writes `si_pid` itself; that
+//! value is passed on as the sender wrote it, as between PID namespaces.
+
+use kernel::bindings;
+use kernel::ffi::c_int;
+
+use crate::aid::Aid;
+use crate::glue;
+
+const SI_USER: i32 = 0;
+const SI_TKILL: i32 = -6;
+const SIGCHLD: i32 = 17;
+
+/// Whether `si_pid` of a siginfo with this signal and code is a PID the kernel wrote.
+pub(crate) fn kernel_wrote_pid(signo: i32, code: i32) -> bool {
+    code == SI_USER || code == SI_TKILL || (signo == SIGCHLD && code > 0 && code < 0x80)
+}
+
+/// Copies `from` to user memory at `to` for a task of `aid`, like `copy_siginfo_to_user`,
+/// with `si_pid` translated. Returns `None` when the native copy is right as it is.
+///
+/// # Safety
+/// `from` must point to a valid `kernel_siginfo` for the duration of the call.
+pub(crate) unsafe fn copy_to_user(aid: &Aid, to: *mut kernel::ffi::c_void, from: *const bindings::kernel_siginfo) -> Option<c_int> {
+    let (mut signo, mut code, mut pid) = (0, 0, 0);
+    // SAFETY: `from` is valid (caller); the glue reads three fields into our locals.
+    unsafe { glue::appshot_glue_siginfo_fields(from, &mut signo, &mut code, &mut pid) };
+    if pid <= 0 || !kernel_wrote_pid(signo, code) {
+        return None;
+    }
+    let shown = aid.state.lock().pid_to_virtual(pid as u32).unwrap_or(0) as i32;
+    if shown == pid {
+        return None;
+    }
+    // SAFETY: `from` is valid (caller); the glue copies it, changes si_pid and writes the
+    // copy with copy_to_user/clear_user, which check `to`.
+    Some(unsafe { glue::appshot_glue_siginfo_copy_out(to, from, shown) })
+}
