@@ -34,8 +34,14 @@ pub struct Options {
     pub candidates: bool,
     pub only_candidates: bool,
     pub write_doc: bool,
+    /// QEMU's `-icount`: guest time counts executed instructions, not host time.
+    pub icount: bool,
     pub timeout: Duration,
 }
+
+/// One instruction is 1 ns of guest time (shift=0); an idle guest skips ahead to its
+/// next timer instead of waiting in real time (sleep=off).
+const ICOUNT_ARGS: &[&str] = &["-icount", "shift=0,sleep=off"];
 
 /// One row of a report: a configuration's key (as the guest prints it) and its label.
 struct Row {
@@ -233,7 +239,7 @@ const CANDIDATES: Section = Section {
         },
         Row {
             key: "ftrace-redirect",
-            label: "(b) ftrace SAVE_REGS|IPMODIFY|RECURSION, redirect calling the original",
+            label: "(b) ftrace SAVE_REGS+IPMODIFY+RECURSION, redirect calling the original",
         },
         Row {
             key: "direct-empty",
@@ -266,6 +272,7 @@ uname (without `uts_sem`, which is not exported, and without the personality ove
 #[derive(Default, Debug)]
 pub struct Samples {
     kernel: Option<String>,
+    tsc_mhz: Option<String>,
     values: BTreeMap<(String, String, String), Vec<f64>>,
     done: bool,
 }
@@ -279,6 +286,7 @@ impl Samples {
         let words: Vec<&str> = rest.split_whitespace().collect();
         match words.as_slice() {
             ["kernel", release] => self.kernel = Some(release.to_string()),
+            ["tsc-mhz", mhz] => self.tsc_mhz = Some(mhz.to_string()),
             ["sample", section, row, column, _round, ns] => {
                 if let Ok(ns) = ns.parse::<f64>() {
                     self.values
@@ -332,6 +340,9 @@ pub struct RunInfo {
     pub qemu: String,
     pub rounds: u32,
     pub iterations: String,
+    /// Whether QEMU ran with -icount (guest time = instructions).
+    pub icount: bool,
+    pub clock: String,
     pub host_load: String,
     pub duration: Duration,
 }
@@ -350,13 +361,28 @@ fn render_section(section: &Section, samples: &Samples, info: &RunInfo) -> Strin
     let med = |row: &str, column: &str| median(samples.get(section.key, row, column));
     let baseline = section.rows[0].key;
     let mut out = String::new();
-    let _ = writeln!(out, "## {}\n", section.title);
+    let (title_mode, flag, time_note) = if info.icount {
+        (
+            "TCG with -icount: instructions",
+            "",
+            "guest time is instructions executed, 1 instruction = 1 ns: deterministic, \
+             independent of host load, a count of work and not a time",
+        )
+    } else {
+        (
+            "TCG wall clock",
+            " --wall-clock",
+            "emulated time that follows the host's clock: it varies with host load, so \
+             compare ratios within one run, not nanoseconds across runs",
+        )
+    };
+    let _ = writeln!(out, "## {} ({title_mode})\n", section.title);
     let _ = writeln!(
         out,
-        "Measured {} with `cargo xtask bench{}`: guest kernel `{}`, {} (TCG, 2 vCPUs, \
-         emulated time: compare ratios within one run, not nanoseconds across runs); \
+        "Measured {} with `cargo xtask bench{}{flag}`: guest kernel `{}`, {} (TCG, 2 vCPUs; \
+         {time_note}); \
          {} rounds, each visiting every configuration once (interleaved, rotating start); \
-         {}; host load average {}; the run took {}s.\n",
+         {}; timed with {}; host load average {}; the run took {}s.\n",
         info.date,
         if section.key == CANDIDATES.key {
             " --candidates"
@@ -367,6 +393,7 @@ fn render_section(section: &Section, samples: &Samples, info: &RunInfo) -> Strin
         info.qemu,
         info.rounds,
         info.iterations,
+        info.clock,
         info.host_load,
         info.duration.as_secs(),
     );
@@ -448,6 +475,15 @@ fn render_section(section: &Section, samples: &Samples, info: &RunInfo) -> Strin
     out
 }
 
+/// The document keeps an icount and a wall-clock table of each section side by side.
+fn doc_key(section: &Section, icount: bool) -> String {
+    if icount {
+        section.key.to_string()
+    } else {
+        format!("{}-wall-clock", section.key)
+    }
+}
+
 fn label_of(section: &Section, key: &str) -> &'static str {
     section
         .rows
@@ -458,9 +494,12 @@ fn label_of(section: &Section, key: &str) -> &'static str {
 
 const DOC_HEADER: &str = "# Benchmarks\n\n\
 Written by `cargo xtask bench` (README.md, \"Benchmarks\"); each section is replaced by \
-the run that measured it. The guest runs in QEMU's TCG emulator, where a system call \
-costs several times what it costs on hardware and the clock is emulated: the ratios \
-within one run are what counts.\n";
+the run that measured it. The guest runs in QEMU's TCG emulator. By default QEMU runs \
+with `-icount`, where guest time counts executed instructions: the numbers are \
+deterministic and do not depend on how busy the (shared) host is, but they count work, \
+not time (no caches, no pipeline). `--wall-clock` sections are TCG following the host's \
+clock: a system call costs several times what it costs on hardware, and values swing \
+with host load; only ratios within one run mean something.\n";
 
 fn begin_marker(key: &str) -> String {
     format!("<!-- BEGIN bench:{key} -->")
@@ -553,12 +592,18 @@ pub fn run(ctx: &Context, opts: &Options) -> Result<ExitCode> {
 
     let started = Instant::now();
     let mut samples = Samples::default();
-    let run = vm::run_job(
+    let qemu_args: Vec<String> = if opts.icount {
+        ICOUNT_ARGS.iter().map(|a| a.to_string()).collect()
+    } else {
+        Vec::new()
+    };
+    let run = vm::run_job_with_qemu_args(
         ctx,
         flavor,
         &job,
         Vec::new(),
         &adds,
+        &qemu_args,
         opts.timeout,
         &mut |line| {
             // The sample lines are for us; the rest (progress, errors) for the reader.
@@ -590,6 +635,12 @@ pub fn run(ctx: &Context, opts: &Options) -> Result<ExitCode> {
              timed in 10 batches, the measurement being the median batch",
             opts.iters, opts.fork_iters
         ),
+        icount: opts.icount,
+        clock: format!(
+            "the TSC ({} MHz), calibrated against CLOCK_MONOTONIC (which advances in 4 ms \
+             jiffies in this guest: no usable TSC clocksource under TCG without ACPI)",
+            samples.tsc_mhz.as_deref().unwrap_or("?")
+        ),
         host_load: format!("{} before, {} after", load_before, load_average()),
         duration,
     };
@@ -600,7 +651,7 @@ pub fn run(ctx: &Context, opts: &Options) -> Result<ExitCode> {
         }
         let text = render_section(section, &samples, &info);
         say!("\n{text}");
-        doc = replace_section(&doc, section.key, &text);
+        doc = replace_section(&doc, &doc_key(section, opts.icount), &text);
     }
     if opts.write_doc && !splat {
         std::fs::write(ctx.root.join(DOC), &doc).with_context(|| format!("cannot write {DOC}"))?;
@@ -666,6 +717,8 @@ mod tests {
             qemu: "QEMU emulator version 7.2".into(),
             rounds: 3,
             iterations: "1000 calls".into(),
+            icount: true,
+            clock: "the TSC".into(),
             host_load: "1.0 before, 1.1 after".into(),
             duration: Duration::from_secs(60),
         }
@@ -710,6 +763,9 @@ mod tests {
         assert!(text.contains("| fork+waitpid: \"loaded, no AID registered\" <= 1.02x \"module not loaded\" | - | not measured |"));
         assert!(text.contains("| loaded | getpid | 202 300 201 |"));
         assert!(text.contains("3 rounds"));
+        assert!(
+            text.starts_with("## System calls under appshot.ko (TCG with -icount: instructions)")
+        );
         assert!(text.contains("6.12.117"));
     }
 

@@ -77,7 +77,7 @@ enum Command {
     /// issue #4 ("MISSED" when one is not met; that is no error), and writes the same
     /// table into docs/BENCHMARKS.md. With --candidates, the same boot then measures
     /// the candidate hook mechanisms of bench/hook-candidates on getpid and uname.
-    /// Takes about N minutes with the defaults (see README.md).
+    /// With the defaults: about 4 minutes, 5 with --candidates (see README.md).
     ///
     /// Example: `cargo xtask bench --rounds 3 --candidates`.
     Bench(BenchArgs),
@@ -133,7 +133,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
     /// Calls per measurement for getpid, getppid, kill and uname.
-    #[arg(long, value_name = "N", default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
     iters: u64,
     /// fork+waitpid pairs per measurement.
     #[arg(long, value_name = "N", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -147,6 +147,10 @@ struct BenchArgs {
     /// Print the tables only; leave docs/BENCHMARKS.md alone.
     #[arg(long)]
     no_doc: bool,
+    /// Time with the host's clock (plain TCG) instead of -icount, where guest time
+    /// counts executed instructions. Wall-clock numbers swing with host load.
+    #[arg(long)]
+    wall_clock: bool,
     /// Kill QEMU and fail after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 1500)]
     timeout: u64,
@@ -219,6 +223,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 candidates: args.candidates,
                 only_candidates: args.only_candidates,
                 write_doc: !args.no_doc,
+                icount: !args.wall_clock,
                 timeout: Duration::from_secs(args.timeout),
             };
             return bench::run(&ctx, &opts);

@@ -10,6 +10,7 @@
 //!
 //! ```text
 //! BENCH kernel <uname -r>
+//! BENCH tsc-mhz <the TSC rate the loops are timed with>
 //! BENCH sample <section> <configuration> <call> <round> <ns per call>
 //! BENCH done
 //! ```
@@ -32,7 +33,7 @@ Measures system calls under appshot.ko configurations (and, with --candidates, u
 the hook mechanisms of /lib/modules/hook_candidates.ko), interleaved over N rounds,
 and prints `BENCH sample ...` lines for cargo xtask bench. Run as root in the guest.
   --rounds N       rounds (default 7)
-  --iters N        calls per measurement of getpid-like calls (default 500000)
+  --iters N        calls per measurement of getpid-like calls (default 200000)
   --fork-iters N   fork+waitpid pairs per measurement (default 2000)";
 
 /// The appshot.ko configurations of section `appshot`, in the order of the report.
@@ -66,7 +67,7 @@ struct Options {
 fn parse_args() -> Result<Options> {
     let mut opts = Options {
         rounds: 7,
-        iters: 500_000,
+        iters: 200_000,
         fork_iters: 2_000,
         appshot: true,
         candidates: false,
@@ -113,6 +114,8 @@ fn run() -> Result<()> {
     println!("BENCH kernel {}", measure::kernel_release()?);
     // /init loaded appshot.ko; make sure it is there (and its device) before round 1.
     setup::ensure_loaded()?;
+    let clock = measure::Clock::calibrate(std::time::Duration::from_secs(2));
+    println!("BENCH tsc-mhz {:.1}", clock.ticks_per_ns * 1000.0);
     if opts.appshot {
         let calls = [Call::Getpid, Call::Getppid, Call::Kill, Call::ForkWait];
         for round in 1..=opts.rounds {
@@ -121,7 +124,7 @@ fn run() -> Result<()> {
                 let setup = CONFIGURATIONS[(i + round as usize - 1) % CONFIGURATIONS.len()];
                 eprintln!("# round {round}/{}: appshot {}", opts.rounds, setup.key());
                 let prepared = setup::prepare(setup)?;
-                let results = measure::in_worker(&calls, &opts.iters_for(), &prepared)?;
+                let results = measure::in_worker(&calls, &opts.iters_for(), clock, &prepared)?;
                 setup::teardown(prepared)?;
                 for (call, ns) in results {
                     println!(
@@ -145,7 +148,7 @@ fn run() -> Result<()> {
                     setup::insmod_candidates(mode)?;
                 }
                 let results =
-                    measure::in_worker(&calls, &opts.iters_for(), &setup::Prepared::plain());
+                    measure::in_worker(&calls, &opts.iters_for(), clock, &setup::Prepared::plain());
                 if mode != "none" {
                     setup::rmmod_candidates()?;
                 }

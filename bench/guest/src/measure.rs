@@ -3,8 +3,8 @@
 //! configuration wants it (linked to an AID or not), then runs every call's loop and
 //! sends `key ns_per_call` lines back over a second pipe.
 //!
-//! Each loop makes raw system calls (`syscall(2)`, no libc caching) timed with
-//! CLOCK_MONOTONIC: after a warm-up of a tenth of the calls, the calls run in
+//! Each loop makes raw system calls (`syscall(2)`, no libc caching) timed with the
+//! TSC calibrated against CLOCK_MONOTONIC ([`Clock`]): after a warm-up of a tenth of the calls, the calls run in
 //! [`BATCHES`] timed batches, and the measurement is the median batch's ns per call.
 
 use std::io::Read as _;
@@ -137,6 +137,48 @@ fn now_ns() -> u128 {
     ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
 }
 
+fn tsc() -> u64 {
+    // SAFETY: rdtsc has no preconditions; user space may execute it (CR4.TSD is clear).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// The clock the loops are timed with: the TSC, in ticks per nanosecond.
+///
+/// The guest kernel's CLOCK_MONOTONIC advances in 4 ms steps here: under TCG the TSC
+/// calibration fails and, without ACPI, there is no HPET or PM timer, so the kernel
+/// falls back to refined-jiffies (HZ=250). That is 25% of a 16 ms batch. QEMU's TCG
+/// TSC runs at the host's TSC rate, so it is calibrated against CLOCK_MONOTONIC here,
+/// from one 4 ms step to another about `span` later: the steps' edges are found to
+/// within a few microseconds. A calibration error scales every value alike and leaves
+/// the ratios alone.
+#[derive(Clone, Copy)]
+pub struct Clock {
+    pub ticks_per_ns: f64,
+}
+
+impl Clock {
+    pub fn calibrate(span: std::time::Duration) -> Clock {
+        let edge = |after: u128| -> (u128, u64) {
+            loop {
+                let t = now_ns();
+                if t > after {
+                    return (t, tsc());
+                }
+            }
+        };
+        let (t0, c0) = edge(now_ns());
+        // The first reading past a point is the first one after a step: an edge too.
+        let (t1, c1) = edge(t0 + span.as_nanos());
+        Clock {
+            ticks_per_ns: (c1 - c0) as f64 / (t1 - t0) as f64,
+        }
+    }
+
+    fn ns(self, ticks: u64) -> f64 {
+        ticks as f64 / self.ticks_per_ns
+    }
+}
+
 /// A pipe, both ends close-on-exec (appshotctl, started meanwhile, must not hold them).
 pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
@@ -191,6 +233,7 @@ pub fn reap(pid: libc::pid_t, what: &str) -> Result<()> {
 pub fn in_worker(
     calls: &[Call],
     iters: &Iterations,
+    clock: Clock,
     prepared: &Prepared,
 ) -> Result<Vec<(Call, f64)>> {
     let (go_read, go_write) = pipe()?;
@@ -204,7 +247,7 @@ pub fn in_worker(
     if pid == 0 {
         drop(go_write);
         drop(result_read);
-        worker(calls, *iters, &go_read, &result_write);
+        worker(calls, *iters, clock, &go_read, &result_write);
     }
     drop(go_read);
     drop(result_write);
@@ -236,7 +279,7 @@ pub fn in_worker(
     Ok(results)
 }
 
-fn worker(calls: &[Call], iters: Iterations, go: &OwnedFd, out: &OwnedFd) -> ! {
+fn worker(calls: &[Call], iters: Iterations, clock: Clock, go: &OwnedFd, out: &OwnedFd) -> ! {
     // SAFETY: cpu_set_t is plain old data; CPU_SET writes within it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -252,9 +295,9 @@ fn worker(calls: &[Call], iters: Iterations, go: &OwnedFd, out: &OwnedFd) -> ! {
         call.run(batch);
         let mut per_call: Vec<f64> = (0..BATCHES)
             .map(|_| {
-                let start = now_ns();
+                let start = tsc();
                 call.run(batch);
-                (now_ns() - start) as f64 / batch as f64
+                clock.ns(tsc() - start) / batch as f64
             })
             .collect();
         per_call.sort_by(f64::total_cmp);
