@@ -22,6 +22,7 @@
 #include <linux/sched/task_stack.h>
 #include <linux/signal.h>
 #include <linux/uaccess.h>
+#include <linux/uio.h>
 #include <linux/mm.h>
 #include <linux/pid_namespace.h>
 #include <linux/string.h>
@@ -112,6 +113,7 @@ void appshot_new_task_trampoline(void);
 void appshot_release_task_trampoline(void);
 void appshot_syscall_trampoline(void);
 void appshot_siginfo_trampoline(void);
+void appshot_signalfd_trampoline(void);
 
 bool appshot_glue_new_task_entry(unsigned long *args, unsigned long ret_ip, long *out,
 				 unsigned long parent_ip);
@@ -121,6 +123,8 @@ bool appshot_glue_syscall_entry(unsigned long *args, unsigned long ret_ip, long 
 				unsigned long parent_ip);
 bool appshot_glue_siginfo_entry(unsigned long *args, unsigned long ret_ip, long *out,
 				unsigned long parent_ip);
+bool appshot_glue_signalfd_entry(unsigned long *args, unsigned long ret_ip, long *out,
+				 unsigned long parent_ip);
 
 /* wake_up_new_task(p): observe only. */
 bool appshot_glue_new_task_entry(unsigned long *args, unsigned long ret_ip, long *out,
@@ -167,6 +171,36 @@ bool appshot_glue_siginfo_entry(unsigned long *args, unsigned long ret_ip, long 
 						 (const kernel_siginfo_t *)args[1], out);
 }
 
+/*
+ * signalfd_read_iter(iocb, to): the handler calls the original itself (through
+ * appshot_glue_call_read_iter); that nested call comes from this module and runs unhooked.
+ */
+bool appshot_glue_signalfd_entry(unsigned long *args, unsigned long ret_ip, long *out,
+				 unsigned long parent_ip)
+{
+	if (within_module(parent_ip, THIS_MODULE))
+		return false;
+	return appshot_rust_signalfd_read((struct kiocb *)args[0], (struct iov_iter *)args[1],
+					  ret_ip - MCOUNT_INSN_SIZE - ENDBR_INSN_SIZE, out);
+}
+
+/* Where a read into a plain user buffer (read(2)) will write, or 0 for other iterators. */
+unsigned long appshot_glue_iter_user_start(struct iov_iter *iter)
+{
+	if (!iter_is_ubuf(iter))
+		return 0;
+	return (unsigned long)iter->ubuf + iter->iov_offset;
+}
+
+long appshot_glue_call_read_iter(unsigned long function, struct kiocb *iocb, struct iov_iter *iter)
+{
+	ssize_t (*call)(struct kiocb *, struct iov_iter *) = (void *)function;
+
+	if (IS_ENABLED(CONFIG_X86_KERNEL_IBT) && !is_endbr(*(u32 *)function))
+		return -ENOSYS;
+	return call(iocb, iter);
+}
+
 /* Calls a system call's original function (found by its hook) on a copy of the registers. */
 long appshot_glue_call_syscall(unsigned long function, struct pt_regs *regs)
 {
@@ -187,7 +221,7 @@ struct appshot_hook_group {
 };
 
 enum { APPSHOT_GROUP_NEW_TASK, APPSHOT_GROUP_RELEASE_TASK, APPSHOT_GROUP_SIGINFO,
-       APPSHOT_GROUP_SYSCALLS, APPSHOT_NR_GROUPS };
+       APPSHOT_GROUP_SIGNALFD, APPSHOT_GROUP_SYSCALLS, APPSHOT_NR_GROUPS };
 
 /* The declarative table of hooks: which trampoline; the functions are set at load. */
 static struct appshot_hook_group appshot_groups[APPSHOT_NR_GROUPS] = {
@@ -197,6 +231,8 @@ static struct appshot_hook_group appshot_groups[APPSHOT_NR_GROUPS] = {
 		.trampoline = (unsigned long)appshot_release_task_trampoline },
 	[APPSHOT_GROUP_SIGINFO] = { .what = "copy_siginfo_to_user",
 		.trampoline = (unsigned long)appshot_siginfo_trampoline },
+	[APPSHOT_GROUP_SIGNALFD] = { .what = "signalfd_read_iter",
+		.trampoline = (unsigned long)appshot_signalfd_trampoline },
 	[APPSHOT_GROUP_SYSCALLS] = { .what = "system calls",
 		.trampoline = (unsigned long)appshot_syscall_trampoline },
 };

@@ -11,6 +11,8 @@
 #include <linux/types.h>
 
 struct file;
+struct iov_iter;
+struct kiocb;
 struct kernel_siginfo;
 struct pt_regs;
 struct task_struct;
@@ -22,6 +24,8 @@ void appshot_rust_on_release_task(struct task_struct *task);
 bool appshot_rust_syscall(struct pt_regs *regs, unsigned long original, long *out);
 bool appshot_rust_copy_siginfo_to_user(void __user *to, const struct kernel_siginfo *from,
 				       long *out);
+bool appshot_rust_signalfd_read(struct kiocb *iocb, struct iov_iter *iter, unsigned long original,
+				long *out);
 
 /* Misc device /dev/appshot. */
 int appshot_glue_misc_register(void);
@@ -35,6 +39,8 @@ void appshot_glue_hooks_detach(void);
 void appshot_glue_hooks_quiesce(void);
 bool appshot_glue_module_try_get(void);
 long appshot_glue_call_syscall(unsigned long function, struct pt_regs *regs);
+unsigned long appshot_glue_iter_user_start(struct iov_iter *iter);
+long appshot_glue_call_read_iter(unsigned long function, struct kiocb *iocb, struct iov_iter *iter);
 
 /* Module reference held by every registered AID. */
 void appshot_glue_module_get(void);

@@ -22,6 +22,12 @@ extern "C" {
     pub(crate) fn appshot_glue_hooks_quiesce();
     pub(crate) fn appshot_glue_module_try_get() -> bool;
     pub(crate) fn appshot_glue_call_syscall(function: c_ulong, regs: *mut bindings::pt_regs) -> c_long;
+    pub(crate) fn appshot_glue_iter_user_start(iter: *mut bindings::iov_iter) -> c_ulong;
+    pub(crate) fn appshot_glue_call_read_iter(
+        function: c_ulong,
+        iocb: *mut bindings::kiocb,
+        iter: *mut bindings::iov_iter,
+    ) -> c_long;
     pub(crate) fn appshot_glue_module_get();
     pub(crate) fn appshot_glue_module_put();
     pub(crate) fn appshot_glue_max_entries() -> c_uint;

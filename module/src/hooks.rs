@@ -10,6 +10,7 @@
 //! | `release_task(p)` | a process or thread is reaped, its TID still allocated | [`link::on_release_task`] |
 //! | `__x64_sys_*(regs)` | a system call of [`syscalls::SYSCALLS`] from user space | its handler there |
 //! | `copy_siginfo_to_user(to, from)` | a siginfo is copied to user space | [`signals::copy_to_user`] |
+//! | `signalfd_read_iter(iocb, to)` | a signalfd is read | [`signals::fix_signalfd_records`] |
 //!
 //! All run in process context with no spinlock held, so handlers may sleep and touch
 //! user memory. The hooks are attached while at least one AID is registered (see
@@ -168,4 +169,44 @@ pub(crate) extern "C" fn appshot_rust_copy_siginfo_to_user(
             true
         }
     }
+}
+
+/// Called at the start of `signalfd_read_iter(iocb, iter)`, with that function's address.
+#[no_mangle]
+pub(crate) extern "C" fn appshot_rust_signalfd_read(
+    iocb: *mut bindings::kiocb,
+    iter: *mut bindings::iov_iter,
+    original: c_ulong,
+    out: *mut c_long,
+) -> bool {
+    let Some(registry) = registry::get() else {
+        return false;
+    };
+    let task = Task::current();
+    if !registry.tasks.contains(task) {
+        return false;
+    }
+    // A signalfd read blocks until a signal comes.
+    let Some(_module) = ModuleRef::try_get() else {
+        return false;
+    };
+    let Some(aid) = registry.tasks.lookup(task) else {
+        return false;
+    };
+    // SAFETY: `iter` is the hooked function's argument, valid for the call.
+    let start = unsafe { glue::appshot_glue_iter_user_start(iter) } as usize;
+    if start == 0 {
+        // readv() and kernel-internal reads: not translated (docs/syscalls.md).
+        return false;
+    }
+    // SAFETY: `original` is signalfd_read_iter (derived from its fentry site by the glue)
+    // and gets the arguments it was called with; the call comes from this module, so its
+    // hook lets it through.
+    let ret = unsafe { glue::appshot_glue_call_read_iter(original, iocb, iter) };
+    if ret > 0 {
+        signals::fix_signalfd_records(&aid, start, ret as usize);
+    }
+    // SAFETY: `out` points to the trampoline's result slot.
+    unsafe { *out = ret };
+    true
 }

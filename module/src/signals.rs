@@ -7,8 +7,9 @@
 //! `SA_SIGINFO` handler, `rt_sigtimedwait` (sigwaitinfo, sigtimedwait), and ptrace's
 //! `PTRACE_GETSIGINFO`. appshot replaces that copy for linked readers and writes the
 //! virtual PID, or 0 for a sender outside the AID (as a child PID namespace shows a
-//! sender from an ancestor one). `waitid`'s siginfo is written field by field and is
-//! translated in its own handler (`syscalls.rs`).
+//! sender from an ancestor one). A signalfd `read` is translated after the original has
+//! filled the caller's buffer ([`fix_signalfd_records`]). `waitid`'s siginfo is written
+//! field by field and is translated in its own handler (`syscalls.rs`).
 //!
 //! Only kernel-made values are translated. A `sigqueue`/`rt_sigqueueinfo` sender
 //! (`SI_QUEUE` and other negative codes but `SI_TKILL`) writes `si_pid` itself; that
@@ -16,6 +17,7 @@
 
 use kernel::bindings;
 use kernel::ffi::c_int;
+use kernel::uaccess::UserSlice;
 
 use crate::aid::Aid;
 use crate::glue;
@@ -48,4 +50,27 @@ pub(crate) unsafe fn copy_to_user(aid: &Aid, to: *mut kernel::ffi::c_void, from:
     // SAFETY: `from` is valid (caller); the glue copies it, changes si_pid and writes the
     // copy with copy_to_user/clear_user, which check `to`.
     Some(unsafe { glue::appshot_glue_siginfo_copy_out(to, from, shown) })
+}
+
+/// `struct signalfd_siginfo`: 128 bytes, `ssi_signo`, `ssi_errno`, `ssi_code`, `ssi_pid` first.
+const SIGNALFD_RECORD: usize = 128;
+const SSI_PID_OFFSET: usize = 12;
+
+/// Rewrites `ssi_pid` of the `len` bytes of signalfd records a read just wrote at user
+/// address `start`. A record the caller made unreadable in the meantime is left alone.
+pub(crate) fn fix_signalfd_records(aid: &Aid, start: usize, len: usize) {
+    for record in (0..len / SIGNALFD_RECORD).map(|i| start + i * SIGNALFD_RECORD) {
+        let mut head = [0u8; 16];
+        if UserSlice::new(record, head.len()).reader().read_slice(&mut head).is_err() {
+            continue;
+        }
+        let field = |i: usize| i32::from_ne_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+        let (signo, code, pid) = (field(0), field(8), field(SSI_PID_OFFSET));
+        if pid <= 0 || !kernel_wrote_pid(signo, code) {
+            continue;
+        }
+        let shown = aid.state.lock().pid_to_virtual(pid as u32).unwrap_or(0);
+        let at = record + SSI_PID_OFFSET;
+        let _ = UserSlice::new(at, 4).writer().write_slice(&shown.to_ne_bytes());
+    }
 }

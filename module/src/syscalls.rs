@@ -12,10 +12,13 @@
 //! caller's.
 //!
 //! Translation rules (PID-namespace semantics):
-//! - in: a PID argument > 0 is a virtual PID of the caller's AID; one with no mapping
-//!   reaches nothing (`ESRCH`, `ECHILD` for waits, `EPERM` for setpgid's group). 0 and
-//!   negative values keep their native meaning (self, own group, errors), `-pgid` is
-//!   translated as a group, and `kill(-1)` reaches the AID's processes only.
+//! - in: a PID argument > 0 is a virtual PID of the caller's AID. One with no mapping
+//!   becomes [`NOBODY`], a PID no process can have, so the original call fails exactly as
+//!   it natively fails for a PID that does not exist, after the same argument checks in
+//!   the same order (`ESRCH`, `ECHILD` for waits, `EPERM` for setpgid's group, `EINVAL`
+//!   for a bad flag checked first). 0 and negative values keep their native meaning
+//!   (self, own group, errors), `-pgid` is translated as a group, and `kill(-1)` reaches
+//!   the AID's processes only.
 //! - out: a system PID is shown as its virtual PID, or 0 when it is outside the AID.
 
 use kernel::bindings;
@@ -66,8 +69,8 @@ syscalls! {
     110 getppid => |c| Outcome::Return(c.virtual_or_zero(current_ppid())),
     218 set_tid_address => |c| c.call_out(c.args()),
     // Process groups and sessions.
-    121 getpgid => |c| c.target_then_out(0, ESRCH),
-    124 getsid => |c| c.target_then_out(0, ESRCH),
+    121 getpgid => |c| c.target_then_out(0),
+    124 getsid => |c| c.target_then_out(0),
     111 getpgrp => |c| c.call_out(c.args()),
     112 setsid => |c| c.call_out(c.args()),
     109 setpgid => setpgid,
@@ -79,40 +82,49 @@ syscalls! {
     272 unshare => |c| if c.arg(0) & CLONE_NEWPID != 0 { err(EINVAL) } else { Outcome::Native },
     // Signals.
     62 kill => kill,
-    200 tkill => |c| c.targets(&[0], ESRCH),
-    234 tgkill => |c| c.targets(&[0, 1], ESRCH),
-    129 rt_sigqueueinfo => |c| c.targets(&[0], ESRCH),
-    297 rt_tgsigqueueinfo => |c| c.targets(&[0, 1], ESRCH),
+    200 tkill => |c| c.targets(&[0]),
+    234 tgkill => |c| c.targets(&[0, 1]),
+    129 rt_sigqueueinfo => |c| c.targets(&[0]),
+    297 rt_tgsigqueueinfo => |c| c.targets(&[0, 1]),
     // Waiting for children.
     61 wait4 => wait4,
     247 waitid => waitid,
     // Scheduling, priorities, limits: the first argument names a thread (0: the caller).
-    203 sched_setaffinity => |c| c.targets(&[0], ESRCH),
-    204 sched_getaffinity => |c| c.targets(&[0], ESRCH),
-    144 sched_setscheduler => |c| c.targets(&[0], ESRCH),
-    145 sched_getscheduler => |c| c.targets(&[0], ESRCH),
-    142 sched_setparam => |c| c.targets(&[0], ESRCH),
-    143 sched_getparam => |c| c.targets(&[0], ESRCH),
-    148 sched_rr_get_interval => |c| c.targets(&[0], ESRCH),
-    314 sched_setattr => |c| c.targets(&[0], ESRCH),
-    315 sched_getattr => |c| c.targets(&[0], ESRCH),
+    203 sched_setaffinity => |c| c.targets(&[0]),
+    204 sched_getaffinity => |c| c.targets(&[0]),
+    144 sched_setscheduler => |c| c.targets(&[0]),
+    145 sched_getscheduler => |c| c.targets(&[0]),
+    142 sched_setparam => |c| c.targets(&[0]),
+    143 sched_getparam => |c| c.targets(&[0]),
+    148 sched_rr_get_interval => |c| c.targets(&[0]),
+    314 sched_setattr => |c| c.targets(&[0]),
+    315 sched_getattr => |c| c.targets(&[0]),
     140 getpriority => priority,
     141 setpriority => priority,
     251 ioprio_set => ioprio,
     252 ioprio_get => ioprio,
-    302 prlimit64 => |c| c.targets(&[0], ESRCH),
+    302 prlimit64 => |c| c.targets(&[0]),
+    // Terminals: foreground process group and session (job control).
+    16 ioctl => tty_ioctl,
     // Other processes' resources.
-    434 pidfd_open => |c| c.targets(&[0], ESRCH),
-    310 process_vm_readv => |c| c.targets(&[0], ESRCH),
-    311 process_vm_writev => |c| c.targets(&[0], ESRCH),
-    312 kcmp => |c| c.targets(&[0, 1], ESRCH),
+    434 pidfd_open => |c| c.targets(&[0]),
+    310 process_vm_readv => |c| c.targets(&[0]),
+    311 process_vm_writev => |c| c.targets(&[0]),
+    312 kcmp => |c| c.targets(&[0, 1]),
 }
 
-/// The highest system call number + 1 that [`dispatch`] accepts.
+/// A PID no process has: above `PID_MAX_LIMIT`, so every PID lookup fails.
+const NOBODY: u32 = i32::MAX as u32;
+
+/// The highest system call number + 1 that [`handler`] accepts.
 const NR_MAX: usize = 512;
 
 const CLONE_NEWPID: u64 = 0x2000_0000;
 const CLONE_PARENT_SETTID: u64 = 0x0010_0000;
+const WNOWAIT: u64 = 0x0100_0000;
+const TIOCGPGRP: u32 = 0x540f;
+const TIOCSPGRP: u32 = 0x5410;
+const TIOCGSID: u32 = 0x5429;
 const P_PID: u64 = 1;
 const P_PGID: u64 = 2;
 const PRIO_PROCESS: u64 = 0;
@@ -209,24 +221,37 @@ impl Call<'_> {
         self.aid.state.lock().pid_to_system(virtual_id)
     }
 
-    /// Translates argument `i` in place if it is a PID > 0; `Err(missing)` if unmapped.
-    fn translate_arg(&self, args: &mut [u64; 6], i: usize, missing: Error) -> core::result::Result<(), Error> {
+    /// System PID for a virtual PID > 0 of the AID, [`NOBODY`] when it has no mapping.
+    fn to_system_or_nobody(&self, virtual_id: u32) -> u32 {
+        self.to_system(virtual_id).unwrap_or(NOBODY)
+    }
+
+    /// Translates argument `i` in place if it is a PID > 0.
+    fn translate_arg(&self, args: &mut [u64; 6], i: usize) {
         let pid = args[i] as u32 as i32;
         if pid > 0 {
-            let system = self.to_system(pid as u32).ok_or(missing)?;
+            let system = self.to_system_or_nobody(pid as u32);
             // Keep the upper half as the caller passed it; the kernel reads an int.
             args[i] = (args[i] & !0xffff_ffff) | u64::from(system);
         }
-        Ok(())
+    }
+
+    /// Translates `-pgid` or a PID in argument `i` (other values stay).
+    fn translate_pid_or_group(&self, args: &mut [u64; 6], i: usize) {
+        let pid = args[i] as u32 as i32;
+        if pid < -1 && pid != i32::MIN {
+            let system = self.to_system_or_nobody(pid.unsigned_abs()) as i32;
+            args[i] = (args[i] & !0xffff_ffff) | u64::from((-system) as u32);
+        } else {
+            self.translate_arg(args, i);
+        }
     }
 
     /// Translates the PID arguments `which` (those > 0) and calls the original.
-    fn targets(&self, which: &[usize], missing: Error) -> Outcome {
+    fn targets(&self, which: &[usize]) -> Outcome {
         let mut args = self.args();
         for &i in which {
-            if let Err(e) = self.translate_arg(&mut args, i, missing) {
-                return err(e);
-            }
+            self.translate_arg(&mut args, i);
         }
         Outcome::Return(self.call(args))
     }
@@ -238,12 +263,24 @@ impl Call<'_> {
     }
 
     /// Translates PID argument `i`, then like [`Self::call_out`].
-    fn target_then_out(&self, i: usize, missing: Error) -> Outcome {
+    fn target_then_out(&self, i: usize) -> Outcome {
         let mut args = self.args();
-        if let Err(e) = self.translate_arg(&mut args, i, missing) {
-            return err(e);
-        }
+        self.translate_arg(&mut args, i);
         self.call_out(args)
+    }
+
+    /// Calls a waiting original (`wait4`, `waitid`) until it returns something other
+    /// than a child the AID never had: a child that could not be linked was killed
+    /// before it ran, and its creator was told its fork failed (see
+    /// [`Self::call_child`]), so it is reaped here unseen.
+    fn call_wait(&self, args: [u64; 6], reaped: impl Fn(i64) -> Option<u32>) -> i64 {
+        loop {
+            let ret = self.call(args);
+            match reaped(ret) {
+                Some(system) if self.to_virtual(system).is_none() => continue,
+                _ => return ret,
+            }
+        }
     }
 
     /// Calls a process-creating original; its positive result is the child's system
@@ -260,15 +297,8 @@ impl Call<'_> {
 }
 
 fn setpgid(c: &Call<'_>) -> Outcome {
-    let mut args = c.args();
-    if let Err(e) = c.translate_arg(&mut args, 0, ESRCH) {
-        return err(e);
-    }
-    // A group that does not exist in the AID: what setpgid says of a missing group.
-    if let Err(e) = c.translate_arg(&mut args, 1, EPERM) {
-        return err(e);
-    }
-    Outcome::Return(c.call(args))
+    // A group with no mapping becomes NOBODY: setpgid's EPERM for a missing group.
+    c.targets(&[0, 1])
 }
 
 /// clone/clone3 with `CLONE_PARENT_SETTID`: the new-task hook writes the virtual TID.
@@ -307,21 +337,12 @@ fn clone3(c: &Call<'_>) -> Outcome {
 }
 
 fn kill(c: &Call<'_>) -> Outcome {
-    let pid = c.pid_arg(0);
-    match pid {
-        -1 => kill_all(c),
-        i32::MIN | 0 => Outcome::Native,
-        _ => {
-            let mut args = c.args();
-            let group = pid < 0;
-            let Some(system) = c.to_system(pid.unsigned_abs()) else {
-                return err(ESRCH);
-            };
-            let system = system as i32;
-            args[0] = (if group { -system } else { system }) as u32 as u64;
-            Outcome::Return(c.call(args))
-        }
+    if c.pid_arg(0) == -1 {
+        return kill_all(c);
     }
+    let mut args = c.args();
+    c.translate_pid_or_group(&mut args, 0);
+    Outcome::Return(c.call(args))
 }
 
 /// kill(-1, sig): every process of the AID except the caller and virtual PID 1, with the
@@ -354,37 +375,35 @@ fn kill_all(c: &Call<'_>) -> Outcome {
 }
 
 fn wait4(c: &Call<'_>) -> Outcome {
-    let pid = c.pid_arg(0);
     let mut args = c.args();
-    if pid > 0 || (pid < -1 && pid != i32::MIN) {
-        let Some(system) = c.to_system(pid.unsigned_abs()) else {
-            return err(ECHILD);
-        };
-        let system = system as i32;
-        args[0] = (if pid < 0 { -system } else { system }) as u32 as u64;
-    }
-    c.call_out(args)
+    c.translate_pid_or_group(&mut args, 0);
+    let ret = c.call_wait(args, |ret| (ret > 0).then_some(ret as u32));
+    Outcome::Return(if ret > 0 { c.virtual_or_zero(ret as u32) } else { ret })
 }
 
 fn waitid(c: &Call<'_>) -> Outcome {
     let mut args = c.args();
     if args[0] == P_PID || args[0] == P_PGID {
-        if let Err(e) = c.translate_arg(&mut args, 1, ECHILD) {
-            return err(e);
-        }
+        c.translate_arg(&mut args, 1);
     }
-    let ret = c.call(args);
     let infop = args[2];
-    if ret == 0 && infop != 0 {
-        // The kernel wrote si_pid (a system PID, or 0 when nothing was waited for).
-        let at = (infop + SI_PID_OFFSET) as usize;
+    let si_pid = (infop != 0).then(|| (infop + SI_PID_OFFSET) as usize);
+    let read_si_pid = |at: usize| {
         let mut raw = [0u8; 4];
-        if UserSlice::new(at, 4).reader().read_slice(&mut raw).is_ok() {
-            let system = u32::from_ne_bytes(raw);
-            if system != 0 {
-                let shown = c.virtual_or_zero(system) as u32;
-                let _ = UserSlice::new(at, 4).writer().write_slice(&shown.to_ne_bytes());
-            }
+        UserSlice::new(at, 4).reader().read_slice(&mut raw).ok().map(|()| u32::from_ne_bytes(raw))
+    };
+    // Without infop a waitid that reaped a refused child cannot be told from one that
+    // reaped nothing with WNOHANG; such a child is then left for the next wait.
+    let reaps = args[3] & WNOWAIT == 0;
+    let ret = c.call_wait(args, |ret| match (ret, si_pid) {
+        (0, Some(at)) if reaps => read_si_pid(at).filter(|&pid| pid != 0),
+        _ => None,
+    });
+    if let (0, Some(at)) = (ret, si_pid) {
+        // The kernel wrote si_pid (a system PID, or 0 when nothing was waited for).
+        if let Some(system) = read_si_pid(at).filter(|&pid| pid != 0) {
+            let shown = c.virtual_or_zero(system) as u32;
+            let _ = UserSlice::new(at, 4).writer().write_slice(&shown.to_ne_bytes());
         }
     }
     Outcome::Return(ret)
@@ -392,14 +411,53 @@ fn waitid(c: &Call<'_>) -> Outcome {
 
 fn priority(c: &Call<'_>) -> Outcome {
     match c.arg(0) {
-        PRIO_PROCESS | PRIO_PGRP => c.targets(&[1], ESRCH),
+        PRIO_PROCESS | PRIO_PGRP => c.targets(&[1]),
         _ => Outcome::Native,
     }
 }
 
 fn ioprio(c: &Call<'_>) -> Outcome {
     match c.arg(0) {
-        IOPRIO_WHO_PROCESS | IOPRIO_WHO_PGRP => c.targets(&[1], ESRCH),
+        IOPRIO_WHO_PROCESS | IOPRIO_WHO_PGRP => c.targets(&[1]),
+        _ => Outcome::Native,
+    }
+}
+
+fn read_user_i32(address: u64) -> Option<i32> {
+    let mut raw = [0u8; 4];
+    UserSlice::new(address as usize, 4).reader().read_slice(&mut raw).ok()?;
+    Some(i32::from_ne_bytes(raw))
+}
+
+fn write_user_i32(address: u64, value: i32) {
+    // A failed write leaves what the kernel wrote; the caller unmapped its own buffer.
+    let _ = UserSlice::new(address as usize, 4).writer().write_slice(&value.to_ne_bytes());
+}
+
+/// ioctl: only the terminal requests that carry a process group or session ID.
+fn tty_ioctl(c: &Call<'_>) -> Outcome {
+    let address = c.arg(2);
+    match c.arg(1) as u32 {
+        TIOCGPGRP | TIOCGSID => {
+            let ret = c.call(c.args());
+            if ret == 0 {
+                if let Some(system) = read_user_i32(address).filter(|&pid| pid > 0) {
+                    write_user_i32(address, c.virtual_or_zero(system as u32) as i32);
+                }
+            }
+            Outcome::Return(ret)
+        }
+        TIOCSPGRP => {
+            // The kernel reads the group from the caller's buffer: put the system ID there
+            // for the call and the caller's value back after it.
+            let Some(wanted) = read_user_i32(address).filter(|&pid| pid > 0) else {
+                return Outcome::Native;
+            };
+            write_user_i32(address, c.to_system_or_nobody(wanted as u32) as i32);
+            let ret = c.call(c.args());
+            write_user_i32(address, wanted);
+            Outcome::Return(ret)
+        }
         _ => Outcome::Native,
     }
 }

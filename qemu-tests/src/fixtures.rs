@@ -18,7 +18,8 @@ pub const READY: i64 = 1;
 pub const GO: i64 = 2;
 
 /// The PID table of `aid` as `(tid, owner tgid)` pairs, after checking what every entry
-/// must satisfy: virtual ID = system ID (this ABI version), `flags` 0, strictly increasing
+/// must satisfy (for AIDs without a PID range whose system IDs never collide): virtual ID =
+/// system ID, `flags` 0, strictly increasing
 /// virtual IDs (TABLE is in virtual ID order), an owner.
 pub fn pid_entries(dev: &Device, aid: u64) -> Result<Vec<(i32, i32)>> {
     let table = dev

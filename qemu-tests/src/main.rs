@@ -19,6 +19,7 @@ mod proc;
 mod runner;
 mod tap;
 mod tests;
+mod virt;
 
 const USAGE: &str = "\
 usage: appshot-guest-tests [--list] [NAME_SUBSTRING...]

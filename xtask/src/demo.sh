@@ -11,25 +11,37 @@ step() {
 }
 
 step appshotctl --version
-step appshotctl register dbserver
+step appshotctl register dbserver --pid-range 1000-1999
 
 echo
-echo "==> appshotctl run dbserver -- sh -c '...'   (a \"server\" that starts two children)"
+echo "==> appshotctl run dbserver -- sh -c '...'   (a \"server\" that starts two workers)"
+echo "    Inside, every PID is virtual: from the range 1000-1999."
 appshotctl run dbserver -- sh -c '
-    sleep 3 &
-    sleep 3 &
-    echo "dbserver pid $$ started children"
+    sleep 30 & w1=$!
+    sleep 30 & w2=$!
+    echo "dbserver: my pid (\$\$) is $$, my parent (\$PPID, outside the application) is $PPID"
+    echo "dbserver: started workers $w1 and $w2"
+    sh -c "echo \"worker shell: my pid is \$\$, my parent is \$PPID\""
     echo
-    echo "==> appshotctl list   (while dbserver runs)"
-    appshotctl list
+    echo "==> appshotctl show dbserver --type pid   (the system PIDs behind them)"
+    appshotctl show dbserver --type pid
     echo
-    echo "==> appshotctl show dbserver"
-    appshotctl show dbserver
-    wait
+    echo "==> kill $w1; wait $w1   (virtual PIDs reach the right process)"
+    kill $w1
+    wait $w1 || echo "dbserver: worker $w1 ended with status $?"
+    kill $w2
+    wait $w2 || true
+    echo
+    echo "==> kill -0 1   (PID 1 is outside the application: unreachable)"
+    kill -0 1 2>&1 || echo "dbserver: kill -0 1 failed, as in a child PID namespace"
 '
 
 echo
-echo "(dbserver and its children have exited; the application stays registered)"
+echo "==> outside the application: system PIDs, untouched"
+sh -c 'echo "a shell outside: my pid is $$"'
+
+echo
+echo "(dbserver and its workers have exited; the application stays registered)"
 step appshotctl list
 step appshotctl unregister dbserver
 step appshotctl list

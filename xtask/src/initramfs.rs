@@ -1,6 +1,6 @@
 //! The guest's root filesystem: an uncompressed newc cpio archive, laid out as
 //! docs/guest-contract.md says (busybox, /init, appshot.ko, appshotctl, the guest
-//! suite, the host's glibc so dynamic host programs run).
+//! suite and its C programs, the host's glibc so dynamic host programs run).
 //!
 //! A run-specific second archive (the job script and `--add` files) is appended to a
 //! copy of the base archive: the kernel unpacks concatenated archives in order, so the
@@ -84,6 +84,19 @@ pub fn ensure(ctx: &Context, flavor: Flavor) -> Result<Initramfs> {
         &staging.join("usr/libexec/appshot/guest-tests"),
         0o755,
     )?;
+    for program in &built.c_programs {
+        let libexec = staging.join("usr/libexec/appshot");
+        copy_file(
+            &program.static_exe,
+            &libexec.join(format!("{}-static", program.name)),
+            0o755,
+        )?;
+        copy_file(
+            &program.dynamic_exe,
+            &libexec.join(format!("{}-dynamic", program.name)),
+            0o755,
+        )?;
+    }
     install_glibc(&staging)?;
     install_file(PASSWD.as_bytes(), &staging.join("etc/passwd"), 0o644)?;
     install_file(GROUP.as_bytes(), &staging.join("etc/group"), 0o644)?;

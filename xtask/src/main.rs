@@ -19,6 +19,7 @@ mod console;
 mod context;
 mod demo;
 mod deps;
+mod guest_c;
 mod header;
 mod initramfs;
 mod kernel;
@@ -181,6 +182,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             say!("module ({}): {}", f.flavor(), built.module_ko.display());
             say!("appshotctl: {}", built.appshotctl.display());
             say!("guest tests: {}", built.guest_tests.display());
+            for program in &built.c_programs {
+                say!(
+                    "{}: {} {}",
+                    program.name,
+                    program.static_exe.display(),
+                    program.dynamic_exe.display()
+                );
+            }
         }
         Command::Initramfs(f) => {
             let initramfs = initramfs::ensure(&ctx, f.flavor())?;

@@ -5,7 +5,8 @@
 //! stays free of `.o` files and each flavor keeps its own objects. Only changed files
 //! are copied (unchanged ones keep their mtime), so make rebuilds incrementally.
 //! The guest programs are static glibc binaries (`+crt-static`), built with
-//! `--target` so the flag stays off build scripts and proc macros.
+//! `--target` so the flag stays off build scripts and proc macros. The suite's C programs
+//! (guest_c.rs) are built here too, static and dynamic.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use anyhow::{bail, Context as _, Result};
 use xshell::cmd;
 
 use crate::context::{self, Context, Flavor};
+use crate::guest_c::{self, CProgram};
 use crate::kernel::{self, Kernel};
 
 /// Records which files the mirror holds, to delete ones removed from the checkout.
@@ -29,17 +31,21 @@ pub struct Built {
     pub module_ko: PathBuf,
     pub appshotctl: PathBuf,
     pub guest_tests: PathBuf,
+    /// The suite's C programs (`qemu-tests/c/`), static and dynamic.
+    pub c_programs: Vec<CProgram>,
 }
 
 pub fn ensure(ctx: &Context, flavor: Flavor) -> Result<Built> {
     let kernel = kernel::ensure(ctx, flavor)?;
     let module_ko = build_module(ctx, &kernel)?;
     let (appshotctl, guest_tests) = build_guest_programs(ctx)?;
+    let c_programs = guest_c::build(ctx)?;
     Ok(Built {
         kernel,
         module_ko,
         appshotctl,
         guest_tests,
+        c_programs,
     })
 }
 

@@ -545,7 +545,7 @@ fn link_and_unlink_pid() -> Result<()> {
 }
 
 /// The `entries` of `show --json` for the pid table, as (system, owner) pairs, after
-/// checking that every virtual ID equals its system ID (no PID translation yet).
+/// checking that every virtual ID equals its system ID (true for these AIDs without a range).
 fn json_pid_entries(doc: &Value) -> Result<Vec<(i32, i32)>> {
     let entries = doc
         .get("entries")

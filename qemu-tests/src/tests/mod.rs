@@ -14,7 +14,12 @@ mod inheritance;
 mod limits;
 mod load_unload;
 mod malformed;
+mod pid_calls;
+mod pid_stress;
+mod pids;
+mod signals;
 mod privilege;
+mod programs;
 mod registration;
 mod unregister;
 
@@ -59,6 +64,11 @@ pub fn all() -> Vec<&'static Test> {
         malformed::TESTS,
         limits::TESTS,
         concurrency::TESTS,
+        pids::TESTS,
+        pid_calls::TESTS,
+        signals::TESTS,
+        programs::TESTS,
+        pid_stress::TESTS,
         cli::TESTS,
         load_unload::TESTS,
     ]

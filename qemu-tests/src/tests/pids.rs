@@ -1,0 +1,762 @@
+//! PID virtualization (issue #4): what a process of an AID sees of itself and its family.
+//! With a range every ID is a virtual one from the range, never a system ID, and the
+//! values agree with each other (fork's return = the child's getpid = what wait4 and
+//! SIGCHLD name) and with the module's table; without a range a task keeps its system ID
+//! as its virtual one. Processes outside every AID see system IDs, unchanged; nothing
+//! outside its AID is reachable from inside by number; nested PID namespaces are refused.
+
+use std::ffi::c_void;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use anyhow::{bail, Context, Result};
+
+use super::Test;
+use crate::check::{step_timeout, Errno};
+use crate::device::Device;
+use crate::ensure_eq;
+use crate::fixtures::GO;
+use crate::proc::{self, Agent};
+use crate::virt::{self, expect_in_range, raw, register, show, spawn_in_aid, PidMap, RANGE};
+
+pub const TESTS: &[Test] = &[
+    Test::new("pids/range_self_ids_virtual", range_self_ids_virtual),
+    Test::new(
+        "pids/no_range_virtual_equals_system",
+        no_range_virtual_equals_system,
+    ),
+    Test::new("pids/range_fork_family_consistent", range_fork_family_consistent),
+    Test::new("pids/range_allocation_cyclic", range_allocation_cyclic),
+    Test::new("pids/clone_settid_virtual", clone_settid_virtual),
+    Test::new(
+        "pids/parent_group_session_outside_are_zero",
+        parent_group_session_outside_are_zero,
+    ),
+    Test::new("pids/setpgid_setsid_virtual", setpgid_setsid_virtual),
+    Test::new(
+        "pids/outside_processes_unreachable_range",
+        outside_processes_unreachable_range,
+    ),
+    Test::new(
+        "pids/outside_processes_unreachable_no_range",
+        outside_processes_unreachable_no_range,
+    ),
+    Test::new(
+        "pids/outside_sees_system_pids_while_aid_active",
+        outside_sees_system_pids_while_aid_active,
+    ),
+    Test::new(
+        "pids/nested_pid_namespace_einval",
+        nested_pid_namespace_einval,
+    ),
+];
+
+/// `getpid()` through the raw system call (what libc does too, since glibc 2.25).
+fn sys_getpid() -> i32 {
+    // SAFETY: getpid takes no arguments.
+    unsafe { libc::syscall(libc::SYS_getpid) as i32 }
+}
+
+/// The body's own IDs, and a thread's, sent in this order: getpid (libc), getpid (raw),
+/// gettid, system PID, the thread's gettid, the thread's getpid, the thread's system TID;
+/// then it waits for [`GO`] so the test can read the table while all are alive.
+fn report_self(chan: &proc::Channel) -> Result<()> {
+    chan.send(proc::getpid() as i64)?;
+    chan.send(sys_getpid() as i64)?;
+    chan.send(proc::gettid() as i64)?;
+    chan.send(virt::system_pid()? as i64)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let _ = tx.send((
+            proc::gettid(),
+            proc::getpid(),
+            virt::system_tid().unwrap_or(-1),
+        ));
+        let _ = go_rx.recv();
+    });
+    let (tid, pid, system_tid) = rx.recv_timeout(step_timeout()).context("thread")?;
+    chan.send(tid as i64)?;
+    chan.send(pid as i64)?;
+    chan.send(system_tid as i64)?;
+    chan.recv(step_timeout())?;
+    drop(go_tx);
+    let _ = thread.join();
+    Ok(())
+}
+
+/// Runs [`report_self`] in an AID with `range` and checks its values against the table.
+fn check_self_ids(range: Option<(u32, u32)>) -> Result<()> {
+    let dev = Device::open()?;
+    let g = register(&dev, "self", range)?;
+    let mut agent = spawn_in_aid(&dev, g.aid, report_self)?;
+    let mut v = Vec::new();
+    for _ in 0..7 {
+        v.push(agent.recv_step()? as i32);
+    }
+    let [pid, pid_raw, tid, system, thread_tid, thread_pid, thread_system] = v[..] else {
+        unreachable!()
+    };
+    let map = PidMap::read(&dev, g.aid)?;
+    ensure_eq!(pid_raw, pid, "getpid by syscall vs libc");
+    ensure_eq!(tid, pid, "gettid of the main thread vs getpid");
+    ensure_eq!(thread_pid, pid, "getpid in a thread");
+    map.expect_virtual(pid, system, range, "getpid")?;
+    map.expect_virtual(thread_tid, thread_system, range, "gettid in a thread")?;
+    if thread_tid == pid {
+        bail!("the thread's TID is the process's PID {pid}");
+    }
+    // The helper was linked while running: it has a virtual ID too.
+    map.expect_virtual(
+        map.virtual_of(agent.pid()).unwrap_or(-1),
+        agent.pid(),
+        range,
+        "the linked helper's entry",
+    )?;
+    if range.is_none() {
+        ensure_eq!(pid, system, "getpid without a range (its system PID was free)");
+        ensure_eq!(thread_tid, thread_system, "gettid without a range");
+    }
+    agent.send(GO)?;
+    agent.finish(step_timeout())
+}
+
+fn range_self_ids_virtual() -> Result<()> {
+    check_self_ids(Some(RANGE))
+}
+
+fn no_range_virtual_equals_system() -> Result<()> {
+    check_self_ids(None)
+}
+
+/// Writes `values` to a pipe in one write (atomic up to PIPE_BUF).
+fn put(fd: i32, values: &[i64]) {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_ne_bytes()).collect();
+    proc::write_raw(fd, &bytes);
+}
+
+/// Reads `n` values from a pipe.
+fn take(fd: i32, n: usize) -> Result<Vec<i64>> {
+    let mut buf = vec![0u8; n * 8];
+    proc::read_exact_timeout(fd, &mut buf, step_timeout())?;
+    Ok(buf
+        .chunks(8)
+        .map(|c| i64::from_ne_bytes(c.try_into().unwrap()))
+        .collect())
+}
+
+/// A signal set holding `signals`.
+fn sigset(signals: &[i32]) -> libc::sigset_t {
+    // SAFETY: sigemptyset initializes the set; sigaddset only sets bits.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Waits for one of `signals` (blocked by the caller) for at most 30 s: (signal, si_pid).
+pub fn wait_signal(signals: &[i32]) -> Result<(i32, i32)> {
+    let set = sigset(signals);
+    let ts = libc::timespec {
+        tv_sec: step_timeout().as_secs() as i64,
+        tv_nsec: 0,
+    };
+    // SAFETY: a zeroed siginfo_t is a valid out-buffer.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid set, info and timeout pointers.
+    let sig = unsafe { libc::sigtimedwait(&set, &mut info, &ts) };
+    if sig < 0 {
+        return Err(Errno::last()).context(format!("sigtimedwait for {signals:?}"));
+    }
+    // SAFETY: the kernel filled a siginfo for a signal that carries a sender.
+    Ok((sig, unsafe { info.si_pid() }))
+}
+
+/// Blocks `signals` in the calling thread (and so in children forked from it).
+pub fn block(signals: &[i32]) {
+    let set = sigset(signals);
+    // SAFETY: valid set; the old mask is not wanted.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+fn range_fork_family_consistent() -> Result<()> {
+    let dev = Device::open()?;
+    let g = register(&dev, "family", Some(RANGE))?;
+    let mut agent = spawn_in_aid(&dev, g.aid, |chan| {
+        block(&[libc::SIGCHLD, libc::SIGUSR1]);
+        // One pipe per reporter, so their reports cannot interleave.
+        let (c_rx, c_tx) = proc::pipe()?;
+        let (g_rx, g_tx) = proc::pipe()?;
+        let (go_rx, go_tx) = proc::pipe()?;
+        let (c_fd, g_fd, go_rx_fd, go_tx_fd) = (
+            c_tx.as_raw_fd(),
+            g_tx.as_raw_fd(),
+            go_rx.as_raw_fd(),
+            go_tx.as_raw_fd(),
+        );
+        let me = proc::getpid();
+        // SAFETY: the child only makes async-signal-safe calls and `_exit`s.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // The child C: forks G, reports, waits for our SIGUSR1, reaps G, reports.
+            // SAFETY: as above; every call is async-signal-safe.
+            unsafe {
+                let system = virt::system_pid().unwrap_or(-1) as i64;
+                let grandchild = libc::fork();
+                if grandchild == 0 {
+                    libc::close(go_tx_fd);
+                    let system = virt::system_pid().unwrap_or(-1) as i64;
+                    put(g_fd, &[libc::getpid() as i64, libc::getppid() as i64, system]);
+                    let mut byte = [0u8];
+                    libc::read(go_rx_fd, byte.as_mut_ptr().cast(), 1);
+                    libc::_exit(5);
+                }
+                libc::close(go_tx_fd);
+                put(
+                    c_fd,
+                    &[libc::getpid() as i64, libc::getppid() as i64, system, grandchild as i64],
+                );
+                let (sig, si_pid) = wait_signal(&[libc::SIGUSR1]).unwrap_or((-1, -1));
+                let mut status = 0;
+                let reaped = libc::wait4(grandchild, &mut status, 0, std::ptr::null_mut());
+                put(
+                    c_fd,
+                    &[sig as i64, si_pid as i64, reaped as i64, libc::WEXITSTATUS(status) as i64],
+                );
+                libc::_exit(3);
+            }
+        }
+        if child < 0 {
+            return Err(Errno::last()).context("fork");
+        }
+        drop((go_rx, c_tx, g_tx));
+        let c = take(c_rx.as_raw_fd(), 4)?;
+        let gc = take(g_rx.as_raw_fd(), 3)?;
+        let mut out = vec![me as i64, virt::system_pid()? as i64, child as i64];
+        out.extend(&c);
+        out.extend(&gc);
+        for v in &out {
+            chan.send(*v)?;
+        }
+        chan.recv(step_timeout())?; // the test read the table
+        // SAFETY: `child` is our child's PID as fork returned it.
+        let killed = raw(unsafe { libc::kill(child, libc::SIGUSR1) } as libc::c_long);
+        drop(go_tx); // G reads EOF and exits
+        let second = take(c_rx.as_raw_fd(), 4)?;
+        let (sig, sigchld_pid) = wait_signal(&[libc::SIGCHLD])?;
+        let mut status = 0;
+        // SAFETY: waits for any child of ours; `status` is a valid out-pointer.
+        let reaped = unsafe { libc::wait4(-1, &mut status, 0, std::ptr::null_mut()) };
+        for v in [killed]
+            .into_iter()
+            .chain(second)
+            .chain([sig as i64, sigchld_pid as i64, reaped as i64, libc::WEXITSTATUS(status) as i64])
+        {
+            chan.send(v)?;
+        }
+        Ok(())
+    })?;
+    let mut v = Vec::new();
+    for _ in 0..10 {
+        v.push(agent.recv_step()? as i32);
+    }
+    let [p, p_sys, fork_ret, c, c_ppid, c_sys, c_fork_ret, gc, gc_ppid, gc_sys] = v[..] else {
+        unreachable!()
+    };
+    let map = PidMap::read(&dev, g.aid)?;
+    let range = Some(RANGE);
+    map.expect_virtual(p, p_sys, range, "the parent's getpid")?;
+    map.expect_virtual(c, c_sys, range, "the child's getpid")?;
+    map.expect_virtual(gc, gc_sys, range, "the grandchild's getpid")?;
+    ensure_eq!(fork_ret, c, "fork's return in the parent vs the child's getpid");
+    ensure_eq!(c_ppid, p, "the child's getppid vs the parent's getpid");
+    ensure_eq!(c_fork_ret, gc, "fork's return in the child vs the grandchild's getpid");
+    ensure_eq!(gc_ppid, c, "the grandchild's getppid vs the child's getpid");
+    agent.send(GO)?;
+    let mut w = Vec::new();
+    for _ in 0..9 {
+        w.push(agent.recv_step()?);
+    }
+    ensure_eq!(show(w[0]), "0", "kill(child, SIGUSR1) by its virtual PID");
+    ensure_eq!(w[1], libc::SIGUSR1 as i64, "signal the child received");
+    ensure_eq!(w[2], p as i64, "si_pid of SIGUSR1 in the child (the parent's virtual PID)");
+    ensure_eq!(w[3], gc as i64, "wait4(grandchild) in the child");
+    ensure_eq!(w[4], 5, "the grandchild's exit status");
+    ensure_eq!(w[5], libc::SIGCHLD as i64, "signal the parent received");
+    ensure_eq!(w[6], c as i64, "si_pid of SIGCHLD (the child's virtual PID)");
+    ensure_eq!(w[7], c as i64, "wait4(-1) in the parent");
+    ensure_eq!(w[8], 3, "the child's exit status");
+    agent.finish(step_timeout())
+}
+
+fn range_allocation_cyclic() -> Result<()> {
+    const MIN: u32 = 1_000_100;
+    const MAX: u32 = 1_000_104;
+    let dev = Device::open()?;
+    let g = register(&dev, "cyclic", Some((MIN, MAX)))?;
+    let mut agent = spawn_in_aid(&dev, g.aid, |chan| {
+        let me = proc::getpid();
+        // SAFETY: getppid has no preconditions.
+        let helper = unsafe { libc::getppid() };
+        chan.send(helper as i64)?;
+        chan.send(me as i64)?;
+        for _ in 0..8 {
+            let mut child = proc::fork(|| 0)?;
+            let pid = child.pid();
+            child.expect_exit(0, step_timeout())?;
+            chan.send(pid as i64)?;
+        }
+        Ok(())
+    })?;
+    let helper = agent.recv_step()?;
+    let me = agent.recv_step()?;
+    let mut given = Vec::new();
+    for _ in 0..8 {
+        given.push(agent.recv_step()?);
+    }
+    agent.finish(step_timeout())?;
+    let range = Some((MIN, MAX));
+    expect_in_range(helper, range, "the linked helper's virtual PID (getppid)")?;
+    expect_in_range(me, range, "the first forked process's virtual PID")?;
+    // "Next free value after the last one given", wrapping from MAX to MIN.
+    let next_free = |after: i64, used: &[i64]| -> i64 {
+        let mut v = after;
+        loop {
+            v = if v >= MAX as i64 { MIN as i64 } else { v + 1 };
+            if !used.contains(&v) {
+                return v;
+            }
+        }
+    };
+    ensure_eq!(me, next_free(helper, &[helper]), "virtual PID of the first fork after LINK");
+    let mut last = me;
+    for (i, &pid) in given.iter().enumerate() {
+        let want = next_free(last, &[helper, me]);
+        ensure_eq!(pid, want, "fork {i}: virtual PID (sequence so far {:?})", &given[..i]);
+        last = pid;
+    }
+    Ok(())
+}
+
+/// Where a `clone` child stores its TID, read by the parent.
+static CLONED_TID: AtomicI32 = AtomicI32::new(0);
+/// Set by the parent to let a thread made with raw `clone` exit.
+static CLONED_GO: AtomicI32 = AtomicI32::new(0);
+
+/// A thread made with raw `clone(CLONE_THREAD...)`: raw system calls only.
+extern "C" fn clone_thread_body(_: *mut c_void) -> i32 {
+    // SAFETY: gettid takes no arguments.
+    CLONED_TID.store(unsafe { libc::syscall(libc::SYS_gettid) } as i32, Ordering::SeqCst);
+    while CLONED_GO.load(Ordering::SeqCst) == 0 {
+        // SAFETY: sched_yield takes no arguments.
+        unsafe { libc::syscall(libc::SYS_sched_yield) };
+    }
+    // SAFETY: ends this thread only (CLONE_CHILD_CLEARTID then clears the parent's word).
+    unsafe { libc::syscall(libc::SYS_exit, 0) };
+    0
+}
+
+fn clone_settid_virtual() -> Result<()> {
+    let dev = Device::open()?;
+    let g = register(&dev, "settid", Some(RANGE))?;
+    let aid = g.aid;
+    let dev = &dev;
+    let agent = spawn_in_aid(dev, aid, move |_| {
+        let range = Some(RANGE);
+        // A thread with CLONE_PARENT_SETTID | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID.
+        let ptid = Box::leak(Box::new(AtomicI32::new(0)));
+        let ctid = Box::leak(Box::new(AtomicI32::new(0)));
+        let flags = libc::CLONE_VM
+            | libc::CLONE_FS
+            | libc::CLONE_FILES
+            | libc::CLONE_SIGHAND
+            | libc::CLONE_THREAD
+            | libc::CLONE_SYSVSEM
+            | libc::CLONE_PARENT_SETTID
+            | libc::CLONE_CHILD_SETTID
+            | libc::CLONE_CHILD_CLEARTID;
+        let stack: &'static mut [u8] = Box::leak(vec![0u8; 256 * 1024].into_boxed_slice());
+        let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+        // SAFETY: a fresh leaked stack; the body makes raw system calls only; ptid and
+        // ctid are leaked so the kernel may write them at any time.
+        let ret = unsafe {
+            libc::clone(
+                clone_thread_body,
+                top as *mut c_void,
+                flags,
+                std::ptr::null_mut(),
+                ptid.as_ptr(),
+                std::ptr::null_mut::<c_void>(),
+                ctid.as_ptr(),
+            )
+        };
+        if ret < 0 {
+            return Err(Errno::last()).context("clone(CLONE_THREAD | ...SETTID)");
+        }
+        crate::check::eventually(step_timeout(), "the cloned thread runs", || {
+            Ok(CLONED_TID.load(Ordering::SeqCst) != 0)
+        })?;
+        let seen = CLONED_TID.load(Ordering::SeqCst);
+        let map = PidMap::read(dev, aid)?;
+        let system = map.system_of(ret).unwrap_or(-1);
+        map.expect_virtual(ret, system, range, "clone's return for a thread")?;
+        ensure_eq!(seen, ret, "gettid in the cloned thread vs clone's return");
+        ensure_eq!(ptid.load(Ordering::SeqCst), ret, "CLONE_PARENT_SETTID value");
+        ensure_eq!(ctid.load(Ordering::SeqCst), ret, "CLONE_CHILD_SETTID value");
+        if proc::threads_of(virt::system_pid()?)?.contains(&ret) {
+            bail!("clone's return {ret} is a system TID of this process");
+        }
+        CLONED_GO.store(1, Ordering::SeqCst);
+        crate::check::eventually(step_timeout(), "CLONE_CHILD_CLEARTID clears the TID", || {
+            Ok(ctid.load(Ordering::SeqCst) == 0)
+        })?;
+
+        // A process from clone3 with both SETTID flags: the child reports both words.
+        let (rx, tx) = proc::pipe()?;
+        let mut parent_tid: i32 = 0;
+        let mut child_tid: i32 = 0;
+        // SAFETY: all-zero is a valid clone_args.
+        let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+        args.flags = (libc::CLONE_PARENT_SETTID | libc::CLONE_CHILD_SETTID) as u64;
+        args.exit_signal = libc::SIGCHLD as u64;
+        args.parent_tid = &mut parent_tid as *mut i32 as u64;
+        args.child_tid = &mut child_tid as *mut i32 as u64;
+        let tx_fd = tx.as_raw_fd();
+        // SAFETY: clone3 without CLONE_VM copies the address space like fork; the child
+        // only makes async-signal-safe calls and `_exit`s.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &mut args as *mut libc::clone_args,
+                std::mem::size_of::<libc::clone_args>(),
+            )
+        };
+        if pid == 0 {
+            // SAFETY: reading our own copy of child_tid, written by the kernel.
+            let written = unsafe { std::ptr::read_volatile(&child_tid) };
+            put(tx_fd, &[sys_getpid() as i64, written as i64]);
+            // SAFETY: ends the child.
+            unsafe { libc::_exit(0) };
+        }
+        if pid < 0 {
+            return Err(Errno::last()).context("clone3(CLONE_PARENT_SETTID | CLONE_CHILD_SETTID)");
+        }
+        let report = take(rx.as_raw_fd(), 2)?;
+        let mut status = 0;
+        // SAFETY: waits for our child.
+        let reaped = unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+        expect_in_range(pid, range, "clone3's return")?;
+        ensure_eq!(report[0], pid, "the clone3 child's getpid vs clone3's return");
+        ensure_eq!(report[1], pid, "CLONE_CHILD_SETTID value of clone3 (in the child)");
+        // SAFETY: the kernel wrote it before clone3 returned.
+        let written = unsafe { std::ptr::read_volatile(&parent_tid) };
+        ensure_eq!(written as i64, pid, "CLONE_PARENT_SETTID value of clone3");
+        ensure_eq!(reaped as i64, pid, "waitpid of the clone3 child");
+        Ok(())
+    })?;
+    agent.finish(step_timeout())
+}
+
+fn parent_group_session_outside_are_zero() -> Result<()> {
+    let dev = Device::open()?;
+    let g = register(&dev, "outer", Some(RANGE))?;
+    // A process linked while running: its parent (this test), its group (led by this
+    // test) and its session (led by the guest's init or shell) are all outside.
+    let mut agent = Agent::spawn(|chan| {
+        dev.link(g.aid, 0).context("LINK self")?;
+        // SAFETY: plain ID queries.
+        let v = unsafe {
+            [
+                libc::getppid(),
+                libc::syscall(libc::SYS_getppid) as i32,
+                libc::getpgrp(),
+                libc::getpgid(0),
+                libc::getsid(0),
+                libc::getpid(),
+            ]
+        };
+        for x in v {
+            chan.send(x as i64)?;
+        }
+        chan.recv(step_timeout())?;
+        Ok(())
+    })?;
+    let mut v = Vec::new();
+    for _ in 0..6 {
+        v.push(agent.recv_step()?);
+    }
+    ensure_eq!(v[0], 0, "getppid (libc) with the parent outside the AID");
+    ensure_eq!(v[1], 0, "getppid (raw) with the parent outside the AID");
+    ensure_eq!(v[2], 0, "getpgrp with the group leader outside the AID");
+    ensure_eq!(v[3], 0, "getpgid(0) with the group leader outside the AID");
+    ensure_eq!(v[4], 0, "getsid(0) with the session leader outside the AID");
+    let map = PidMap::read(&dev, g.aid)?;
+    map.expect_virtual(v[5] as i32, agent.pid(), Some(RANGE), "getpid after LINK")?;
+    agent.send(GO)?;
+    agent.finish(step_timeout())
+}
+
+fn setpgid_setsid_virtual() -> Result<()> {
+    let dev = Device::open()?;
+    let g = register(&dev, "pgrp", Some(RANGE))?;
+    let aid = g.aid;
+    let dev = &dev;
+    let agent = spawn_in_aid(dev, aid, move |_| {
+        let me = proc::getpid();
+        // SAFETY: process group calls on ourselves.
+        let r = unsafe { libc::setpgid(0, 0) };
+        ensure_eq!(show(raw(r as libc::c_long)), "0", "setpgid(0, 0)");
+        // SAFETY: plain queries.
+        let (pgrp, pgid) = unsafe { (libc::getpgrp(), libc::getpgid(me)) };
+        ensure_eq!(pgrp, me, "getpgrp after setpgid(0, 0)");
+        ensure_eq!(pgid, me, "getpgid(getpid()) after setpgid(0, 0)");
+        let my_system = virt::system_pid()?;
+        ensure_eq!(
+            virt::stat_of(my_system, 5)?,
+            my_system,
+            "process group in /proc (system IDs) after setpgid(0, 0)"
+        );
+        // A child moved into our group by us, and one that starts its own session.
+        let mut member = proc::fork(|| proc::sleep_forever())?;
+        // SAFETY: setpgid on our own child.
+        let r = unsafe { libc::setpgid(member.pid(), me) };
+        ensure_eq!(show(raw(r as libc::c_long)), "0", "setpgid(child, our PID)");
+        // SAFETY: plain query.
+        ensure_eq!(unsafe { libc::getpgid(member.pid()) }, me, "getpgid(child)");
+        let (rx, tx) = proc::pipe()?;
+        let tx_fd = tx.as_raw_fd();
+        let mut leader = proc::fork(move || {
+            // SAFETY: setsid and queries on ourselves.
+            unsafe {
+                let sid = libc::setsid();
+                put(
+                    tx_fd,
+                    &[sid as i64, libc::getpid() as i64, libc::getsid(0) as i64, libc::getpgrp() as i64],
+                );
+            }
+            proc::sleep_forever()
+        })?;
+        let v = take(rx.as_raw_fd(), 4)?;
+        let d = leader.pid() as i64;
+        ensure_eq!(v[0], d, "setsid's return vs fork's return");
+        ensure_eq!(v[1], d, "getpid in the new session leader");
+        ensure_eq!(v[2], d, "getsid(0) in the new session leader");
+        ensure_eq!(v[3], d, "getpgrp in the new session leader");
+        // SAFETY: plain queries about our child.
+        let (sid, pgid) = unsafe { (libc::getsid(leader.pid()), libc::getpgid(leader.pid())) };
+        ensure_eq!(sid as i64, d, "getsid(child) from the parent");
+        ensure_eq!(pgid as i64, d, "getpgid(child) from the parent");
+        expect_in_range(d, Some(RANGE), "the session leader's PID")?;
+        leader.kill()?;
+        member.kill()?;
+        Ok(())
+    })?;
+    agent.finish(step_timeout())
+}
+
+/// A call on an outside process from inside the AID: its name and result.
+type Probe = (&'static str, i64);
+
+/// Makes every PID-taking call on `target` (a live process outside the AID); returns
+/// the results.
+fn calls_on(target: i32) -> Vec<Probe> {
+    let mut cpu: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let mut param = libc::sched_param { sched_priority: 0 };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut attr = [0u32; 16];
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: a zeroed siginfo_t is a valid buffer.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let mut word = 0u64;
+    let iov = libc::iovec {
+        iov_base: &mut word as *mut u64 as *mut c_void,
+        iov_len: 8,
+    };
+    let me = proc::getpid();
+    let cpu_size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: every pointer refers to a live local of the right type and size.
+    unsafe {
+        vec![
+            ("kill", raw(libc::syscall(libc::SYS_kill, target, 0))),
+            ("kill -pgid", raw(libc::syscall(libc::SYS_kill, -target, 0))),
+            ("tkill", raw(libc::syscall(libc::SYS_tkill, target, 0))),
+            ("tgkill", raw(libc::syscall(libc::SYS_tgkill, target, target, 0))),
+            ("rt_sigqueueinfo", {
+                info.si_signo = 0;
+                info.si_code = libc::SI_QUEUE;
+                raw(libc::syscall(libc::SYS_rt_sigqueueinfo, target, 0, &info))
+            }),
+            ("rt_tgsigqueueinfo", raw(libc::syscall(libc::SYS_rt_tgsigqueueinfo, target, target, 0, &info))),
+            ("sched_getaffinity", raw(libc::syscall(libc::SYS_sched_getaffinity, target, cpu_size, &mut cpu))),
+            ("sched_setaffinity", {
+                libc::syscall(libc::SYS_sched_getaffinity, 0, cpu_size, &mut cpu);
+                raw(libc::syscall(libc::SYS_sched_setaffinity, target, cpu_size, &cpu))
+            }),
+            ("sched_getscheduler", raw(libc::syscall(libc::SYS_sched_getscheduler, target))),
+            ("sched_setscheduler", raw(libc::syscall(libc::SYS_sched_setscheduler, target, libc::SCHED_OTHER, &param))),
+            ("sched_getparam", raw(libc::syscall(libc::SYS_sched_getparam, target, &mut param))),
+            ("sched_setparam", raw(libc::syscall(libc::SYS_sched_setparam, target, &param))),
+            ("sched_rr_get_interval", raw(libc::syscall(libc::SYS_sched_rr_get_interval, target, &mut ts))),
+            ("sched_getattr", raw(libc::syscall(libc::SYS_sched_getattr, target, attr.as_mut_ptr(), 64, 0))),
+            ("getpgid", raw(libc::syscall(libc::SYS_getpgid, target))),
+            ("getsid", raw(libc::syscall(libc::SYS_getsid, target))),
+            ("setpgid", raw(libc::syscall(libc::SYS_setpgid, target, target))),
+            ("getpriority process", raw(libc::syscall(libc::SYS_getpriority, libc::PRIO_PROCESS, target))),
+            ("getpriority pgrp", raw(libc::syscall(libc::SYS_getpriority, libc::PRIO_PGRP, target))),
+            ("setpriority process", raw(libc::syscall(libc::SYS_setpriority, libc::PRIO_PROCESS, target, 0))),
+            ("prlimit64", raw(libc::syscall(libc::SYS_prlimit64, target, libc::RLIMIT_NOFILE, 0usize, &mut lim))),
+            ("pidfd_open", raw(libc::syscall(libc::SYS_pidfd_open, target, 0))),
+            ("ioprio_get", raw(libc::syscall(libc::SYS_ioprio_get, 1, target))),
+            ("process_vm_readv", raw(libc::syscall(libc::SYS_process_vm_readv, target, &iov, 1, &iov, 1, 0))),
+            ("kcmp", raw(libc::syscall(libc::SYS_kcmp, target, me, 0, 0, 0))),
+            ("wait4", raw(libc::syscall(libc::SYS_wait4, target, 0usize, libc::WNOHANG, 0usize))),
+            ("waitid P_PID", raw(libc::syscall(libc::SYS_waitid, libc::P_PID, target, &mut info, libc::WEXITED | libc::WNOHANG, 0usize))),
+            ("waitid P_PGID", raw(libc::syscall(libc::SYS_waitid, libc::P_PGID, target, &mut info, libc::WEXITED | libc::WNOHANG, 0usize))),
+        ]
+    }
+}
+
+/// What a call on an unreachable PID must answer: ECHILD for the waits, ESRCH for the
+/// rest; ENOSYS stays ENOSYS (ioprio and process_vm need options the test kernel lacks).
+fn expected_unreachable(name: &str, native_on_self: i64) -> i64 {
+    if native_on_self == -(libc::ENOSYS as i64) {
+        native_on_self
+    } else if name.starts_with("wait") {
+        -(libc::ECHILD as i64)
+    } else {
+        -(libc::ESRCH as i64)
+    }
+}
+
+/// From inside an AID (with `range`), every call on this test process (outside, alive,
+/// leader of its group) and on PID 1 fails as for a nonexistent process.
+fn outside_unreachable(range: Option<(u32, u32)>) -> Result<()> {
+    let dev = Device::open()?;
+    let g = register(&dev, "outside", range)?;
+    let outside = proc::getpid();
+    // What each call gives natively on an existing process (ENOSYS = not in this kernel).
+    let native: Vec<Probe> = calls_on(outside);
+    let agent = spawn_in_aid(&dev, g.aid, move |_| {
+        let mut wrong = Vec::new();
+        for target in [outside, 1] {
+            for ((name, got), (_, native)) in calls_on(target).into_iter().zip(&native) {
+                if target == 1 && name == "kill -pgid" {
+                    continue; // kill(-1) is "every process of the AID", tested elsewhere
+                }
+                let want = expected_unreachable(name, *native);
+                if got != want {
+                    wrong.push(format!("{name}({target}) = {} (want {})", show(got), show(want)));
+                }
+            }
+        }
+        if !wrong.is_empty() {
+            bail!("calls on processes outside the AID: {}", wrong.join(", "));
+        }
+        Ok(())
+    })?;
+    agent.finish(step_timeout())
+}
+
+fn outside_processes_unreachable_range() -> Result<()> {
+    outside_unreachable(Some(RANGE))
+}
+
+fn outside_processes_unreachable_no_range() -> Result<()> {
+    outside_unreachable(None)
+}
+
+fn outside_sees_system_pids_while_aid_active() -> Result<()> {
+    let dev = Device::open()?;
+    let g = register(&dev, "active", Some(RANGE))?;
+    let mut inside = spawn_in_aid(&dev, g.aid, |chan| {
+        chan.send(proc::getpid() as i64)?;
+        chan.recv(step_timeout())?;
+        Ok(())
+    })?;
+    let inside_virtual = inside.recv_step()? as i32;
+    ensure_eq!(proc::getpid(), virt::system_pid()?, "getpid outside every AID");
+    ensure_eq!(sys_getpid(), virt::system_pid()?, "raw getpid outside every AID");
+    // SAFETY: getppid has no preconditions.
+    let ppid = unsafe { libc::getppid() };
+    ensure_eq!(Some(ppid), proc::ppid_of(proc::getpid()), "getppid outside every AID");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send((proc::gettid(), virt::system_tid().unwrap_or(-1)));
+    })
+    .join()
+    .ok();
+    let (tid, system_tid) = rx.recv().context("thread")?;
+    ensure_eq!(tid, system_tid, "gettid of a thread outside every AID");
+    let (rx, tx) = proc::pipe()?;
+    let tx_fd = tx.as_raw_fd();
+    let me = proc::getpid();
+    let mut child = proc::fork(move || {
+        // SAFETY: plain queries.
+        let (pid, ppid) = unsafe { (libc::getpid(), libc::getppid()) };
+        put(tx_fd, &[pid as i64, ppid as i64, virt::system_pid().unwrap_or(-1) as i64]);
+        proc::sleep_forever()
+    })?;
+    let v = take(rx.as_raw_fd(), 3)?;
+    ensure_eq!(v[0], child.pid() as i64, "the child's getpid vs fork's return");
+    ensure_eq!(v[2], child.pid() as i64, "the child's system PID vs fork's return");
+    ensure_eq!(v[1], me as i64, "the child's getppid");
+    // SAFETY: signal 0 to our child.
+    ensure_eq!(unsafe { libc::kill(child.pid(), 0) }, 0, "kill(child, 0)");
+    child.kill()?;
+    // The AID's process is reachable from outside by its system PID only.
+    // SAFETY: signal 0.
+    ensure_eq!(
+        show(raw(unsafe { libc::kill(inside.pid(), 0) } as libc::c_long)),
+        "0",
+        "kill(system PID of the linked helper, 0) from outside"
+    );
+    // SAFETY: signal 0 to a number above pid_max.
+    let r = raw(unsafe { libc::kill(inside_virtual, 0) } as libc::c_long);
+    ensure_eq!(show(r), "ESRCH", "kill(virtual PID {inside_virtual}, 0) from outside");
+    inside.send(GO)?;
+    inside.finish(step_timeout())
+}
+
+fn nested_pid_namespace_einval() -> Result<()> {
+    // Natively (outside, as root) a new PID namespace is allowed: the refusal is appshot's.
+    proc::in_child(step_timeout(), || {
+        // SAFETY: unshare on this throwaway child.
+        let r = unsafe { libc::unshare(libc::CLONE_NEWPID) };
+        ensure_eq!(show(raw(r as libc::c_long)), "0", "unshare(CLONE_NEWPID) outside every AID");
+        Ok(())
+    })?;
+    let dev = Device::open()?;
+    let g = register(&dev, "pidns", None)?;
+    let agent = spawn_in_aid(&dev, g.aid, |_| {
+        // SAFETY: unshare and clone variants; a child that is created anyway `_exit`s.
+        unsafe {
+            let r = raw(libc::unshare(libc::CLONE_NEWPID) as libc::c_long);
+            ensure_eq!(show(r), "EINVAL", "unshare(CLONE_NEWPID) in an AID");
+            let r = libc::syscall(libc::SYS_clone, libc::CLONE_NEWPID | libc::SIGCHLD, 0, 0, 0, 0);
+            if r == 0 {
+                libc::_exit(0);
+            }
+            ensure_eq!(show(raw(r)), "EINVAL", "clone(CLONE_NEWPID) in an AID");
+            let mut args: libc::clone_args = std::mem::zeroed();
+            args.flags = libc::CLONE_NEWPID as u64;
+            args.exit_signal = libc::SIGCHLD as u64;
+            let r = libc::syscall(
+                libc::SYS_clone3,
+                &mut args as *mut libc::clone_args,
+                std::mem::size_of::<libc::clone_args>(),
+            );
+            if r == 0 {
+                libc::_exit(0);
+            }
+            ensure_eq!(show(raw(r)), "EINVAL", "clone3(CLONE_NEWPID) in an AID");
+        }
+        // Still a working process of the AID afterwards.
+        let mut child = proc::fork(|| 0)?;
+        child.expect_exit(0, step_timeout())
+    })?;
+    agent.finish(step_timeout())
+}
