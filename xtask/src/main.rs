@@ -78,7 +78,9 @@ enum Command {
     /// issue #4 ("MISSED" when one is not met; that is no error), and writes the same
     /// table into docs/BENCHMARKS.md. With --candidates, the same boot then measures
     /// the candidate hook mechanisms of bench/hook-candidates on getpid and uname.
-    /// With the defaults: about 4 minutes, 5 with --candidates (see README.md).
+    /// QEMU runs with -icount (still TCG): guest time counts executed instructions, so
+    /// the numbers repeat exactly and ignore host load; --wall-clock times with the
+    /// host's clock instead. With the defaults: about 4 minutes, 5 with --candidates (see README.md).
     ///
     /// Example: `cargo xtask bench --rounds 3 --candidates`.
     Bench(BenchArgs),
