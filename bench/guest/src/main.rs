@@ -27,14 +27,15 @@ use crate::measure::Call;
 use crate::setup::Setup;
 
 const USAGE: &str = "\
-usage: appshot-bench [--rounds N] [--iters N] [--fork-iters N] [--candidates | --only-candidates]
+usage: appshot-bench [--rounds N] [--iters N] [--fork-iters N] [--tsc-mhz F] [--candidates | --only-candidates]
 
 Measures system calls under appshot.ko configurations (and, with --candidates, under
 the hook mechanisms of /lib/modules/hook_candidates.ko), interleaved over N rounds,
 and prints `BENCH sample ...` lines for cargo xtask bench. Run as root in the guest.
   --rounds N       rounds (default 7)
   --iters N        calls per measurement of getpid-like calls (default 200000)
-  --fork-iters N   fork+waitpid pairs per measurement (default 2000)";
+  --fork-iters N   fork+waitpid pairs per measurement (default 2000)
+  --tsc-mhz F      the TSC rate (default: calibrated against CLOCK_MONOTONIC)";
 
 /// The appshot.ko configurations of section `appshot`, in the order of the report.
 const CONFIGURATIONS: &[Setup] = &[
@@ -62,6 +63,8 @@ struct Options {
     fork_iters: u64,
     appshot: bool,
     candidates: bool,
+    /// The TSC rate as the host measured it (QEMU's TCG TSC is the host's).
+    tsc_mhz: Option<f64>,
 }
 
 fn parse_args() -> Result<Options> {
@@ -71,6 +74,7 @@ fn parse_args() -> Result<Options> {
         fork_iters: 2_000,
         appshot: true,
         candidates: false,
+        tsc_mhz: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -88,6 +92,13 @@ fn parse_args() -> Result<Options> {
             "--iters" => opts.iters = number("--iters")?,
             "--fork-iters" => opts.fork_iters = number("--fork-iters")?,
             "--candidates" => opts.candidates = true,
+            "--tsc-mhz" => {
+                let value = args.next().context("--tsc-mhz needs a value")?;
+                match value.parse::<f64>() {
+                    Ok(mhz) if mhz > 0.0 => opts.tsc_mhz = Some(mhz),
+                    _ => bail!("--tsc-mhz {value}: expected a positive number"),
+                }
+            }
             "--only-candidates" => {
                 opts.candidates = true;
                 opts.appshot = false;
@@ -114,7 +125,12 @@ fn run() -> Result<()> {
     println!("BENCH kernel {}", measure::kernel_release()?);
     // /init loaded appshot.ko; make sure it is there (and its device) before round 1.
     setup::ensure_loaded()?;
-    let clock = measure::Clock::calibrate(std::time::Duration::from_secs(2));
+    let clock = match opts.tsc_mhz {
+        Some(mhz) => measure::Clock {
+            ticks_per_ns: mhz / 1000.0,
+        },
+        None => measure::Clock::calibrate(std::time::Duration::from_secs(2)),
+    };
     println!("BENCH tsc-mhz {:.1}", clock.ticks_per_ns * 1000.0);
     if opts.appshot {
         let calls = [Call::Getpid, Call::Getppid, Call::Kill, Call::ForkWait];
