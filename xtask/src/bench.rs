@@ -523,7 +523,7 @@ pub fn replace_section(doc: &str, key: &str, body: &str) -> String {
             return format!("{}{block}{}", &doc[..start], &doc[stop + end.len()..]);
         }
     }
-    format!("{}\n{block}\n", doc.trim_end())
+    format!("{}\n\n{block}\n", doc.trim_end())
 }
 
 /// Mirrors bench/hook-candidates into target/kbuild/hook-candidates-<flavor> and builds
