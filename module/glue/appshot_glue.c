@@ -12,10 +12,12 @@
 #include <linux/cred.h>
 #include <linux/fs.h>
 #include <linux/ftrace.h>
+#include <linux/kprobes.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
 #include <linux/pid.h>
 #include <linux/rcupdate.h>
+#include <linux/slab.h>
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
 #include <linux/sched/task.h>
@@ -89,99 +91,95 @@ void appshot_glue_misc_deregister(void)
 /* ---- Hooks ------------------------------------------------------------------------ */
 
 /*
- * Every hook is an ftrace direct call: the hooked function's fentry site calls one of the
- * trampolines in appshot_trampoline.S, which calls an entry below with the function's
- * arguments and either returns into the function or replaces the call (see the .S file).
- * All hooked functions run in process context with no spinlock held, so handlers may
- * sleep and touch user memory.
+ * Every hook is an ftrace direct call: the fentry site of each hooked function calls
+ * appshot_trampoline (appshot_trampoline.S), which calls appshot_glue_hook_entry() with
+ * the function's arguments and either returns into the function or replaces the call.
+ * One ftrace_ops holds every hooked function, so attaching and detaching are one ftrace
+ * update each. The entry tells the hooked functions apart by their fentry address: the
+ * few kernel functions below by the address found at load, every other one is a system
+ * call (identified in Rust by regs->orig_ax). All hooked functions run in process
+ * context with no spinlock held, so handlers may sleep and touch user memory.
  *
- * Attach/detach: the filters (which functions) are set once at module load; the hooks are
- * attached when the first AID is registered and detached when the last one goes, so a
- * loaded module with no AID costs nothing (appshot_glue_hooks_attach/_detach, called from
- * Rust under the registry mutex).
+ * Attach/detach: the filter (which functions) and the addresses are set once at module
+ * load; the ops is registered when the first AID is registered and unregistered when the
+ * last one goes, so a loaded module with no AID costs nothing (called from Rust under the
+ * registry mutex).
  *
- * Unload: a task may be preempted inside a trampoline or a handler, or sleep in a handler.
- * Handlers that may sleep count themselves in appshot_hooks_inflight (task hooks) or hold
- * a module reference (syscall handlers, taken in Rust), so the module cannot go while they
- * run; module exit then waits for RCU-tasks, for the in-flight count, and for RCU-tasks
- * again (the instructions after a handler's last count).
+ * Unload: a task may be preempted inside the trampoline or a handler, or sleep in a
+ * handler. Handlers that may sleep count themselves in appshot_hooks_inflight (task
+ * hooks) or hold a module reference (system calls, siginfo, signalfd: taken in Rust), so
+ * the module cannot go while they sleep; module exit then waits for RCU-tasks, for the
+ * in-flight count, and for RCU-tasks again (the instructions after a handler's last count).
  */
 static atomic_t appshot_hooks_inflight = ATOMIC_INIT(0);
 
-/* Trampolines (appshot_trampoline.S) and their entries. */
-void appshot_new_task_trampoline(void);
-void appshot_release_task_trampoline(void);
-void appshot_syscall_trampoline(void);
-void appshot_siginfo_trampoline(void);
-void appshot_signalfd_trampoline(void);
+void appshot_trampoline(void);
+bool appshot_glue_hook_entry(unsigned long *args, unsigned long ret_ip, long *out,
+			     unsigned long parent_ip);
 
-bool appshot_glue_new_task_entry(unsigned long *args, unsigned long ret_ip, long *out,
-				 unsigned long parent_ip);
-bool appshot_glue_release_task_entry(unsigned long *args, unsigned long ret_ip, long *out,
-				     unsigned long parent_ip);
-bool appshot_glue_syscall_entry(unsigned long *args, unsigned long ret_ip, long *out,
-				unsigned long parent_ip);
-bool appshot_glue_siginfo_entry(unsigned long *args, unsigned long ret_ip, long *out,
-				unsigned long parent_ip);
-bool appshot_glue_signalfd_entry(unsigned long *args, unsigned long ret_ip, long *out,
-				 unsigned long parent_ip);
+/* The kernel functions hooked besides system calls, found by name at load. */
+enum appshot_function {
+	APPSHOT_FN_NEW_TASK,		/* wake_up_new_task(p) */
+	APPSHOT_FN_RELEASE_TASK,	/* release_task(p) */
+	APPSHOT_FN_SIGINFO,		/* copy_siginfo_to_user(to, from) */
+	APPSHOT_FN_SIGNALFD,		/* signalfd_read_iter(iocb, to) */
+	APPSHOT_NR_FUNCTIONS,
+};
 
-/* wake_up_new_task(p): observe only. */
-bool appshot_glue_new_task_entry(unsigned long *args, unsigned long ret_ip, long *out,
-				 unsigned long parent_ip)
+static const char *const appshot_function_names[APPSHOT_NR_FUNCTIONS] = {
+	[APPSHOT_FN_NEW_TASK] = "wake_up_new_task",
+	[APPSHOT_FN_RELEASE_TASK] = "release_task",
+	[APPSHOT_FN_SIGINFO] = "copy_siginfo_to_user",
+	[APPSHOT_FN_SIGNALFD] = "signalfd_read_iter",
+};
+
+/* Their fentry call sites (the return address of the trampoline call, minus the call). */
+static unsigned long appshot_function_fentry[APPSHOT_NR_FUNCTIONS];
+
+static struct ftrace_ops appshot_ops;
+static bool appshot_ops_filtered;
+static bool appshot_ops_attached;
+
+static void appshot_task_hook(void (*handler)(struct task_struct *), struct task_struct *task)
 {
 	atomic_inc(&appshot_hooks_inflight);
-	appshot_rust_on_new_task((struct task_struct *)args[0]);
+	handler(task);
 	if (atomic_dec_and_test(&appshot_hooks_inflight))
 		wake_up_var(&appshot_hooks_inflight);
-	return false;
 }
 
-/* release_task(p): observe only. */
-bool appshot_glue_release_task_entry(unsigned long *args, unsigned long ret_ip, long *out,
-				     unsigned long parent_ip)
+bool appshot_glue_hook_entry(unsigned long *args, unsigned long ret_ip, long *out,
+			     unsigned long parent_ip)
 {
-	atomic_inc(&appshot_hooks_inflight);
-	appshot_rust_on_release_task((struct task_struct *)args[0]);
-	if (atomic_dec_and_test(&appshot_hooks_inflight))
-		wake_up_var(&appshot_hooks_inflight);
-	return false;
-}
+	unsigned long fentry = ret_ip - MCOUNT_INSN_SIZE;
+	unsigned long function = fentry - ENDBR_INSN_SIZE;
 
-/*
- * __x64_sys_*(regs): a system call. Only calls made from user space are considered: they
- * pass the task's own saved registers. When a handler calls the original system call it
- * passes a copy, so that nested call runs unhooked (the recursion guard).
- */
-bool appshot_glue_syscall_entry(unsigned long *args, unsigned long ret_ip, long *out,
-				unsigned long parent_ip)
-{
-	struct pt_regs *regs = (struct pt_regs *)args[0];
-
-	if (regs != task_pt_regs(current))
+	if (fentry == appshot_function_fentry[APPSHOT_FN_NEW_TASK]) {
+		appshot_task_hook(appshot_rust_on_new_task, (struct task_struct *)args[0]);
 		return false;
-	return appshot_rust_syscall(regs, ret_ip - MCOUNT_INSN_SIZE - ENDBR_INSN_SIZE, out);
-}
-
-/* copy_siginfo_to_user(to, from): appshot's own copy (below) calls nothing hooked. */
-bool appshot_glue_siginfo_entry(unsigned long *args, unsigned long ret_ip, long *out,
-				unsigned long parent_ip)
-{
-	return appshot_rust_copy_siginfo_to_user((void __user *)args[0],
-						 (const kernel_siginfo_t *)args[1], out);
-}
-
-/*
- * signalfd_read_iter(iocb, to): the handler calls the original itself (through
- * appshot_glue_call_read_iter); that nested call comes from this module and runs unhooked.
- */
-bool appshot_glue_signalfd_entry(unsigned long *args, unsigned long ret_ip, long *out,
-				 unsigned long parent_ip)
-{
-	if (within_module(parent_ip, THIS_MODULE))
+	}
+	if (fentry == appshot_function_fentry[APPSHOT_FN_RELEASE_TASK]) {
+		appshot_task_hook(appshot_rust_on_release_task, (struct task_struct *)args[0]);
 		return false;
-	return appshot_rust_signalfd_read((struct kiocb *)args[0], (struct iov_iter *)args[1],
-					  ret_ip - MCOUNT_INSN_SIZE - ENDBR_INSN_SIZE, out);
+	}
+	if (fentry == appshot_function_fentry[APPSHOT_FN_SIGINFO])
+		return appshot_rust_copy_siginfo_to_user((void __user *)args[0],
+							 (const kernel_siginfo_t *)args[1], out);
+	if (fentry == appshot_function_fentry[APPSHOT_FN_SIGNALFD]) {
+		/* The handler calls the original itself; that call comes from this module. */
+		if (within_module(parent_ip, THIS_MODULE))
+			return false;
+		return appshot_rust_signalfd_read((struct kiocb *)args[0],
+						  (struct iov_iter *)args[1], function, out);
+	}
+	/*
+	 * A system call, __x64_sys_*(regs). Only calls made from user space are considered:
+	 * they pass the task's own saved registers. A handler that calls the original passes
+	 * a copy, so that nested call runs unhooked (the recursion guard).
+	 */
+	if ((struct pt_regs *)args[0] != task_pt_regs(current))
+		return false;
+	return appshot_rust_syscall((struct pt_regs *)args[0], function, out);
 }
 
 /* Where a read into a plain user buffer (read(2)) will write, or 0 for other iterators. */
@@ -196,6 +194,7 @@ long appshot_glue_call_read_iter(unsigned long function, struct kiocb *iocb, str
 {
 	ssize_t (*call)(struct kiocb *, struct iov_iter *) = (void *)function;
 
+	/* An indirect call must land on ENDBR (IBT); address-taken functions start with one. */
 	if (IS_ENABLED(CONFIG_X86_KERNEL_IBT) && !is_endbr(*(u32 *)function))
 		return -ENOSYS;
 	return call(iocb, iter);
@@ -206,124 +205,122 @@ long appshot_glue_call_syscall(unsigned long function, struct pt_regs *regs)
 {
 	long (*call)(const struct pt_regs *) = (void *)function;
 
-	/* An indirect call must land on ENDBR (IBT); system calls start with one. */
 	if (IS_ENABLED(CONFIG_X86_KERNEL_IBT) && !is_endbr(*(u32 *)function))
 		return -ENOSYS;
 	return call(regs);
 }
 
-struct appshot_hook_group {
-	const char *what;
-	unsigned long trampoline;
-	struct ftrace_ops ops;
-	bool filtered;
-	bool attached;
-};
-
-enum { APPSHOT_GROUP_NEW_TASK, APPSHOT_GROUP_RELEASE_TASK, APPSHOT_GROUP_SIGINFO,
-       APPSHOT_GROUP_SIGNALFD, APPSHOT_GROUP_SYSCALLS, APPSHOT_NR_GROUPS };
-
-/* The declarative table of hooks: which trampoline; the functions are set at load. */
-static struct appshot_hook_group appshot_groups[APPSHOT_NR_GROUPS] = {
-	[APPSHOT_GROUP_NEW_TASK] = { .what = "wake_up_new_task",
-		.trampoline = (unsigned long)appshot_new_task_trampoline },
-	[APPSHOT_GROUP_RELEASE_TASK] = { .what = "release_task",
-		.trampoline = (unsigned long)appshot_release_task_trampoline },
-	[APPSHOT_GROUP_SIGINFO] = { .what = "copy_siginfo_to_user",
-		.trampoline = (unsigned long)appshot_siginfo_trampoline },
-	[APPSHOT_GROUP_SIGNALFD] = { .what = "signalfd_read_iter",
-		.trampoline = (unsigned long)appshot_signalfd_trampoline },
-	[APPSHOT_GROUP_SYSCALLS] = { .what = "system calls",
-		.trampoline = (unsigned long)appshot_syscall_trampoline },
-};
-
-static int appshot_filter_add(struct ftrace_ops *ops, const char *function)
+/*
+ * The fentry sites of the named functions, resolved with disabled kprobes (which look the
+ * name up and arm nothing), registered and unregistered as one batch. A kprobe on a
+ * function's first byte moves past ENDBR: its address is the fentry call.
+ */
+static int appshot_resolve(const char *const *names, unsigned long *fentry, unsigned int n)
 {
-	char buf[KSYM_NAME_LEN];
+	struct kprobe *probes;
+	struct kprobe **batch;
+	unsigned int i;
 	int err;
 
-	strscpy(buf, function, sizeof(buf));
-	err = ftrace_set_filter(ops, buf, strlen(buf), 0);
-	if (err)
-		pr_err("cannot hook %s: error %d\n", function, err);
+	probes = kcalloc(n, sizeof(*probes), GFP_KERNEL);
+	batch = kcalloc(n, sizeof(*batch), GFP_KERNEL);
+	err = -ENOMEM;
+	if (!probes || !batch)
+		goto out;
+	for (i = 0; i < n; i++) {
+		probes[i].symbol_name = names[i];
+		probes[i].flags = KPROBE_FLAG_DISABLED;
+		batch[i] = &probes[i];
+	}
+	err = register_kprobes(batch, n);
+	if (err) {
+		/* Name the culprit: retry one by one (error path only). */
+		for (i = 0; i < n; i++) {
+			struct kprobe probe = { .symbol_name = names[i], .flags = KPROBE_FLAG_DISABLED };
+
+			if (register_kprobe(&probe)) {
+				pr_err("cannot find %s to hook it: error %d\n", names[i], err);
+				break;
+			}
+			unregister_kprobe(&probe);
+		}
+		goto out;
+	}
+	for (i = 0; i < n; i++)
+		fentry[i] = (unsigned long)probes[i].addr;
+	unregister_kprobes(batch, n);
+out:
+	kfree(batch);
+	kfree(probes);
 	return err;
 }
 
 void appshot_glue_hooks_free(void)
 {
-	int i;
-
-	for (i = 0; i < APPSHOT_NR_GROUPS; i++) {
-		if (appshot_groups[i].filtered)
-			ftrace_free_filter(&appshot_groups[i].ops);
-		appshot_groups[i].filtered = false;
-	}
+	if (appshot_ops_filtered)
+		ftrace_free_filter(&appshot_ops);
+	appshot_ops_filtered = false;
 }
 
 int appshot_glue_hooks_init(const char *const *syscalls, unsigned int nr_syscalls)
 {
-	unsigned int i;
-	int err;
+	unsigned int n = APPSHOT_NR_FUNCTIONS + nr_syscalls, i;
+	const char **names;
+	unsigned long *fentry;
+	int err = -ENOMEM;
 
-	for (i = 0; i < APPSHOT_NR_GROUPS; i++) {
-		struct appshot_hook_group *group = &appshot_groups[i];
-
-		memset(&group->ops, 0, sizeof(group->ops));
-		group->filtered = true;
-		if (i == APPSHOT_GROUP_SYSCALLS)
-			continue;
-		err = appshot_filter_add(&group->ops, group->what);
-		if (err)
-			goto fail;
+	names = kcalloc(n, sizeof(*names), GFP_KERNEL);
+	fentry = kcalloc(n, sizeof(*fentry), GFP_KERNEL);
+	if (!names || !fentry)
+		goto out;
+	for (i = 0; i < APPSHOT_NR_FUNCTIONS; i++)
+		names[i] = appshot_function_names[i];
+	for (i = 0; i < nr_syscalls; i++)
+		names[APPSHOT_NR_FUNCTIONS + i] = syscalls[i];
+	err = appshot_resolve(names, fentry, n);
+	if (err)
+		goto out;
+	memcpy(appshot_function_fentry, fentry, sizeof(appshot_function_fentry));
+	memset(&appshot_ops, 0, sizeof(appshot_ops));
+	/* One filter update for all (by name, each would scan every ftrace record). */
+	err = ftrace_set_filter_ips(&appshot_ops, fentry, n, 0, 0);
+	if (err) {
+		pr_err("cannot set the hook filter: error %d\n", err);
+		ftrace_free_filter(&appshot_ops);
+		goto out;
 	}
-	for (i = 0; i < nr_syscalls; i++) {
-		err = appshot_filter_add(&appshot_groups[APPSHOT_GROUP_SYSCALLS].ops, syscalls[i]);
-		if (err)
-			goto fail;
-	}
-	return 0;
-fail:
-	appshot_glue_hooks_free();
+	appshot_ops_filtered = true;
+out:
+	kfree(fentry);
+	kfree(names);
 	return err;
 }
 
 void appshot_glue_hooks_detach(void)
 {
-	int i;
-
-	for (i = APPSHOT_NR_GROUPS - 1; i >= 0; i--) {
-		struct appshot_hook_group *group = &appshot_groups[i];
-
-		if (!group->attached)
-			continue;
-		/* Keeps the filter for the next attach. */
-		unregister_ftrace_direct(&group->ops, group->trampoline, false);
-		group->attached = false;
-	}
+	if (!appshot_ops_attached)
+		return;
+	/* Keeps the filter for the next attach. */
+	unregister_ftrace_direct(&appshot_ops, (unsigned long)appshot_trampoline, false);
+	appshot_ops_attached = false;
 }
 
 int appshot_glue_hooks_attach(void)
 {
-	int i, err;
+	int err = register_ftrace_direct(&appshot_ops, (unsigned long)appshot_trampoline);
 
-	for (i = 0; i < APPSHOT_NR_GROUPS; i++) {
-		struct appshot_hook_group *group = &appshot_groups[i];
-
-		err = register_ftrace_direct(&group->ops, group->trampoline);
-		if (err) {
-			pr_err("cannot attach the %s hook: error %d\n", group->what, err);
-			appshot_glue_hooks_detach();
-			return err;
-		}
-		group->attached = true;
+	if (err) {
+		pr_err("cannot attach the hooks: error %d\n", err);
+		return err;
 	}
+	appshot_ops_attached = true;
 	return 0;
 }
 
 void appshot_glue_hooks_quiesce(void)
 {
-	/* Detached already: no new entries. Wait for tasks preempted inside a trampoline, for
-	 * handlers that sleep, and once more for the instructions after a handler returns. */
+	/* Detached already: no new entries. Wait for tasks preempted inside the trampoline,
+	 * for handlers that sleep, and once more for the instructions after a handler. */
 	synchronize_rcu_tasks();
 	wait_var_event(&appshot_hooks_inflight, atomic_read(&appshot_hooks_inflight) == 0);
 	synchronize_rcu_tasks();

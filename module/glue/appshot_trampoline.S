@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * appshot_trampoline.S: the ftrace direct-call trampolines of appshot.ko (x86_64).
+ * appshot_trampoline.S: the ftrace direct-call trampoline of appshot.ko (x86_64).
  *
- * A hooked kernel function's fentry site calls one of these before the function's first
+ * A hooked kernel function's fentry site calls it before the function's first
  * instruction. The trampoline saves the six argument registers in an array on its stack
- * and calls its C entry:
+ * and calls its C entry (appshot_glue_hook_entry):
  *
  *	bool entry(unsigned long args[6], unsigned long ret_ip, long *out,
  *		   unsigned long parent_ip);
@@ -21,7 +21,7 @@
  * whatever the caller passed reaches the hooked function unchanged; %rax, which no
  * hooked function reads on entry, is clobbered.
  *
- * The trampolines are marked STACK_FRAME_NON_STANDARD for objtool: returning to the
+ * The trampoline is marked STACK_FRAME_NON_STANDARD for objtool: returning to the
  * caller's caller on the replace path is, by design, a "return with modified stack frame".
  */
 #include <linux/linkage.h>
@@ -62,8 +62,4 @@ SYM_FUNC_END(\name)
 STACK_FRAME_NON_STANDARD \name
 .endm
 
-APPSHOT_TRAMPOLINE appshot_new_task_trampoline, appshot_glue_new_task_entry
-APPSHOT_TRAMPOLINE appshot_release_task_trampoline, appshot_glue_release_task_entry
-APPSHOT_TRAMPOLINE appshot_syscall_trampoline, appshot_glue_syscall_entry
-APPSHOT_TRAMPOLINE appshot_siginfo_trampoline, appshot_glue_siginfo_entry
-APPSHOT_TRAMPOLINE appshot_signalfd_trampoline, appshot_glue_signalfd_entry
+APPSHOT_TRAMPOLINE appshot_trampoline, appshot_glue_hook_entry

@@ -112,13 +112,19 @@ pub(crate) extern "C" fn appshot_rust_syscall(regs: *mut bindings::pt_regs, orig
     };
     let task = Task::current();
     // The hot path for every task in no AID: one or two atomic loads.
-    if !registry.tasks.contains(task) {
+    let Some(ids) = registry.tasks.own_ids(task) else {
         return false;
-    }
+    };
     // SAFETY: the glue passes the current task's saved user registers, valid and not
     // written by anyone else during its own system call.
     let regs = unsafe { &*regs };
-    let Some(handler) = syscalls::handler(regs.orig_ax as u64) else {
+    let nr = regs.orig_ax as u64;
+    if let Some(value) = syscalls::own_id(nr, ids, task) {
+        // SAFETY: `out` points to the trampoline's result slot.
+        unsafe { *out = value as c_long };
+        return true;
+    }
+    let Some(handler) = syscalls::handler(nr) else {
         return false;
     };
     // The handler may sleep (a blocking wait4): hold the module while it runs.
@@ -150,7 +156,7 @@ pub(crate) extern "C" fn appshot_rust_copy_siginfo_to_user(
         return false;
     };
     let task = Task::current();
-    if !registry.tasks.contains(task) {
+    if registry.tasks.own_ids(task).is_none() {
         return false;
     }
     // Writing user memory may fault and sleep.
@@ -183,7 +189,7 @@ pub(crate) extern "C" fn appshot_rust_signalfd_read(
         return false;
     };
     let task = Task::current();
-    if !registry.tasks.contains(task) {
+    if registry.tasks.own_ids(task).is_none() {
         return false;
     }
     // A signalfd read blocks until a signal comes.

@@ -26,7 +26,7 @@ use crate::glue;
 use crate::process::{Task, TaskRef};
 use crate::registry::Registry;
 use crate::table::{Entry, EntryReservation, InsertError, RemovedEntry, SystemId, VirtualId};
-use crate::task_index::{IndexReservation, RemovedLink};
+use crate::task_index::{IndexReservation, OwnIds, RemovedLink};
 
 /// Passes over a process's threads before LINK or UNLINK gives up chasing new threads.
 const MAX_PASSES: usize = 16;
@@ -65,7 +65,9 @@ fn link_locked(
     let tgid = task.tgid();
     let virtual_id = state.choose_virtual(tid, aid.pid_range).ok_or(ENOSPC)?;
     let entry = Entry { virtual_id, system_id: SystemId(tid), owner: tgid };
-    if registry.tasks.insert(task, aid.clone(), reservation.index).is_err() {
+    let virtual_tgid = if tid == tgid { virtual_id.0 } else { state.pid_to_virtual(tgid).unwrap_or(0) };
+    let ids = OwnIds { system_tid: tid, virtual_tid: virtual_id.0, virtual_tgid };
+    if registry.tasks.insert(task, aid.clone(), ids, reservation.index).is_err() {
         // Linked already, to another AID (a LINK racing with ours).
         return Err(EBUSY);
     }

@@ -31,6 +31,7 @@ use crate::aid::Aid;
 use crate::glue;
 use crate::process::Task;
 use crate::registry::Registry;
+use crate::task_index::OwnIds;
 
 /// What a handler decided.
 pub(crate) enum Outcome {
@@ -63,8 +64,9 @@ macro_rules! syscalls {
 }
 
 syscalls! {
-    // Own IDs.
-    39 getpid => |c| Outcome::Return(c.virtual_or_zero(c.task.tgid())),
+    // Own IDs: usually answered by `own_id` from the task index; these handlers run
+    // when it cannot (virtual PID not recorded yet, TID changed by exec).
+    39 getpid => getpid,
     186 gettid => |c| Outcome::Return(c.virtual_or_zero(c.task.tid())),
     110 getppid => |c| Outcome::Return(c.virtual_or_zero(current_ppid())),
     218 set_tid_address => |c| c.call_out(c.args()),
@@ -156,6 +158,27 @@ pub(crate) fn handler(nr: u64) -> Option<fn(&Call<'_>) -> Outcome> {
     Some(syscall.handler)
 }
 
+const NR_GETPID: u64 = 39;
+const NR_GETTID: u64 = 186;
+
+/// `getpid` and `gettid` from the IDs the task index keeps with the caller's entry: no
+/// table lookup, no lock but the index bucket's. `None`: ask the handler.
+pub(crate) fn own_id(nr: u64, ids: OwnIds, task: Task<'_>) -> Option<i64> {
+    match nr {
+        NR_GETPID if ids.virtual_tgid != 0 => Some(i64::from(ids.virtual_tgid)),
+        NR_GETTID if ids.system_tid == task.tid() => Some(i64::from(ids.virtual_tid)),
+        _ => None,
+    }
+}
+
+fn getpid(c: &Call<'_>) -> Outcome {
+    let virtual_tgid = c.virtual_or_zero(c.task.tgid());
+    if virtual_tgid > 0 {
+        c.registry.tasks.set_virtual_tgid(c.task, virtual_tgid as u32);
+    }
+    Outcome::Return(virtual_tgid)
+}
+
 /// One system call made by a linked task.
 pub(crate) struct Call<'a> {
     pub(crate) regs: &'a bindings::pt_regs,
@@ -212,8 +235,22 @@ impl Call<'_> {
         self.aid.state.lock().pid_to_virtual(system)
     }
 
+    /// How a system PID that a call returned is shown: its virtual PID, 0 when it is
+    /// outside the AID, or unchanged when the caller itself left the AID during the call
+    /// (a forced UNREGISTER or an UNLINK while it slept in `wait4`): it sees system IDs
+    /// from then on.
     fn virtual_or_zero(&self, system: u32) -> i64 {
-        self.to_virtual(system).map_or(0, i64::from)
+        match self.to_virtual(system) {
+            Some(virtual_id) => i64::from(virtual_id),
+            None if !self.still_linked() => i64::from(system),
+            None => 0,
+        }
+    }
+
+    /// Whether the caller is still linked to the AID its call started in.
+    fn still_linked(&self) -> bool {
+        let _state = self.aid.state.lock();
+        self.registry.tasks.is_linked_to(self.task, self.aid)
     }
 
     /// System PID behind a virtual PID of the AID.
@@ -277,7 +314,7 @@ impl Call<'_> {
         loop {
             let ret = self.call(args);
             match reaped(ret) {
-                Some(system) if self.to_virtual(system).is_none() => continue,
+                Some(system) if self.to_virtual(system).is_none() && self.still_linked() => continue,
                 _ => return ret,
             }
         }
@@ -292,7 +329,11 @@ impl Call<'_> {
         }
         // A child that could not be linked was killed before it ran (link.rs); its
         // creator gets the error a failed fork gives rather than a system PID.
-        Outcome::Return(self.to_virtual(ret as u32).map_or(EAGAIN.to_errno() as i64, i64::from))
+        Outcome::Return(match self.to_virtual(ret as u32) {
+            Some(virtual_id) => i64::from(virtual_id),
+            None if !self.still_linked() => ret,
+            None => EAGAIN.to_errno() as i64,
+        })
     }
 }
 

@@ -23,9 +23,23 @@ use crate::process::Task;
 const BUCKET_BITS: u32 = 8;
 const BUCKETS: usize = 1 << BUCKET_BITS;
 
+/// A linked task's own virtual IDs, kept with its index entry so that `getpid` and
+/// `gettid` are answered from the one lookup every hook makes anyway.
+#[derive(Clone, Copy)]
+pub(crate) struct OwnIds {
+    /// The system TID `virtual_tid` belongs to. A thread that execs takes over its
+    /// leader's TID (`de_thread`); a mismatch then sends `gettid` to the table.
+    pub(crate) system_tid: u32,
+    pub(crate) virtual_tid: u32,
+    /// The process's virtual PID; 0 while unknown (LINK may link a thread before its
+    /// leader), then filled in by [`TaskIndex::set_virtual_tgid`].
+    pub(crate) virtual_tgid: u32,
+}
+
 /// What the index holds for one linked task.
 pub(crate) struct Linked {
     aid: Arc<Aid>,
+    ids: OwnIds,
     /// A `clone`/`clone3` with `CLONE_PARENT_SETTID` in progress: the user address of its
     /// `parent_tid`, for the new-task hook to write the child's virtual TID to (0: none).
     /// Only the task itself sets and takes it.
@@ -99,16 +113,24 @@ impl TaskIndex {
         bucket.tasks.lock().get(&task.key()).map(|linked| linked.aid.clone())
     }
 
-    /// Whether `task` is linked at all: the hot-path test, with no reference taken.
-    pub(crate) fn contains(&self, task: Task<'_>) -> bool {
+    /// The task's own virtual IDs, or `None` when it is not linked: the hot-path test,
+    /// with no reference taken.
+    pub(crate) fn own_ids(&self, task: Task<'_>) -> Option<OwnIds> {
         if self.linked.load(Ordering::Relaxed) == 0 {
-            return false;
+            return None;
         }
         let bucket = self.bucket(task);
         if bucket.len.load(Ordering::Relaxed) == 0 {
-            return false;
+            return None;
         }
-        bucket.tasks.lock().get(&task.key()).is_some()
+        bucket.tasks.lock().get(&task.key()).map(|linked| linked.ids)
+    }
+
+    /// Records a linked task's virtual PID once it is known.
+    pub(crate) fn set_virtual_tgid(&self, task: Task<'_>, virtual_tgid: u32) {
+        if let Some(linked) = self.bucket(task).tasks.lock().get_mut(&task.key()) {
+            linked.ids.virtual_tgid = virtual_tgid;
+        }
     }
 
     /// Sets the `CLONE_PARENT_SETTID` address of a linked `task`'s clone in progress
@@ -140,6 +162,7 @@ impl TaskIndex {
         &self,
         task: Task<'_>,
         aid: Arc<Aid>,
+        ids: OwnIds,
         reservation: IndexReservation,
     ) -> core::result::Result<(), IndexReservation> {
         let bucket = self.bucket(task);
@@ -147,7 +170,7 @@ impl TaskIndex {
         if tasks.get(&task.key()).is_some() {
             return Err(reservation);
         }
-        tasks.insert(reservation.into_node(task.key(), Linked { aid, parent_tid: 0 }));
+        tasks.insert(reservation.into_node(task.key(), Linked { aid, ids, parent_tid: 0 }));
         // INVARIANT: one entry added, under the bucket lock.
         bucket.len.fetch_add(1, Ordering::Relaxed);
         self.linked.fetch_add(1, Ordering::Relaxed);
