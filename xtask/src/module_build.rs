@@ -128,7 +128,7 @@ fn sync_sources(root: &Path, dir: &Path) -> Result<()> {
 }
 
 /// Source files under `dir` (relative paths under `rel`), skipping build outputs.
-fn collect_sources(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+pub fn collect_sources(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
         .collect::<Result<_, _>>()?;
@@ -197,6 +197,32 @@ fn build_guest_programs(ctx: &Context) -> Result<(PathBuf, PathBuf)> {
     let appshotctl = pick("userspace-ctl", "appshotctl")?;
     let guest_tests = pick("qemu-tests", GUEST_TESTS_BIN)?;
     Ok((appshotctl, guest_tests))
+}
+
+/// Builds binary `bin` of the workspace package in `package_dir` static, like the guest
+/// programs (for programs only some runs add to the guest: the bench driver).
+pub fn build_static_program(ctx: &Context, package_dir: &str, bin: &str) -> Result<PathBuf> {
+    let cargo = ctx.cargo();
+    let manifest = ctx.root.join(package_dir).join("Cargo.toml");
+    let cmd = cmd!(
+        ctx.sh,
+        "{cargo} build --release --target {USERSPACE_TARGET} --manifest-path {manifest} --bin {bin} --message-format=json-render-diagnostics"
+    );
+    let env = [("RUSTFLAGS", "-C target-feature=+crt-static")];
+    let output = context::to_command(cmd, &env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run cargo")?;
+    if !output.status.success() {
+        bail!("building {bin} ({package_dir}) failed");
+    }
+    executables(&String::from_utf8_lossy(&output.stdout))
+        .into_iter()
+        .find(|(m, name, _)| *m == manifest && name == bin)
+        .map(|(_, _, exe)| exe)
+        .with_context(|| format!("cargo built no binary {bin} from {}", manifest.display()))
 }
 
 /// (manifest path, bin target name, executable) of every binary in cargo's JSON output.

@@ -123,8 +123,23 @@ pub fn run_job(
     ctx: &Context,
     flavor: Flavor,
     job: &str,
+    files: Vec<GuestFile>,
+    adds: &[AddSpec],
+    timeout: Duration,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<GuestRun> {
+    run_job_with_qemu_args(ctx, flavor, job, files, adds, &[], timeout, on_line)
+}
+
+/// [`run_job`] with extra QEMU arguments (the bench's `-icount`).
+#[allow(clippy::too_many_arguments)]
+pub fn run_job_with_qemu_args(
+    ctx: &Context,
+    flavor: Flavor,
+    job: &str,
     mut files: Vec<GuestFile>,
     adds: &[AddSpec],
+    qemu_args: &[String],
     timeout: Duration,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<GuestRun> {
@@ -135,7 +150,14 @@ pub fn run_job(
         mode: 0o644,
     });
     let cpio = initramfs::with_run_files(ctx, &base, &files, adds)?;
-    let run = boot(ctx, &base, &cpio, Mode::Job(on_line), Some(timeout));
+    let run = boot(
+        ctx,
+        &base,
+        &cpio,
+        Mode::Job(on_line),
+        qemu_args,
+        Some(timeout),
+    );
     let _ = fs::remove_file(&cpio);
     run
 }
@@ -154,7 +176,7 @@ pub fn interactive(
         initramfs::with_run_files(ctx, &base, &[], adds)?
     };
     eprintln!("vm: shell on the guest console; `exit` ends the run, Ctrl-A x kills QEMU");
-    let run = boot(ctx, &base, &cpio, Mode::Interactive, timeout);
+    let run = boot(ctx, &base, &cpio, Mode::Interactive, &[], timeout);
     if cpio != base.cpio {
         let _ = fs::remove_file(&cpio);
     }
@@ -171,6 +193,7 @@ fn boot(
     base: &Initramfs,
     cpio: &Path,
     mut mode: Mode<'_>,
+    qemu_args: &[String],
     timeout: Option<Duration>,
 ) -> Result<GuestRun> {
     let bzimage = &base.kernel.bzimage;
@@ -187,7 +210,7 @@ fn boot(
     };
     let qemu = cmd!(
         ctx.sh,
-        "{QEMU} -m 1024 -smp 2 -nographic -no-reboot -nic none -kernel {bzimage} -initrd {cpio} -append {cmdline}"
+        "{QEMU} -m 1024 -smp 2 -nographic -no-reboot -nic none -kernel {bzimage} -initrd {cpio} -append {cmdline} {qemu_args...}"
     );
     let mut child = context::to_command(qemu, &[])
         .stdin(if interactive {

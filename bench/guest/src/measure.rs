@@ -1,0 +1,325 @@
+//! The timed loops, run in a fresh worker process per measurement: the driver forks
+//! the worker, which waits on a pipe until the driver has put it where the
+//! configuration wants it (linked to an AID or not), then runs every call's loop and
+//! sends `key ns_per_call` lines back over a second pipe.
+//!
+//! Each loop makes raw system calls (`syscall(2)`, no libc caching) timed with the
+//! TSC calibrated against CLOCK_MONOTONIC ([`Clock`]): after a warm-up of a tenth of the calls, the calls run in
+//! [`BATCHES`] timed batches, and the measurement is the median batch's ns per call.
+
+use std::io::Read as _;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::setup::Prepared;
+
+/// A measurement's calls are timed in this many equal batches; its value is the median
+/// batch. The emulated clock runs on while QEMU's vCPU thread waits for a host core
+/// (the build machine is shared), which inflates a batch now and then: the median
+/// leaves those out where one long loop would average them in.
+const BATCHES: u64 = 10;
+
+/// The CPU the worker is pinned to: migrations between the two vCPUs would add noise.
+const WORKER_CPU: usize = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    Getpid,
+    Getppid,
+    /// `kill(pid, 0)` with the worker's own PID, looked up once before the loop.
+    Kill,
+    /// `fork()`, the child `_exit(0)`s at once, the parent `waitpid`s for it.
+    ForkWait,
+    /// `uname(&buf)`: a system call with a user pointer.
+    Uname,
+}
+
+impl Call {
+    pub fn key(self) -> &'static str {
+        match self {
+            Call::Getpid => "getpid",
+            Call::Getppid => "getppid",
+            Call::Kill => "kill",
+            Call::ForkWait => "fork-wait",
+            Call::Uname => "uname",
+        }
+    }
+
+    fn from_key(key: &str) -> Option<Call> {
+        [
+            Call::Getpid,
+            Call::Getppid,
+            Call::Kill,
+            Call::ForkWait,
+            Call::Uname,
+        ]
+        .into_iter()
+        .find(|c| c.key() == key)
+    }
+
+    /// Runs the call `n` times; panics (in the worker) if one fails.
+    fn run(self, n: u64) {
+        match self {
+            Call::Getpid => {
+                for _ in 0..n {
+                    // SAFETY: getpid takes no arguments and cannot fail.
+                    unsafe { libc::syscall(libc::SYS_getpid) };
+                }
+            }
+            Call::Getppid => {
+                for _ in 0..n {
+                    // SAFETY: getppid takes no arguments and cannot fail.
+                    unsafe { libc::syscall(libc::SYS_getppid) };
+                }
+            }
+            Call::Kill => {
+                // SAFETY: as above.
+                let pid = unsafe { libc::syscall(libc::SYS_getpid) };
+                for _ in 0..n {
+                    // SAFETY: signal 0 only checks that the process exists.
+                    let ret = unsafe { libc::syscall(libc::SYS_kill, pid, 0) };
+                    assert_eq!(ret, 0, "kill(self, 0) failed");
+                }
+            }
+            Call::ForkWait => {
+                for _ in 0..n {
+                    // SAFETY: the worker is single-threaded; the child only calls _exit.
+                    let child = unsafe { libc::fork() };
+                    if child == 0 {
+                        // SAFETY: _exit is async-signal-safe and ends the child at once.
+                        unsafe { libc::_exit(0) };
+                    }
+                    assert!(child > 0, "fork failed");
+                    let mut status = 0;
+                    // SAFETY: `status` is a valid out-pointer.
+                    let got = unsafe { libc::waitpid(child, &mut status, 0) };
+                    assert_eq!(got, child, "waitpid failed");
+                }
+            }
+            Call::Uname => {
+                // SAFETY: utsname is plain old data; all zeroes is a valid value.
+                let mut buf: libc::utsname = unsafe { std::mem::zeroed() };
+                for _ in 0..n {
+                    // SAFETY: `buf` is a writable utsname the kernel fills.
+                    let ret = unsafe { libc::syscall(libc::SYS_uname, &mut buf) };
+                    assert_eq!(ret, 0, "uname failed");
+                }
+            }
+        }
+    }
+}
+
+/// Calls per measurement.
+#[derive(Clone, Copy)]
+pub struct Iterations {
+    /// getpid, getppid, kill, uname.
+    pub syscall: u64,
+    pub fork: u64,
+}
+
+impl Iterations {
+    fn of(self, call: Call) -> u64 {
+        match call {
+            Call::ForkWait => self.fork,
+            _ => self.syscall,
+        }
+    }
+}
+
+fn now_ns() -> u128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
+}
+
+fn tsc() -> u64 {
+    // SAFETY: rdtsc has no preconditions; user space may execute it (CR4.TSD is clear).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// The clock the loops are timed with: the TSC, in ticks per nanosecond.
+///
+/// The guest kernel's CLOCK_MONOTONIC advances in 4 ms steps here: under TCG the TSC
+/// calibration fails and, without ACPI, there is no HPET or PM timer, so the kernel
+/// falls back to refined-jiffies (HZ=250). That is 25% of a 16 ms batch. QEMU's TCG
+/// TSC runs at the host's TSC rate, so it is calibrated against CLOCK_MONOTONIC here,
+/// from one 4 ms step to another about `span` later: the steps' edges are found to
+/// within a few microseconds. A calibration error scales every value alike and leaves
+/// the ratios alone. Under host load the guest loses timer ticks and jiffies fall
+/// behind (a 38% error was seen), so with plain TCG the host measures its own TSC rate
+/// and passes it (`--tsc-mhz`); under -icount both clocks are virtual and agree.
+#[derive(Clone, Copy)]
+pub struct Clock {
+    pub ticks_per_ns: f64,
+}
+
+impl Clock {
+    pub fn calibrate(span: std::time::Duration) -> Clock {
+        let edge = |after: u128| -> (u128, u64) {
+            loop {
+                let t = now_ns();
+                if t > after {
+                    return (t, tsc());
+                }
+            }
+        };
+        let (t0, c0) = edge(now_ns());
+        // The first reading past a point is the first one after a step: an edge too.
+        let (t1, c1) = edge(t0 + span.as_nanos());
+        Clock {
+            ticks_per_ns: (c1 - c0) as f64 / (t1 - t0) as f64,
+        }
+    }
+
+    fn ns(self, ticks: u64) -> f64 {
+        ticks as f64 / self.ticks_per_ns
+    }
+}
+
+/// A pipe, both ends close-on-exec (appshotctl, started meanwhile, must not hold them).
+pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        bail!("pipe2: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Blocks until one byte (or EOF) arrives on `fd`.
+pub fn wait_byte(fd: &OwnedFd) {
+    let mut byte = 0u8;
+    loop {
+        // SAFETY: reads at most one byte into `byte`.
+        let n = unsafe { libc::read(fd.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) };
+        if n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
+
+/// Writes all of `bytes` to `fd`, ignoring errors (the reader reports what is missing).
+pub fn write_all(fd: &OwnedFd, bytes: &[u8]) {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        // SAFETY: `rest` is a valid buffer of that length.
+        let n = unsafe { libc::write(fd.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
+        if n <= 0 {
+            return;
+        }
+        rest = &rest[n as usize..];
+    }
+}
+
+/// Waits for `pid`; an error unless it exited with status 0.
+pub fn reap(pid: libc::pid_t, what: &str) -> Result<()> {
+    let mut status = 0;
+    // SAFETY: `status` is a valid out-pointer.
+    let got = unsafe { libc::waitpid(pid, &mut status, 0) };
+    if got != pid {
+        bail!("waitpid({what} {pid}): {}", std::io::Error::last_os_error());
+    }
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        bail!("{what} {pid} failed (wait status {status:#x})");
+    }
+    Ok(())
+}
+
+/// Forks a worker, lets `prepared` link it, runs `calls` in it; ns per call for each.
+pub fn in_worker(
+    calls: &[Call],
+    iters: &Iterations,
+    clock: Clock,
+    prepared: &Prepared,
+) -> Result<Vec<(Call, f64)>> {
+    let (go_read, go_write) = pipe()?;
+    let (result_read, result_write) = pipe()?;
+    // SAFETY: the driver is single-threaded; the child runs only the loops below and
+    // leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        bail!("fork: {}", std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        drop(go_write);
+        drop(result_read);
+        worker(calls, *iters, clock, &go_read, &result_write);
+    }
+    drop(go_read);
+    drop(result_write);
+    let linked = prepared.link(pid);
+    // Unblock the worker either way; on a link error it measures, and we discard.
+    write_all(&go_write, b"g");
+    drop(go_write);
+    let mut text = String::new();
+    // SAFETY: `result_read` is an open descriptor we own; File takes it over.
+    let mut file = std::fs::File::from(result_read);
+    file.read_to_string(&mut text)
+        .context("reading the worker's results")?;
+    let reaped = reap(pid, "worker");
+    linked?;
+    reaped?;
+    let mut results = Vec::new();
+    for line in text.lines() {
+        let (key, ns) = line.split_once(' ').context("malformed worker line")?;
+        let call = Call::from_key(key).with_context(|| format!("unknown call {key}"))?;
+        results.push((call, ns.parse::<f64>().context("malformed ns")?));
+    }
+    if results.len() != calls.len() {
+        bail!(
+            "the worker reported {} of {} calls",
+            results.len(),
+            calls.len()
+        );
+    }
+    Ok(results)
+}
+
+fn worker(calls: &[Call], iters: Iterations, clock: Clock, go: &OwnedFd, out: &OwnedFd) -> ! {
+    // SAFETY: cpu_set_t is plain old data; CPU_SET writes within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(WORKER_CPU, &mut set);
+        // Best effort: with one CPU this fails and nothing is lost.
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+    wait_byte(go);
+    let mut report = String::new();
+    for &call in calls {
+        let n = iters.of(call);
+        let batch = (n / BATCHES).max(1);
+        call.run(batch);
+        let mut per_call: Vec<f64> = (0..BATCHES)
+            .map(|_| {
+                let start = tsc();
+                call.run(batch);
+                clock.ns(tsc() - start) / batch as f64
+            })
+            .collect();
+        per_call.sort_by(f64::total_cmp);
+        let median = (per_call[(BATCHES as usize - 1) / 2] + per_call[BATCHES as usize / 2]) / 2.0;
+        report.push_str(&format!("{} {median:.3}\n", call.key()));
+    }
+    write_all(out, report.as_bytes());
+    // SAFETY: ends the worker without running the driver's exit handlers.
+    unsafe { libc::_exit(0) }
+}
+
+/// `uname -r` of the running kernel.
+pub fn kernel_release() -> Result<String> {
+    // SAFETY: utsname is plain old data; uname fills it.
+    let mut buf: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `buf` is a valid out-pointer.
+    if unsafe { libc::uname(&mut buf) } != 0 {
+        bail!("uname: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel NUL-terminates release.
+    let release = unsafe { std::ffi::CStr::from_ptr(buf.release.as_ptr()) };
+    Ok(release.to_string_lossy().into_owned())
+}
