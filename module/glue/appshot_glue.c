@@ -115,7 +115,13 @@ static atomic_t appshot_hooks_inflight = ATOMIC_INIT(0);
 
 void appshot_trampoline(void);
 bool appshot_glue_hook_entry(unsigned long *args, unsigned long ret_ip, long *out,
-			     unsigned long parent_ip);
+			     unsigned long parent_ip, unsigned long slot);
+
+/*
+ * Read by the trampoline's fast path: the return site of release_task's fentry call,
+ * which the trampoline never skips. Set at load, before the hooks can be attached.
+ */
+unsigned long appshot_release_task_ret;
 
 /* The kernel functions hooked besides system calls, found by name at load. */
 enum appshot_function {
@@ -149,11 +155,20 @@ static void appshot_task_hook(void (*handler)(struct task_struct *), struct task
 }
 
 bool appshot_glue_hook_entry(unsigned long *args, unsigned long ret_ip, long *out,
-			     unsigned long parent_ip)
+			     unsigned long parent_ip, unsigned long slot)
 {
 	unsigned long fentry = ret_ip - MCOUNT_INSN_SIZE;
 	unsigned long function = fentry - ENDBR_INSN_SIZE;
+	struct task_struct *task = current;
 
+	/*
+	 * A system call, __x64_sys_*(regs), made from user space: it is passed the task's own
+	 * saved registers. No other hooked function takes them as its first argument (a task,
+	 * a user pointer, a kiocb), and a handler that calls the original passes a copy, so
+	 * that nested call runs unhooked (the recursion guard). Tested first: the hot case.
+	 */
+	if ((struct pt_regs *)args[0] == task_pt_regs(task))
+		return appshot_rust_syscall((struct pt_regs *)args[0], function, out, slot, task);
 	if (fentry == appshot_function_fentry[APPSHOT_FN_NEW_TASK]) {
 		appshot_task_hook(appshot_rust_on_new_task, (struct task_struct *)args[0]);
 		return false;
@@ -172,14 +187,8 @@ bool appshot_glue_hook_entry(unsigned long *args, unsigned long ret_ip, long *ou
 		return appshot_rust_signalfd_read((struct kiocb *)args[0],
 						  (struct iov_iter *)args[1], function, out);
 	}
-	/*
-	 * A system call, __x64_sys_*(regs). Only calls made from user space are considered:
-	 * they pass the task's own saved registers. A handler that calls the original passes
-	 * a copy, so that nested call runs unhooked (the recursion guard).
-	 */
-	if ((struct pt_regs *)args[0] != task_pt_regs(current))
-		return false;
-	return appshot_rust_syscall((struct pt_regs *)args[0], function, out);
+	/* A nested system call from a handler. */
+	return false;
 }
 
 /* Where a read into a plain user buffer (read(2)) will write, or 0 for other iterators. */
@@ -281,6 +290,7 @@ int appshot_glue_hooks_init(const char *const *syscalls, unsigned int nr_syscall
 	if (err)
 		goto out;
 	memcpy(appshot_function_fentry, fentry, sizeof(appshot_function_fentry));
+	appshot_release_task_ret = fentry[APPSHOT_FN_RELEASE_TASK] + MCOUNT_INSN_SIZE;
 	memset(&appshot_ops, 0, sizeof(appshot_ops));
 	/* One filter update for all (by name, each would scan every ftrace record). */
 	err = ftrace_set_filter_ips(&appshot_ops, fentry, n, 0, 0);
@@ -399,14 +409,20 @@ unsigned int appshot_glue_task_flags(struct task_struct *task)
 	return READ_ONCE(task->flags);
 }
 
-pid_t appshot_glue_current_ppid(void)
+void appshot_glue_rcu_read_lock(void)
 {
-	pid_t ppid;
-
 	rcu_read_lock();
-	ppid = task_tgid_nr(rcu_dereference(current->real_parent));
+}
+
+void appshot_glue_rcu_read_unlock(void)
+{
 	rcu_read_unlock();
-	return ppid;
+}
+
+/* Caller holds rcu_read_lock(), which keeps the parent's task_struct allocated. */
+struct task_struct *appshot_glue_current_parent(void)
+{
+	return rcu_dereference(current->real_parent);
 }
 
 bool appshot_glue_task_in_init_pid_ns(struct task_struct *task)

@@ -21,11 +21,16 @@ struct task_struct;
 long appshot_rust_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
 void appshot_rust_on_new_task(struct task_struct *task);
 void appshot_rust_on_release_task(struct task_struct *task);
-bool appshot_rust_syscall(struct pt_regs *regs, unsigned long original, long *out);
+bool appshot_rust_syscall(struct pt_regs *regs, unsigned long original, long *out,
+			 unsigned long slot, struct task_struct *current_task);
 bool appshot_rust_copy_siginfo_to_user(void __user *to, const struct kernel_siginfo *from,
 				       long *out);
 bool appshot_rust_signalfd_read(struct kiocb *iocb, struct iov_iter *iter, unsigned long original,
 				long *out);
+
+/* Implemented in appshot_trampoline.S: the task slots of src/task_index.rs. */
+unsigned long appshot_task_slot(unsigned long address);
+extern const u32 appshot_slot_bits;
 
 /* Misc device /dev/appshot. */
 int appshot_glue_misc_register(void);
@@ -60,7 +65,9 @@ void appshot_glue_kill_task(struct task_struct *task);
 pid_t appshot_glue_task_tid(struct task_struct *task);
 pid_t appshot_glue_task_tgid(struct task_struct *task);
 unsigned int appshot_glue_task_flags(struct task_struct *task);
-pid_t appshot_glue_current_ppid(void);
+void appshot_glue_rcu_read_lock(void);
+void appshot_glue_rcu_read_unlock(void);
+struct task_struct *appshot_glue_current_parent(void);
 bool appshot_glue_task_in_init_pid_ns(struct task_struct *task);
 
 /* Thread IDs the kernel writes to user memory (CLONE_CHILD_SETTID). */

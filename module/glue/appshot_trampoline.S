@@ -1,16 +1,29 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * appshot_trampoline.S: the ftrace direct-call trampoline of appshot.ko (x86_64).
+ * appshot_trampoline.S: the ftrace direct-call trampoline of appshot.ko (x86_64), and
+ * the task-slot hash it shares with Rust.
  *
- * A hooked kernel function's fentry site calls it before the function's first
- * instruction. The trampoline saves the six argument registers in an array on its stack
+ * A hooked kernel function's fentry site calls the trampoline before the function's
+ * first instruction.
+ *
+ * Fast path. Most calls come from tasks in no AID, and they must cost next to nothing
+ * (docs/design/hooks.md). The trampoline hashes the current task's address to its slot
+ * and reads appshot_linked_slots[slot], the number of linked tasks in that slot (kept by
+ * src/task_index.rs). Zero means the current task is in no AID, and the trampoline
+ * returns straight into the hooked function, touching only %rax and %r11 (scratch in
+ * the C calling convention, never read by the hooked functions on entry). The one
+ * exception is release_task, which must see linked tasks reaped by a task in no AID:
+ * its return site is in appshot_release_task_ret (set by the glue before attaching).
+ *
+ * Slow path. The trampoline saves the six argument registers in an array on its stack
  * and calls its C entry (appshot_glue_hook_entry):
  *
  *	bool entry(unsigned long args[6], unsigned long ret_ip, long *out,
- *		   unsigned long parent_ip);
+ *		   unsigned long parent_ip, unsigned long slot);
  *
  * ret_ip is the return address into the hooked function (just after its fentry call),
- * parent_ip the return address into the hooked function's caller.
+ * parent_ip the return address into the hooked function's caller, slot the current
+ * task's slot.
  *
  *  - entry returns false: the argument registers are restored and the trampoline returns
  *    into the hooked function, which runs as if nothing happened.
@@ -18,21 +31,59 @@
  *    into the hooked function and returns straight to its caller with *out in %rax.
  *
  * The argument registers are restored from the array, which the entry never writes, so
- * whatever the caller passed reaches the hooked function unchanged; %rax, which no
- * hooked function reads on entry, is clobbered.
+ * whatever the caller passed reaches the hooked function unchanged; %rax and %r11 are
+ * clobbered.
  *
  * The trampoline is marked STACK_FRAME_NON_STANDARD for objtool: returning to the
  * caller's caller on the replace path is, by design, a "return with modified stack frame".
  */
 #include <linux/linkage.h>
 #include <linux/objtool.h>
+#include <asm/asm-offsets.h>
 #include <asm/nospec-branch.h>
+#include <asm/percpu.h>
 
-.macro APPSHOT_TRAMPOLINE name, entry
-SYM_FUNC_START(\name)
+/*
+ * Slots: a task_struct address without its cache-line bits, Fibonacci-hashed to
+ * APPSHOT_SLOT_BITS bits. The Rust side checks appshot_slot_bits against its own
+ * constant at load and computes slots only through appshot_task_slot, so the hash is
+ * defined here once.
+ */
+#define APPSHOT_SLOT_BITS 14
+
+.macro APPSHOT_TASK_SLOT reg, tmp
+	shrq	$6, \reg
+	movabsq	$0x9e3779b97f4a7c15, \tmp
+	imulq	\tmp, \reg
+	shrq	$(64 - APPSHOT_SLOT_BITS), \reg
+.endm
+
+	.section .rodata
+	.balign 4
+SYM_DATA(appshot_slot_bits, .long APPSHOT_SLOT_BITS)
+	.text
+
+/* unsigned long appshot_task_slot(unsigned long address) */
+SYM_FUNC_START(appshot_task_slot)
+	movq	%rdi, %rax
+	APPSHOT_TASK_SLOT %rax, %rdi
+	RET
+SYM_FUNC_END(appshot_task_slot)
+
+SYM_FUNC_START(appshot_trampoline)
+	CALL_DEPTH_ACCOUNT
+	movq	PER_CPU_VAR(pcpu_hot + X86_current_task), %rax
+	APPSHOT_TASK_SLOT %rax, %r11
+	leaq	appshot_linked_slots(%rip), %r11
+	cmpl	$0, (%r11, %rax, 4)
+	jne	.Lappshot_hook
+	movq	(%rsp), %r11		/* return address into the hooked function */
+	cmpq	appshot_release_task_ret(%rip), %r11
+	je	.Lappshot_hook
+	RET				/* fast path: into the hooked function */
+.Lappshot_hook:
 	pushq	%rbp
 	movq	%rsp, %rbp
-	CALL_DEPTH_ACCOUNT
 	pushq	%r9
 	pushq	%r8
 	pushq	%rcx
@@ -44,7 +95,8 @@ SYM_FUNC_START(\name)
 	movq	8(%rbp), %rsi		/* return address into the hooked function */
 	movq	%rsp, %rdx		/* out */
 	movq	16(%rbp), %rcx		/* return address into the hooked function's caller */
-	call	\entry
+	movq	%rax, %r8		/* the current task's slot */
+	call	appshot_glue_hook_entry
 	testb	%al, %al
 	popq	%rax			/* *out; pop and mov leave the flags alone */
 	popq	%rdi
@@ -58,8 +110,5 @@ SYM_FUNC_START(\name)
 	RET				/* into the hooked function */
 1:	addq	$8, %rsp		/* drop the return address into the hooked function */
 	RET				/* to its caller, with the replacement's value in %rax */
-SYM_FUNC_END(\name)
-STACK_FRAME_NON_STANDARD \name
-.endm
-
-APPSHOT_TRAMPOLINE appshot_trampoline, appshot_glue_hook_entry
+SYM_FUNC_END(appshot_trampoline)
+STACK_FRAME_NON_STANDARD appshot_trampoline

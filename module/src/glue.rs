@@ -9,11 +9,17 @@
 use kernel::bindings;
 use kernel::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 
+use crate::process::Task;
+
 // The bindings of `task_struct` and `file` contain empty structures (config-dependent
 // members); only pointers to them cross this boundary.
 #[allow(improper_ctypes)]
 extern "C" {
     pub(crate) fn appshot_glue_misc_register() -> c_int;
+    /// `glue/appshot_trampoline.S`: the slot of a task address (see `task_index.rs`).
+    pub(crate) fn appshot_task_slot(address: c_ulong) -> c_ulong;
+    /// `glue/appshot_trampoline.S`: the number of bits of a slot.
+    pub(crate) static appshot_slot_bits: u32;
     pub(crate) fn appshot_glue_misc_deregister();
     pub(crate) fn appshot_glue_hooks_init(syscalls: *const *const c_char, nr_syscalls: c_uint) -> c_int;
     pub(crate) fn appshot_glue_hooks_free();
@@ -43,7 +49,9 @@ extern "C" {
     pub(crate) fn appshot_glue_task_tid(task: *mut bindings::task_struct) -> bindings::pid_t;
     pub(crate) fn appshot_glue_task_tgid(task: *mut bindings::task_struct) -> bindings::pid_t;
     pub(crate) fn appshot_glue_task_flags(task: *mut bindings::task_struct) -> c_uint;
-    pub(crate) fn appshot_glue_current_ppid() -> bindings::pid_t;
+    pub(crate) fn appshot_glue_rcu_read_lock();
+    pub(crate) fn appshot_glue_rcu_read_unlock();
+    pub(crate) fn appshot_glue_current_parent() -> *mut bindings::task_struct;
     pub(crate) fn appshot_glue_task_in_init_pid_ns(task: *mut bindings::task_struct) -> bool;
     pub(crate) fn appshot_glue_take_set_child_tid(child: *mut bindings::task_struct) -> c_ulong;
     pub(crate) fn appshot_glue_write_task_u32(task: *mut bindings::task_struct, addr: c_ulong, value: u32) -> c_int;
@@ -82,6 +90,35 @@ pub(crate) fn module_get() {
 pub(crate) fn module_put() {
     // SAFETY: callers pair every call with an earlier `module_get`.
     unsafe { appshot_glue_module_put() }
+}
+
+/// An RCU read-side critical section (Linux 6.12 has no Rust abstraction for it). Tasks
+/// are freed after an RCU grace period, so a task pointer read under it stays valid
+/// until the guard is dropped. Nothing may sleep while it is held.
+pub(crate) struct RcuReadLock(());
+
+impl RcuReadLock {
+    pub(crate) fn new() -> RcuReadLock {
+        // SAFETY: `rcu_read_lock` may be called from any context; the guard unlocks.
+        unsafe { appshot_glue_rcu_read_lock() };
+        RcuReadLock(())
+    }
+
+    /// The current task's parent (`real_parent`), valid while the guard is held.
+    pub(crate) fn current_parent(&self) -> Task<'_> {
+        // SAFETY: reads `current->real_parent` under this guard's read lock.
+        let parent = unsafe { appshot_glue_current_parent() };
+        // SAFETY: `real_parent` is never NULL (a task's parent is at least init), and
+        // RCU keeps the `task_struct` valid for the guard's lifetime, which `'_` is.
+        unsafe { Task::from_raw(core::ptr::NonNull::new_unchecked(parent)) }
+    }
+}
+
+impl Drop for RcuReadLock {
+    fn drop(&mut self) {
+        // SAFETY: pairs with the `rcu_read_lock` of `new`.
+        unsafe { appshot_glue_rcu_read_unlock() };
+    }
 }
 
 /// A reference on this module held while a handler may sleep, so the module cannot be

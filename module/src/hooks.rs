@@ -15,8 +15,10 @@
 //! All run in process context with no spinlock held, so handlers may sleep and touch
 //! user memory. The hooks are attached while at least one AID is registered (see
 //! `Registry::register`/`unregister`): with no AID, a loaded module costs nothing.
-//! While attached, a task in no AID pays for the trampoline and [`TaskIndex::own_ids`]
-//! (one atomic load, and a second one for a non-empty index).
+//! While attached, a task in no AID pays for the trampoline's fast path (a hash of its
+//! address and one load, see `task_index`), unless its slot also holds a linked task; a
+//! linked task's `getpid`/`gettid` are answered from its slot's lockless cache
+//! ([`TaskIndex::own_ids`]).
 //!
 //! [`TaskIndex::own_ids`]: crate::task_index::TaskIndex::own_ids
 
@@ -26,15 +28,17 @@ use kernel::bindings;
 use kernel::ffi::{c_char, c_long, c_ulong, c_void};
 use kernel::prelude::*;
 use kernel::sync::Arc;
+use kernel::time::Ktime;
 
 use crate::aid::Aid;
 
 use crate::glue::{self, ModuleRef};
 use crate::link;
 use crate::process::Task;
-use crate::registry;
+use crate::registry::{self, Registry};
 use crate::signals;
 use crate::syscalls::{self, Call, Outcome, SYSCALLS};
+use crate::task_index::Slot;
 
 /// Sets which functions the hooks will trace (module load). Nothing is attached yet.
 pub(crate) fn init() -> Result {
@@ -50,24 +54,31 @@ pub(crate) fn init() -> Result {
     Ok(())
 }
 
+/// Kernel functions hooked besides the system calls (the table at the top).
+const OTHER_FUNCTIONS: usize = 4;
+
 /// Attaches every hook (the first AID is being registered).
 pub(crate) fn attach() -> Result {
     // SAFETY: `init` set the filters; the caller holds the registry mutex, so attach and
     // detach never run concurrently.
+    let start = Ktime::ktime_get();
     let err = unsafe { glue::appshot_glue_hooks_attach() };
     if err != 0 {
         return Err(Error::from_errno(err));
     }
-    pr_info!("hooks attached ({} system calls)\n", SYSCALLS.len());
+    let us = (Ktime::ktime_get() - start).to_ns() / 1000;
+    pr_info!("hooks attached ({} system calls, {} other functions) in {} us\n", SYSCALLS.len(), OTHER_FUNCTIONS, us);
     Ok(())
 }
 
 /// Detaches every hook (the last AID is gone). Handlers still sleeping hold a module
 /// reference; the module's exit waits for the rest.
 pub(crate) fn detach() {
+    let start = Ktime::ktime_get();
     // SAFETY: as for `attach`.
     unsafe { glue::appshot_glue_hooks_detach() };
-    pr_info!("hooks detached\n");
+    let us = (Ktime::ktime_get() - start).to_ns() / 1000;
+    pr_info!("hooks detached in {} us\n", us);
 }
 
 /// Module exit: no handler runs or can start once this returns.
@@ -105,21 +116,63 @@ pub(crate) extern "C" fn appshot_rust_on_release_task(task: *mut bindings::task_
     link::on_release_task(registry, task);
 }
 
-/// Called at the start of a hooked system call made from user space, with the task's
-/// saved registers and the system call's function. Returns `true` with the result in
-/// `*out` to replace the call, `false` to let it run.
+/// Called at the start of a hooked system call made from user space by `task`, the
+/// current task, with its saved registers, its slot (computed by the trampoline) and the
+/// system call's function. Returns `true` with the result in `*out` to replace the call,
+/// `false` to let it run.
+///
+/// This part is the hot path: a task in no AID whose slot also holds a linked task
+/// leaves at the count test, a linked task's `getpid` is answered from its slot's cache.
+/// Everything else is a tail call to [`syscall`], so this part saves no registers.
 #[no_mangle]
-pub(crate) extern "C" fn appshot_rust_syscall(regs: *mut bindings::pt_regs, original: c_ulong, out: *mut c_long) -> bool {
+pub(crate) extern "C" fn appshot_rust_syscall(
+    regs: *mut bindings::pt_regs,
+    original: c_ulong,
+    out: *mut c_long,
+    slot: c_ulong,
+    task: *mut bindings::task_struct,
+) -> bool {
     let Some(registry) = registry::get() else {
         return false;
     };
-    let task = Task::current();
-    // The hot path for every task in no AID: one or two atomic loads.
-    let Some(ids) = registry.tasks.own_ids(task) else {
+    let fast_slot = Slot::from_trampoline(slot as usize);
+    if !fast_slot.any_linked() {
         return false;
-    };
+    }
     // SAFETY: the glue passes the current task's saved user registers, valid and not
     // written by anyone else during its own system call.
+    let nr = unsafe { (*regs).orig_ax } as u64;
+    if nr == syscalls::NR_GETPID {
+        if let Some(ids) = registry.tasks.cached_own_ids(task as usize, fast_slot) {
+            if ids.virtual_tgid != 0 {
+                // SAFETY: `out` points to the trampoline's result slot.
+                unsafe { *out = ids.virtual_tgid as c_long };
+                return true;
+            }
+        }
+    }
+    syscall(registry, regs, original, out, fast_slot, task)
+}
+
+/// Every system call of a task whose slot holds a linked task, but the cached `getpid`.
+#[inline(never)]
+fn syscall(
+    registry: &Registry,
+    regs: *mut bindings::pt_regs,
+    original: c_ulong,
+    out: *mut c_long,
+    slot: Slot,
+    task: *mut bindings::task_struct,
+) -> bool {
+    let Some(task) = NonNull::new(task) else {
+        return false;
+    };
+    // SAFETY: the glue passes `current`, which stays valid while it runs this call.
+    let task = unsafe { Task::from_raw(task) };
+    let Some(ids) = registry.tasks.own_ids(task, slot) else {
+        return false;
+    };
+    // SAFETY: as in `appshot_rust_syscall`.
     let regs = unsafe { &*regs };
     let nr = regs.orig_ax as u64;
     if let Some(value) = syscalls::own_id(nr, ids, task) {
@@ -156,7 +209,7 @@ pub(crate) extern "C" fn appshot_rust_syscall(regs: *mut bindings::pt_regs, orig
 fn current_aid() -> Option<(Arc<Aid>, ModuleRef)> {
     let registry = registry::get()?;
     let task = Task::current();
-    registry.tasks.own_ids(task)?;
+    registry.tasks.own_ids(task, Slot::of(task))?;
     let module = ModuleRef::try_get()?;
     let aid = registry.tasks.lookup(task)?;
     Some((aid, module))

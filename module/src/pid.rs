@@ -39,10 +39,12 @@ impl ReleasedRing {
 
     /// The newest virtual PID recorded for `system`.
     fn find(&self, system: u32) -> Option<u32> {
-        (1..=RELEASED)
-            .map(|back| self.entries[(self.next + RELEASED - back) % RELEASED])
-            .find(|&(s, _)| s == system && s != 0)
-            .map(|(_, v)| v)
+        if system == 0 {
+            return None;
+        }
+        // Newest first: the entries before `next` (pushed last), then those from `next` on.
+        let (newer, older) = self.entries.split_at(self.next);
+        newer.iter().rev().chain(older.iter().rev()).find(|&&(s, _)| s == system).map(|&(_, v)| v)
     }
 }
 
@@ -88,6 +90,11 @@ impl AidState {
             Some(side) => Some(side.virtual_id.0),
             None => self.released.find(system),
         }
+    }
+
+    /// The virtual PID of a system PID in the table (a task that has not been reaped).
+    pub(crate) fn pid_to_virtual_live(&mut self, system: u32) -> Option<u32> {
+        self.pids().to_virtual(SystemId(system)).map(|side| side.virtual_id.0)
     }
 
     /// (system, virtual) PIDs of the AID's processes (main threads), as many as fit in

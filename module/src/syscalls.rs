@@ -28,7 +28,7 @@ use kernel::str::CStr;
 use kernel::uaccess::UserSlice;
 
 use crate::aid::Aid;
-use crate::glue;
+use crate::glue::{self, RcuReadLock};
 use crate::process::Task;
 use crate::registry::Registry;
 use crate::task_index::OwnIds;
@@ -68,7 +68,7 @@ syscalls! {
     // when it cannot (virtual PID not recorded yet, TID changed by exec).
     39 getpid => getpid,
     186 gettid => |c| Outcome::Return(c.virtual_or_zero(c.task.tid())),
-    110 getppid => |c| Outcome::Return(c.virtual_or_zero(current_ppid())),
+    110 getppid => getppid,
     218 set_tid_address => |c| c.call_out(c.args()),
     // Process groups and sessions.
     121 getpgid => |c| c.target_then_out(0),
@@ -158,11 +158,12 @@ pub(crate) fn handler(nr: u64) -> Option<fn(&Call<'_>) -> Outcome> {
     Some(syscall.handler)
 }
 
-const NR_GETPID: u64 = 39;
+pub(crate) const NR_GETPID: u64 = 39;
 const NR_GETTID: u64 = 186;
 
 /// `getpid` and `gettid` from the IDs the task index keeps with the caller's entry: no
 /// table lookup, no lock but the index bucket's. `None`: ask the handler.
+#[inline]
 pub(crate) fn own_id(nr: u64, ids: OwnIds, task: Task<'_>) -> Option<i64> {
     match nr {
         NR_GETPID if ids.virtual_tgid != 0 => Some(i64::from(ids.virtual_tgid)),
@@ -179,6 +180,23 @@ fn getpid(c: &Call<'_>) -> Outcome {
     Outcome::Return(virtual_tgid)
 }
 
+/// The parent's virtual PID, 0 when it is outside the AID. Asked of the task index (is
+/// the parent linked to this AID, and with which IDs), whose cost does not grow with the
+/// AID; the PID table only when the parent's own entry does not know its virtual PID yet.
+fn getppid(c: &Call<'_>) -> Outcome {
+    let (parent_tgid, ids) = {
+        let rcu = RcuReadLock::new();
+        let parent = rcu.current_parent();
+        (parent.tgid(), c.registry.tasks.ids_in(parent, c.aid))
+    };
+    let virtual_id = match ids {
+        None => 0,
+        Some(ids) if ids.virtual_tgid != 0 => ids.virtual_tgid,
+        Some(_) => c.aid.state.lock().pid_to_virtual_live(parent_tgid).unwrap_or(0),
+    };
+    Outcome::Return(i64::from(virtual_id))
+}
+
 /// One system call made by a linked task.
 pub(crate) struct Call<'a> {
     pub(crate) regs: &'a bindings::pt_regs,
@@ -191,11 +209,6 @@ pub(crate) struct Call<'a> {
 
 fn err(e: Error) -> Outcome {
     Outcome::Return(e.to_errno() as i64)
-}
-
-fn current_ppid() -> u32 {
-    // SAFETY: reads the current task's parent under RCU.
-    unsafe { glue::appshot_glue_current_ppid() as u32 }
 }
 
 impl Call<'_> {

@@ -1,27 +1,103 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! Which AID a task belongs to.
 //!
-//! Every syscall hook starts by asking whether the calling task is linked, so the common
-//! answer, "no", must cost almost nothing: with no task linked anywhere it is one atomic
-//! load; otherwise the task pointer hashes to one of 256 buckets, and an empty bucket
-//! answers without taking its lock. Only a task in a non-empty bucket takes that bucket's
-//! spinlock for a red-black tree lookup.
+//! Every hooked call asks whether the calling task is linked, so the common answer,
+//! "no", must cost almost nothing, and a linked task's own IDs (`getpid`, `gettid`) must
+//! come back without a lock:
+//!
+//! - A task's **slot** is a hash of its `task_struct` address into [`SLOTS`] values,
+//!   computed by `appshot_task_slot` (`glue/appshot_trampoline.S`, the one definition,
+//!   shared with the trampoline). [`LINKED_SLOTS`] counts the linked tasks of each slot;
+//!   the trampoline reads it before anything else and lets every task of an empty slot
+//!   through untouched (docs/design/hooks.md).
+//! - Entries live in 256 **buckets** (a slot's bucket is its upper bits), each a
+//!   red-black tree by task address under a spinlock.
+//! - Each slot also **caches** one linked task's own IDs under a sequence count, filled
+//!   by the last linked task of that slot that asked, so the hot path reads four words
+//!   and takes no lock; a task whose slot caches another task takes the bucket's lock.
 //!
 //! Entries are keyed by `task_struct` address: they are added before a task first runs
 //! (or by LINK) and removed in `release_task`, before the task can be freed, so an address
 //! in the index always names the live task it was added for.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+use kernel::ffi::c_ulong;
 use kernel::prelude::*;
 use kernel::rbtree::{RBTree, RBTreeNode, RBTreeNodeReservation};
 use kernel::sync::{new_spinlock, Arc, SpinLock};
 
 use crate::aid::Aid;
+use crate::glue;
 use crate::process::Task;
 
+/// Bits of a slot; `glue/appshot_trampoline.S` uses the same (checked at load).
+pub(crate) const SLOT_BITS: u32 = 14;
+const SLOTS: usize = 1 << SLOT_BITS;
 const BUCKET_BITS: u32 = 8;
 const BUCKETS: usize = 1 << BUCKET_BITS;
+const SLOTS_PER_BUCKET: usize = SLOTS / BUCKETS;
+
+/// Number of linked tasks in each slot, read by the trampoline without a lock. Changed
+/// only under the slot's bucket lock, together with the bucket's tree. There is one
+/// [`TaskIndex`] per loaded module (the registry's), so this is its own array.
+#[export_name = "appshot_linked_slots"]
+static LINKED_SLOTS: [AtomicU32; SLOTS] = [const { AtomicU32::new(0) }; SLOTS];
+
+/// The own IDs of one linked task per slot (see [`CachedIds`]). Written only under the
+/// slot's bucket lock.
+static CACHED_IDS: [CachedIds; SLOTS] = [const { CachedIds::new() }; SLOTS];
+
+/// A task's slot: `appshot_task_slot` of its address.
+#[derive(Clone, Copy)]
+pub(crate) struct Slot(usize);
+
+impl Slot {
+    /// The slot of `task`.
+    pub(crate) fn of(task: Task<'_>) -> Slot {
+        Slot::of_key(task.key())
+    }
+
+    /// The slot of the task whose address is `key`.
+    fn of_key(key: usize) -> Slot {
+        // SAFETY: `appshot_task_slot` is a pure function of the number it is given.
+        Slot(unsafe { glue::appshot_task_slot(key as c_ulong) } as usize & (SLOTS - 1))
+    }
+
+    /// A slot the trampoline computed for the current task (its fifth argument).
+    pub(crate) fn from_trampoline(raw: usize) -> Slot {
+        Slot(raw & (SLOTS - 1))
+    }
+
+    fn bucket(self) -> usize {
+        self.0 / SLOTS_PER_BUCKET
+    }
+
+    /// Whether any linked task has this slot (a task of an empty slot is in no AID).
+    #[inline]
+    pub(crate) fn any_linked(self) -> bool {
+        self.linked().load(Ordering::Relaxed) != 0
+    }
+
+    fn linked(self) -> &'static AtomicU32 {
+        &LINKED_SLOTS[self.0]
+    }
+
+    fn cached(self) -> &'static CachedIds {
+        &CACHED_IDS[self.0]
+    }
+}
+
+/// Refuses to load a module whose trampoline and Rust disagree on the slot size.
+pub(crate) fn check_slot_bits() -> Result {
+    // SAFETY: `appshot_slot_bits` is a constant in the trampoline's read-only data.
+    let bits = unsafe { glue::appshot_slot_bits };
+    if bits != SLOT_BITS {
+        pr_err!("trampoline slot bits {} != {}: inconsistent build\n", bits, SLOT_BITS);
+        return Err(EINVAL);
+    }
+    Ok(())
+}
 
 /// A linked task's own virtual IDs, kept with its index entry so that `getpid` and
 /// `gettid` are answered from the one lookup every hook makes anyway.
@@ -34,6 +110,61 @@ pub(crate) struct OwnIds {
     /// The process's virtual PID; 0 while unknown (LINK may link a thread before its
     /// leader), then filled in by [`TaskIndex::set_virtual_tgid`].
     pub(crate) virtual_tgid: u32,
+}
+
+/// One slot's cached [`OwnIds`], read locklessly (a sequence count, like the kernel's
+/// `seqcount_t`) and written only under the slot's bucket lock.
+struct CachedIds {
+    /// Even while the fields are stable, odd while a writer changes them.
+    seq: AtomicU32,
+    /// Address of the task the IDs are of; 0 when the slot caches nothing.
+    task: AtomicUsize,
+    /// `virtual_tid << 32 | virtual_tgid`.
+    ids: AtomicU64,
+    system_tid: AtomicU32,
+}
+
+impl CachedIds {
+    const fn new() -> Self {
+        CachedIds { seq: AtomicU32::new(0), task: AtomicUsize::new(0), ids: AtomicU64::new(0), system_tid: AtomicU32::new(0) }
+    }
+
+    /// The cached IDs if they are `task`'s, read without a lock; `None` when the slot
+    /// caches another task or a writer got in the way.
+    fn read(&self, task: usize) -> Option<OwnIds> {
+        let seq = self.seq.load(Ordering::Acquire);
+        if seq & 1 != 0 || self.task.load(Ordering::Relaxed) != task {
+            return None;
+        }
+        let ids = self.ids.load(Ordering::Relaxed);
+        let system_tid = self.system_tid.load(Ordering::Relaxed);
+        // Orders the reads above before the second read of `seq` (smp_rmb).
+        fence(Ordering::Acquire);
+        if self.seq.load(Ordering::Relaxed) != seq {
+            return None;
+        }
+        Some(OwnIds { system_tid, virtual_tid: (ids >> 32) as u32, virtual_tgid: ids as u32 })
+    }
+
+    /// Caches `task`'s IDs (`task` 0: nothing). Caller holds the slot's bucket lock, which
+    /// makes it the only writer.
+    fn write(&self, task: usize, ids: OwnIds) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        // Orders the odd count before the field stores (smp_wmb).
+        fence(Ordering::Release);
+        self.task.store(task, Ordering::Relaxed);
+        self.ids.store(u64::from(ids.virtual_tid) << 32 | u64::from(ids.virtual_tgid), Ordering::Relaxed);
+        self.system_tid.store(ids.system_tid, Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(2), Ordering::Release);
+    }
+
+    /// Empties the slot if it caches `task`. Caller holds the slot's bucket lock.
+    fn forget(&self, task: usize) {
+        if self.task.load(Ordering::Relaxed) == task {
+            self.write(0, OwnIds { system_tid: 0, virtual_tid: 0, virtual_tgid: 0 });
+        }
+    }
 }
 
 /// What the index holds for one linked task.
@@ -54,19 +185,22 @@ pub(crate) type RemovedLink = RBTreeNode<usize, Linked>;
 
 #[pin_data]
 struct Bucket {
-    /// Linked tasks hashing here, by task address. Lock order 3: after an AID's lock;
-    /// no other lock is taken while it is held.
+    /// Linked tasks of this bucket's slots, by task address. Lock order 3: after an AID's
+    /// lock; no other lock is taken while it is held. Also serializes the writers of
+    /// this bucket's slots in [`LINKED_SLOTS`] and [`CACHED_IDS`].
     #[pin]
     tasks: SpinLock<RBTree<usize, Linked>>,
-    /// Number of entries in `tasks`, read without the lock to answer "not linked" fast.
+    /// Number of entries in `tasks`, read without the lock to skip empty buckets.
     len: AtomicUsize,
 }
 
 /// Task address -> AID, for every linked task.
 ///
 /// # Invariants
-/// `linked` is the sum of the buckets' `len`, and each `len` is its tree's size (both
-/// updated under the bucket's lock).
+/// `linked` is the sum of the buckets' `len`; each `len` is its tree's size; each
+/// [`LINKED_SLOTS`] count is the number of entries of its slot; a slot's [`CACHED_IDS`],
+/// when not empty, are those of an entry of that slot (all updated under the bucket's
+/// lock).
 pub(crate) struct TaskIndex {
     buckets: KVec<Pin<KBox<Bucket>>>,
     linked: AtomicUsize,
@@ -75,6 +209,7 @@ pub(crate) struct TaskIndex {
 impl TaskIndex {
     /// An empty index.
     pub(crate) fn new() -> Result<Self> {
+        check_slot_bits()?;
         let mut buckets = KVec::with_capacity(BUCKETS, GFP_KERNEL)?;
         for _ in 0..BUCKETS {
             let bucket = KBox::pin_init(
@@ -89,11 +224,8 @@ impl TaskIndex {
         Ok(TaskIndex { buckets, linked: AtomicUsize::new(0) })
     }
 
-    fn bucket(&self, task: Task<'_>) -> &Bucket {
-        // task_struct addresses are at least cache-line aligned; Fibonacci hashing
-        // spreads the remaining bits.
-        let hash = (task.key() as u64 >> 6).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - BUCKET_BITS);
-        &self.buckets[hash as usize]
+    fn bucket(&self, slot: Slot) -> &Bucket {
+        &self.buckets[slot.bucket()]
     }
 
     /// Number of linked tasks in all AIDs.
@@ -103,47 +235,77 @@ impl TaskIndex {
 
     /// The AID of a task, or `None` when it is not linked. Cheap for unlinked tasks.
     pub(crate) fn lookup(&self, task: Task<'_>) -> Option<Arc<Aid>> {
-        if self.linked.load(Ordering::Relaxed) == 0 {
+        let slot = Slot::of(task);
+        if !slot.any_linked() {
             return None;
         }
-        let bucket = self.bucket(task);
-        if bucket.len.load(Ordering::Relaxed) == 0 {
-            return None;
-        }
-        bucket.tasks.lock().get(&task.key()).map(|linked| linked.aid.clone())
+        self.bucket(slot).tasks.lock().get(&task.key()).map(|linked| linked.aid.clone())
     }
 
-    /// The task's own virtual IDs, or `None` when it is not linked: the hot-path test,
-    /// with no reference taken.
-    pub(crate) fn own_ids(&self, task: Task<'_>) -> Option<OwnIds> {
-        if self.linked.load(Ordering::Relaxed) == 0 {
+    /// The own virtual IDs of `task`, the current task, whose slot is `slot`; `None` when
+    /// it is not linked. The hot path: no lock and no reference taken when the slot
+    /// caches `task`, which it then does for its next call.
+    #[inline]
+    pub(crate) fn own_ids(&self, task: Task<'_>, slot: Slot) -> Option<OwnIds> {
+        if !slot.any_linked() {
             return None;
         }
-        let bucket = self.bucket(task);
-        if bucket.len.load(Ordering::Relaxed) == 0 {
+        match slot.cached().read(task.key()) {
+            Some(ids) => Some(ids),
+            None => self.own_ids_locked(task, slot),
+        }
+    }
+
+    /// The own IDs of the task at address `task` if its slot caches them; `None` says
+    /// nothing (ask [`Self::own_ids`]).
+    #[inline]
+    pub(crate) fn cached_own_ids(&self, task: usize, slot: Slot) -> Option<OwnIds> {
+        slot.cached().read(task)
+    }
+
+    /// [`Self::own_ids`] when the slot caches another task: from the tree, and cached.
+    #[cold]
+    fn own_ids_locked(&self, task: Task<'_>, slot: Slot) -> Option<OwnIds> {
+        let tasks = self.bucket(slot).tasks.lock();
+        let ids = tasks.get(&task.key())?.ids;
+        slot.cached().write(task.key(), ids);
+        Some(ids)
+    }
+
+    /// The own IDs of `task` if it is linked to `aid` (any task the caller keeps alive,
+    /// such as a parent under RCU). A lock is taken only when its slot holds a linked task.
+    pub(crate) fn ids_in(&self, task: Task<'_>, aid: &Aid) -> Option<OwnIds> {
+        let slot = Slot::of(task);
+        if !slot.any_linked() {
             return None;
         }
-        bucket.tasks.lock().get(&task.key()).map(|linked| linked.ids)
+        let tasks = self.bucket(slot).tasks.lock();
+        match tasks.get(&task.key()) {
+            Some(linked) if core::ptr::eq(&*linked.aid, aid) => Some(linked.ids),
+            _ => None,
+        }
     }
 
     /// Records a linked task's virtual PID once it is known.
     pub(crate) fn set_virtual_tgid(&self, task: Task<'_>, virtual_tgid: u32) {
-        if let Some(linked) = self.bucket(task).tasks.lock().get_mut(&task.key()) {
+        let slot = Slot::of(task);
+        if let Some(linked) = self.bucket(slot).tasks.lock().get_mut(&task.key()) {
             linked.ids.virtual_tgid = virtual_tgid;
+            slot.cached().forget(task.key());
         }
     }
 
     /// Sets the `CLONE_PARENT_SETTID` address of a linked `task`'s clone in progress
     /// (0 clears it). Only `task` itself calls this.
     pub(crate) fn set_parent_tid(&self, task: Task<'_>, address: u64) {
-        if let Some(linked) = self.bucket(task).tasks.lock().get_mut(&task.key()) {
+        if let Some(linked) = self.bucket(Slot::of(task)).tasks.lock().get_mut(&task.key()) {
             linked.parent_tid = address;
         }
     }
 
     /// Takes the address set by [`Self::set_parent_tid`], if any.
     pub(crate) fn take_parent_tid(&self, task: Task<'_>) -> Option<u64> {
-        let mut tasks = self.bucket(task).tasks.lock();
+        let mut tasks = self.bucket(Slot::of(task)).tasks.lock();
         let linked = tasks.get_mut(&task.key())?;
         let address = core::mem::take(&mut linked.parent_tid);
         (address != 0).then_some(address)
@@ -151,8 +313,7 @@ impl TaskIndex {
 
     /// Whether `task` is linked to exactly `aid`. Caller holds `aid`'s lock.
     pub(crate) fn is_linked_to(&self, task: Task<'_>, aid: &Aid) -> bool {
-        let bucket = self.bucket(task);
-        let tasks = bucket.tasks.lock();
+        let tasks = self.bucket(Slot::of(task)).tasks.lock();
         matches!(tasks.get(&task.key()), Some(linked) if core::ptr::eq(&*linked.aid, aid))
     }
 
@@ -165,13 +326,17 @@ impl TaskIndex {
         ids: OwnIds,
         reservation: IndexReservation,
     ) -> core::result::Result<(), IndexReservation> {
-        let bucket = self.bucket(task);
+        let slot = Slot::of(task);
+        let bucket = self.bucket(slot);
         let mut tasks = bucket.tasks.lock();
         if tasks.get(&task.key()).is_some() {
             return Err(reservation);
         }
         tasks.insert(reservation.into_node(task.key(), Linked { aid, ids, parent_tid: 0 }));
-        // INVARIANT: one entry added, under the bucket lock.
+        // INVARIANT: one entry added, under the bucket lock. A new task's first hooked
+        // call comes after the scheduler has run it (full barriers), LINK's caller links
+        // itself in program order: the count is seen by the task's next call.
+        slot.linked().fetch_add(1, Ordering::Relaxed);
         bucket.len.fetch_add(1, Ordering::Relaxed);
         self.linked.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -180,7 +345,8 @@ impl TaskIndex {
     /// Unlinks `task` if it is linked to `aid`. Caller holds `aid`'s lock and drops the
     /// result after releasing it.
     pub(crate) fn remove(&self, task: Task<'_>, aid: &Aid) -> Option<RemovedLink> {
-        let bucket = self.bucket(task);
+        let slot = Slot::of(task);
+        let bucket = self.bucket(slot);
         let mut tasks = bucket.tasks.lock();
         match tasks.get(&task.key()) {
             Some(linked) if core::ptr::eq(&*linked.aid, aid) => {}
@@ -188,6 +354,8 @@ impl TaskIndex {
         }
         let removed = tasks.remove_node(&task.key());
         // INVARIANT: one entry removed, under the bucket lock.
+        slot.cached().forget(task.key());
+        slot.linked().fetch_sub(1, Ordering::Relaxed);
         bucket.len.fetch_sub(1, Ordering::Relaxed);
         self.linked.fetch_sub(1, Ordering::Relaxed);
         removed
@@ -204,10 +372,14 @@ impl TaskIndex {
             let mut tasks = bucket.tasks.lock();
             let mut cursor = tasks.cursor_front();
             while let Some(current) = cursor {
-                if core::ptr::eq(&*current.current().1.aid, aid) {
+                let (&key, linked) = current.current();
+                if core::ptr::eq(&*linked.aid, aid) {
                     let (next, node) = current.remove_current();
                     drop(node);
+                    let slot = Slot::of_key(key);
                     // INVARIANT: one entry removed, under the bucket lock.
+                    slot.cached().forget(key);
+                    slot.linked().fetch_sub(1, Ordering::Relaxed);
                     bucket.len.fetch_sub(1, Ordering::Relaxed);
                     self.linked.fetch_sub(1, Ordering::Relaxed);
                     removed += 1;
