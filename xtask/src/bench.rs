@@ -541,20 +541,7 @@ fn build_hook_candidates(ctx: &Context, kernel: &Kernel) -> Result<PathBuf> {
         let contents = std::fs::read(src.join(rel))?;
         context::write_if_changed(&dir.join(rel), &contents)?;
     }
-    let build_dir = &kernel.build_dir;
-    let vars = Kernel::make_vars(ctx)?;
-    let jobs = format!("-j{}", context::make_jobs());
-    cmd!(
-        ctx.sh,
-        "make -C {build_dir} M={dir} {vars...} {jobs} modules"
-    )
-    .run()
-    .context("hook_candidates.ko build failed")?;
-    let ko = dir.join("hook_candidates.ko");
-    if !ko.exists() {
-        bail!("the build did not produce {}", ko.display());
-    }
-    Ok(ko)
+    module_build::kbuild_modules(ctx, kernel, &dir, "hook_candidates.ko")
 }
 
 pub fn run(ctx: &Context, opts: &Options) -> Result<ExitCode> {

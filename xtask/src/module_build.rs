@@ -67,6 +67,12 @@ fn build_module(ctx: &Context, kernel: &Kernel) -> Result<PathBuf> {
     sync_sources(&ctx.root, &dir)?;
     std::fs::write(&stamp, &kernel_id)?;
 
+    kbuild_modules(ctx, kernel, &dir, "module/appshot.ko")
+}
+
+/// Runs kbuild's `modules` target for the out-of-tree tree in `dir` against `kernel`;
+/// returns `dir/ko`, the module it must produce.
+pub fn kbuild_modules(ctx: &Context, kernel: &Kernel, dir: &Path, ko: &str) -> Result<PathBuf> {
     let build_dir = &kernel.build_dir;
     let vars = Kernel::make_vars(ctx)?;
     let jobs = format!("-j{}", context::make_jobs());
@@ -75,10 +81,10 @@ fn build_module(ctx: &Context, kernel: &Kernel) -> Result<PathBuf> {
         "make -C {build_dir} M={dir} {vars...} {jobs} modules"
     )
     .run()
-    .context("module build failed")?;
-    let ko = dir.join("module/appshot.ko");
+    .with_context(|| format!("building {ko} failed"))?;
+    let ko = dir.join(ko);
     if !ko.exists() {
-        bail!("the module build did not produce {}", ko.display());
+        bail!("the build did not produce {}", ko.display());
     }
     Ok(ko)
 }
@@ -163,19 +169,7 @@ fn build_guest_programs(ctx: &Context) -> Result<(PathBuf, PathBuf)> {
         ctx.sh,
         "{cargo} build --release --target {USERSPACE_TARGET} -p appshotctl -p qemu-tests --message-format=json-render-diagnostics"
     );
-    let env = [("RUSTFLAGS", "-C target-feature=+crt-static")];
-    // stdout carries the JSON messages (to find the binaries); progress and rendered
-    // diagnostics go to stderr, which stays on the terminal.
-    let output = context::to_command(cmd, &env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cannot run cargo")?;
-    if !output.status.success() {
-        bail!("building the guest programs (appshotctl, qemu-tests) failed");
-    }
-    let executables = executables(&String::from_utf8_lossy(&output.stdout));
+    let executables = cargo_static_build(cmd, "the guest programs (appshotctl, qemu-tests)")?;
     let pick = |package_dir: &str, preferred: &str| -> Result<PathBuf> {
         let manifest = ctx.root.join(package_dir).join("Cargo.toml");
         let candidates: Vec<&(PathBuf, String, PathBuf)> = executables
@@ -208,7 +202,19 @@ pub fn build_static_program(ctx: &Context, package_dir: &str, bin: &str) -> Resu
         ctx.sh,
         "{cargo} build --release --target {USERSPACE_TARGET} --manifest-path {manifest} --bin {bin} --message-format=json-render-diagnostics"
     );
+    cargo_static_build(cmd, &format!("{bin} ({package_dir})"))?
+        .into_iter()
+        .find(|(m, name, _)| *m == manifest && name == bin)
+        .map(|(_, _, exe)| exe)
+        .with_context(|| format!("cargo built no binary {bin} from {}", manifest.display()))
+}
+
+/// Runs a `cargo build --message-format=json-render-diagnostics` command with static
+/// linking; returns the binaries it reports (see [`executables`]).
+fn cargo_static_build(cmd: xshell::Cmd<'_>, what: &str) -> Result<Vec<(PathBuf, String, PathBuf)>> {
     let env = [("RUSTFLAGS", "-C target-feature=+crt-static")];
+    // stdout carries the JSON messages (to find the binaries); progress and rendered
+    // diagnostics go to stderr, which stays on the terminal.
     let output = context::to_command(cmd, &env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -216,13 +222,9 @@ pub fn build_static_program(ctx: &Context, package_dir: &str, bin: &str) -> Resu
         .output()
         .context("cannot run cargo")?;
     if !output.status.success() {
-        bail!("building {bin} ({package_dir}) failed");
+        bail!("building {what} failed");
     }
-    executables(&String::from_utf8_lossy(&output.stdout))
-        .into_iter()
-        .find(|(m, name, _)| *m == manifest && name == bin)
-        .map(|(_, _, exe)| exe)
-        .with_context(|| format!("cargo built no binary {bin} from {}", manifest.display()))
+    Ok(executables(&String::from_utf8_lossy(&output.stdout)))
 }
 
 /// (manifest path, bin target name, executable) of every binary in cargo's JSON output.
