@@ -27,6 +27,10 @@ pub const TESTS: &[Test] = &[
     ),
     Test::new("pids/range_fork_family_consistent", range_fork_family_consistent),
     Test::new("pids/range_allocation_cyclic", range_allocation_cyclic),
+    Test::new(
+        "pids/range_exec_from_thread_keeps_virtual_pid",
+        range_exec_from_thread_keeps_virtual_pid,
+    ),
     Test::new("pids/clone_settid_virtual", clone_settid_virtual),
     Test::new(
         "pids/parent_group_session_outside_are_zero",
@@ -127,6 +131,58 @@ fn range_self_ids_virtual() -> Result<()> {
 
 fn no_range_virtual_equals_system() -> Result<()> {
     check_self_ids(None)
+}
+
+/// A thread that is not the leader execs: it takes over the process's PID (`de_thread`),
+/// so the new program's getpid and gettid must both be the process's virtual PID from
+/// before the exec (the task that runs it had another TID until then).
+fn range_exec_from_thread_keeps_virtual_pid() -> Result<()> {
+    let dev = Device::open()?;
+    let g = register(&dev, "execthr", Some(RANGE))?;
+    let (out_rx, out_tx) = proc::pipe()?;
+    let mut agent = spawn_in_aid(&dev, g.aid, |chan| {
+        let stdout_fd = out_tx.as_raw_fd();
+        chan.send(proc::getpid() as i64)?;
+        chan.send(virt::system_pid()? as i64)?;
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let _ = tid_tx.send(proc::gettid());
+            // SAFETY: dup2 onto stdout (clearing close-on-exec), then exec.
+            unsafe { libc::dup2(stdout_fd, 1) };
+            proc::exec(&["/usr/libexec/appshot/pidprobe-static", "world"])
+        });
+        let tid = tid_rx.recv_timeout(step_timeout()).context("thread TID")?;
+        chan.send(tid as i64)?;
+        let status = thread.join();
+        bail!("the thread's exec did not happen ({status:?})")
+    })?;
+    drop(out_tx);
+    let pid = agent.recv_step()? as i32;
+    let system = agent.recv_step()? as i32;
+    let thread_tid = agent.recv_step()? as i32;
+    expect_in_range(i64::from(pid), Some(RANGE), "getpid before the exec")?;
+    expect_in_range(i64::from(thread_tid), Some(RANGE), "the thread's gettid")?;
+    if thread_tid == pid {
+        bail!("the thread reported the process's PID {pid} as its TID");
+    }
+    let mut seen = std::collections::HashMap::new();
+    while !seen.contains_key("system_pid") {
+        let line = proc::read_line_timeout(out_rx.as_raw_fd(), step_timeout())?;
+        if let Some((key, value)) = line.split_once('=') {
+            seen.insert(key.to_string(), value.to_string());
+        }
+    }
+    for key in ["pid_libc", "pid_sys", "tid"] {
+        let value: i32 = seen[key].parse().with_context(|| format!("{key}={}", seen[key]))?;
+        ensure_eq!(value, pid, "{key} of the program the thread exec'd");
+    }
+    ensure_eq!(
+        seen["system_pid"].parse::<i32>()?,
+        system,
+        "system PID (/proc/self/stat) after the exec"
+    );
+    // The rest of the output stays in the pipe (small) until the probe has exited.
+    agent.finish(step_timeout())
 }
 
 /// Writes `values` to a pipe in one write (atomic up to PIPE_BUF).
