@@ -145,14 +145,20 @@ fn range_exec_from_thread_keeps_virtual_pid() -> Result<()> {
         chan.send(proc::getpid() as i64)?;
         chan.send(virt::system_pid()? as i64)?;
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             let _ = tid_tx.send(proc::gettid());
+            // The exec ends every other thread: not before the TID is reported.
+            if go_rx.recv().is_err() {
+                return 1;
+            }
             // SAFETY: dup2 onto stdout (clearing close-on-exec), then exec.
             unsafe { libc::dup2(stdout_fd, 1) };
             proc::exec(&["/usr/libexec/appshot/pidprobe-static", "world"])
         });
         let tid = tid_rx.recv_timeout(step_timeout()).context("thread TID")?;
         chan.send(tid as i64)?;
+        go_tx.send(()).context("start the exec")?;
         let status = thread.join();
         bail!("the thread's exec did not happen ({status:?})")
     })?;
