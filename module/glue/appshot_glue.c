@@ -404,6 +404,44 @@ pid_t appshot_glue_task_tgid(struct task_struct *task)
 	return task->tgid;
 }
 
+pid_t appshot_glue_task_pgrp(struct task_struct *task)
+{
+	return task_pgrp_nr_ns(task, &init_pid_ns);
+}
+
+pid_t appshot_glue_task_session(struct task_struct *task)
+{
+	return task_session_nr_ns(task, &init_pid_ns);
+}
+
+unsigned int appshot_glue_pid_uses(pid_t nr, struct task_struct *except)
+{
+	unsigned int uses = 0;
+	struct task_struct *task;
+	struct pid *pid;
+
+	rcu_read_lock();
+	pid = find_pid_ns(nr, &init_pid_ns);
+	if (pid) {
+		if (pid_has_task(pid, PIDTYPE_PID))
+			uses |= APPSHOT_PID_USE_PID;
+		hlist_for_each_entry_rcu(task, &pid->tasks[PIDTYPE_PGID], pid_links[PIDTYPE_PGID]) {
+			if (task != except) {
+				uses |= APPSHOT_PID_USE_PGID;
+				break;
+			}
+		}
+		hlist_for_each_entry_rcu(task, &pid->tasks[PIDTYPE_SID], pid_links[PIDTYPE_SID]) {
+			if (task != except) {
+				uses |= APPSHOT_PID_USE_SID;
+				break;
+			}
+		}
+	}
+	rcu_read_unlock();
+	return uses;
+}
+
 unsigned int appshot_glue_task_flags(struct task_struct *task)
 {
 	return READ_ONCE(task->flags);

@@ -65,6 +65,17 @@ void appshot_glue_kill_task(struct task_struct *task);
 pid_t appshot_glue_task_tid(struct task_struct *task);
 pid_t appshot_glue_task_tgid(struct task_struct *task);
 unsigned int appshot_glue_task_flags(struct task_struct *task);
+pid_t appshot_glue_task_pgrp(struct task_struct *task);
+pid_t appshot_glue_task_session(struct task_struct *task);
+/*
+ * What holds PID number nr of the initial namespace: APPSHOT_PID_USE_PID when a task has
+ * it as its PID, _PGID / _SID when a task other than `except` (may be NULL) has it as
+ * its process group / session. 0 when the number is free.
+ */
+#define APPSHOT_PID_USE_PID	1u
+#define APPSHOT_PID_USE_PGID	2u
+#define APPSHOT_PID_USE_SID	4u
+unsigned int appshot_glue_pid_uses(pid_t nr, struct task_struct *except);
 void appshot_glue_rcu_read_lock(void);
 void appshot_glue_rcu_read_unlock(void);
 struct task_struct *appshot_glue_current_parent(void);

@@ -37,6 +37,8 @@ pub(crate) struct AidState {
     pub(crate) tables: [IdTable; TABLE_COUNT],
     /// PID-table entries whose thread is its process's main thread (TID == TGID).
     pub(crate) nr_processes: u32,
+    /// PID-table entries kept for a process group or session (`pid::GROUP_ONLY`).
+    pub(crate) nr_group_only: u32,
     /// With a PID range: where the search for the next virtual PID starts.
     pub(crate) next_virtual: u32,
     /// The PID table's most recently removed entries (`pid.rs`).
@@ -69,6 +71,7 @@ impl Aid {
                         unregistered: false,
                         tables: [IdTable::new(), IdTable::new(), IdTable::new(), IdTable::new(), IdTable::new()],
                         nr_processes: 0,
+                        nr_group_only: 0,
                         next_virtual: pid_range.map_or(1, |(min, _)| min),
                         released: ReleasedRing::new(),
                     },
@@ -99,7 +102,7 @@ impl Aid {
         }
         let state = self.state.lock();
         info.nr_processes = state.nr_processes;
-        info.nr_threads = state.tables[TABLE_PID as usize].len() as u32;
+        info.nr_threads = state.tables[TABLE_PID as usize].len() as u32 - state.nr_group_only;
         for (size, table) in info.table_sizes.iter_mut().zip(state.tables.iter()) {
             *size = table.len() as u32;
         }

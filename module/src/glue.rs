@@ -49,6 +49,9 @@ extern "C" {
     pub(crate) fn appshot_glue_task_tid(task: *mut bindings::task_struct) -> bindings::pid_t;
     pub(crate) fn appshot_glue_task_tgid(task: *mut bindings::task_struct) -> bindings::pid_t;
     pub(crate) fn appshot_glue_task_flags(task: *mut bindings::task_struct) -> c_uint;
+    pub(crate) fn appshot_glue_task_pgrp(task: *mut bindings::task_struct) -> bindings::pid_t;
+    pub(crate) fn appshot_glue_task_session(task: *mut bindings::task_struct) -> bindings::pid_t;
+    pub(crate) fn appshot_glue_pid_uses(nr: bindings::pid_t, except: *mut bindings::task_struct) -> c_uint;
     pub(crate) fn appshot_glue_rcu_read_lock();
     pub(crate) fn appshot_glue_rcu_read_unlock();
     pub(crate) fn appshot_glue_current_parent() -> *mut bindings::task_struct;
@@ -90,6 +93,30 @@ pub(crate) fn module_get() {
 pub(crate) fn module_put() {
     // SAFETY: callers pair every call with an earlier `module_get`.
     unsafe { appshot_glue_module_put() }
+}
+
+/// What holds a PID number (`appshot_glue_pid_uses`, bits as in `appshot_glue.h`).
+#[derive(Clone, Copy)]
+pub(crate) struct PidUses(c_uint);
+
+impl PidUses {
+    /// What holds system PID `nr`, not counting `except` as a group or session member.
+    pub(crate) fn of(nr: u32, except: Option<Task<'_>>) -> PidUses {
+        let except = except.map_or(core::ptr::null_mut(), |task| task.as_ptr());
+        // SAFETY: the glue looks `nr` up under RCU and only compares `except` (a live
+        // task or NULL) with the tasks it finds.
+        PidUses(unsafe { appshot_glue_pid_uses(nr as bindings::pid_t, except) })
+    }
+
+    /// A task has the number as its PID.
+    pub(crate) fn process(self) -> bool {
+        self.0 & 1 != 0
+    }
+
+    /// A task (other than the excepted one) has it as its process group or session.
+    pub(crate) fn group_or_session(self) -> bool {
+        self.0 & (2 | 4) != 0
+    }
 }
 
 /// An RCU read-side critical section (Linux 6.12 has no Rust abstraction for it). Tasks

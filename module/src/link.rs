@@ -22,7 +22,7 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 
 use crate::aid::{Aid, AidState};
-use crate::glue;
+use crate::glue::{self, PidUses};
 use crate::process::{Task, TaskRef};
 use crate::registry::Registry;
 use crate::table::{Entry, EntryReservation, InsertError, RemovedEntry, SystemId, VirtualId};
@@ -52,17 +52,29 @@ struct Unlinked {
     _entry: Option<RemovedEntry>,
 }
 
-/// Links `task` to `aid` under a newly chosen virtual TID, which it returns. Caller holds
-/// `aid`'s lock (`state`) and has checked the entry limit. On failure nothing changed.
+/// A task [`link_locked`] linked: its virtual TID, and the group-only entry its TID
+/// replaced, if any (to drop once the lock is released).
+struct NewLink {
+    virtual_id: VirtualId,
+    evicted: Option<RemovedEntry>,
+}
+
+/// Links `task` to `aid` under a newly chosen virtual TID. Caller holds `aid`'s lock
+/// (`state`) and has checked the entry limit. On failure nothing changed but that a stale
+/// group-only entry of the task's TID is gone (dropped here: freeing table nodes never
+/// sleeps, and they hold no reference).
 fn link_locked(
     registry: &Registry,
     aid: &Arc<Aid>,
     state: &mut AidState,
     task: Task<'_>,
     reservation: LinkReservation,
-) -> Result<VirtualId> {
+) -> Result<NewLink> {
     let tid = task.tid();
     let tgid = task.tgid();
+    // A group-only entry of this number outlived its group (the kernel reuses a PID only
+    // once nothing holds it): the new task takes the number over.
+    let evicted = state.evict_group(tid);
     let virtual_id = state.choose_virtual(tid, aid.pid_range).ok_or(ENOSPC)?;
     let entry = Entry { virtual_id, system_id: SystemId(tid), owner: tgid };
     let virtual_tgid = if tid == tgid { virtual_id.0 } else { state.pid_to_virtual(tgid).unwrap_or(0) };
@@ -76,7 +88,7 @@ fn link_locked(
             if tid == tgid {
                 state.nr_processes += 1;
             }
-            Ok(virtual_id)
+            Ok(NewLink { virtual_id, evicted })
         }
         Err(InsertError::VirtualTaken | InsertError::SystemTaken) => {
             // The TID is in the table under another task: the tables and the index
@@ -88,9 +100,21 @@ fn link_locked(
     }
 }
 
-/// Unlinks `task` from `aid` if it is linked there. Caller holds `aid`'s lock.
-fn unlink_locked(registry: &Registry, aid: &Aid, state: &mut AidState, task: Task<'_>) -> Option<Unlinked> {
+/// Unlinks `task` from `aid` if it is linked there. Caller holds `aid`'s lock. With
+/// `keep_for_group` (a reaped process leader whose PID names other tasks' process group
+/// or session) its PID-table entry stays, as a group-only entry.
+fn unlink_locked(
+    registry: &Registry,
+    aid: &Aid,
+    state: &mut AidState,
+    task: Task<'_>,
+    keep_for_group: bool,
+) -> Option<Unlinked> {
     let link = registry.tasks.remove(task, aid)?;
+    if keep_for_group && state.keep_for_group(SystemId(task.tid())) {
+        state.nr_processes -= 1;
+        return Some(Unlinked { _link: link, _entry: None });
+    }
     let entry = state.pids().remove_system(SystemId(task.tid()));
     if let Some(removed) = &entry {
         if removed.entry.system_id.0 == removed.entry.owner {
@@ -136,6 +160,9 @@ fn link_threads(registry: &Registry, aid: &Arc<Aid>, target: &TaskRef) -> Result
             reservations.push(LinkReservation::new()?, GFP_KERNEL)?;
         }
 
+        // Group-only entries the new links replace, freed after the lock (declared first,
+        // so dropped last). At most one per thread: never reallocates.
+        let mut evicted: KVec<RemovedEntry> = KVec::with_capacity(threads.len(), GFP_KERNEL)?;
         let mut state = aid.state.lock();
         if state.unregistered {
             return Err(ENOENT);
@@ -153,7 +180,10 @@ fn link_threads(registry: &Registry, aid: &Arc<Aid>, target: &TaskRef) -> Result
         }
         for (thread, reservation) in threads.iter().zip(reservations.into_iter()) {
             if wanted(thread) {
-                link_locked(registry, aid, &mut state, thread.task(), reservation)?;
+                let new = link_locked(registry, aid, &mut state, thread.task(), reservation)?;
+                if let Some(entry) = new.evicted {
+                    let _ = evicted.push(entry, GFP_NOWAIT);
+                }
             }
         }
     }
@@ -175,7 +205,7 @@ fn unlink_threads(registry: &Registry, aid: &Arc<Aid>, target: &TaskRef) -> Resu
         {
             let mut state = aid.state.lock();
             for thread in threads.iter() {
-                if let Some(unlinked) = unlink_locked(registry, aid, &mut state, thread.task()) {
+                if let Some(unlinked) = unlink_locked(registry, aid, &mut state, thread.task(), false) {
                     // Within the reserved capacity: never allocates.
                     let _ = removed.push(unlinked, GFP_NOWAIT);
                 }
@@ -230,15 +260,16 @@ pub(crate) fn on_new_task(registry: &Registry, child: Task<'_>) {
         drop(state);
         return refuse_new_task(&aid, child, "PID table full (max_entries)");
     }
-    let virtual_id = match link_locked(registry, &aid, &mut state, child, reservation) {
-        Ok(virtual_id) => virtual_id,
+    let new = match link_locked(registry, &aid, &mut state, child, reservation) {
+        Ok(new) => new,
         Err(_) => {
             drop(state);
             return refuse_new_task(&aid, child, "no virtual PID or cannot link");
         }
     };
     drop(state);
-    write_new_tid(registry, parent, child, virtual_id);
+    drop(new.evicted);
+    write_new_tid(registry, parent, child, new.virtual_id);
 }
 
 /// Writes the child's virtual TID where the kernel wrote (`CLONE_PARENT_SETTID`, before
@@ -256,13 +287,24 @@ fn write_new_tid(registry: &Registry, parent: Task<'_>, child: Task<'_>, virtual
 }
 
 /// Hook on `release_task`: unlinks a reaped task.
+///
+/// Process groups and sessions outlive their leader in the kernel, under its number: a
+/// reaped process leader whose PID still names another task's group or session keeps
+/// its entry as a group-only one, and the group-only entries of the groups this task was
+/// the last one in go.
 pub(crate) fn on_release_task(registry: &Registry, task: Task<'_>) {
     let Some(aid) = registry.tasks.lookup(task) else {
         return;
     };
-    let unlinked = {
+    let tid = task.tid();
+    // Only process leaders are members of groups and sessions (threads are not).
+    let keep_for_group = tid == task.tgid() && PidUses::of(tid, Some(task)).group_or_session();
+    let groups = [task.pgrp(), task.session()];
+    let (unlinked, pruned) = {
         let mut state = aid.state.lock();
-        unlink_locked(registry, &aid, &mut state, task)
+        let unlinked = unlink_locked(registry, &aid, &mut state, task, keep_for_group);
+        let pruned = groups.map(|group| if group == tid { None } else { state.prune_group(group, task) });
+        (unlinked, pruned)
     };
-    drop(unlinked);
+    drop((unlinked, pruned));
 }

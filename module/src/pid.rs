@@ -13,10 +13,26 @@
 //! small ring, consulted only when translating a system PID the table no longer has.
 
 use crate::aid::AidState;
-use crate::table::{SystemId, VirtualId};
+use crate::glue::PidUses;
+use crate::process::Task;
+use crate::table::{RemovedEntry, SystemId, VirtualId};
 
 /// The largest PID Linux hands out (`PID_MAX_LIMIT - 1` on 64-bit).
 pub(crate) const PID_MAX: u32 = 4 * 1024 * 1024 - 1;
+
+/// Owner of a *group-only* entry: the PID of a reaped process that still names the
+/// process group or session of other tasks (its leader was the process). The entry keeps
+/// the group's virtual ID, as the kernel keeps the number, until the group ends.
+pub(crate) const GROUP_ONLY: u32 = crate::uapi::PID_OWNER_GROUP_ONLY;
+
+/// Whether the number of a group-only entry still names a group or session without its
+/// leader. An entry can outlive its group when the last members left unseen (a member
+/// outside the AID, or two members reaped at once); the number may then be free or even
+/// another process's, and the entry must translate nothing.
+fn group_still_exists(system: u32) -> bool {
+    let uses = PidUses::of(system, None);
+    !uses.process() && uses.group_or_session()
+}
 
 /// Removed entries remembered per AID for late translations.
 pub(crate) const RELEASED: usize = 128;
@@ -80,21 +96,64 @@ impl AidState {
 
     /// The system PID behind a virtual PID of this AID.
     pub(crate) fn pid_to_system(&mut self, virtual_id: u32) -> Option<u32> {
-        self.pids().to_system(VirtualId(virtual_id)).map(|s| s.0)
+        let side = self.pids().to_system(VirtualId(virtual_id))?;
+        (side.owner != GROUP_ONLY || group_still_exists(side.system_id.0)).then_some(side.system_id.0)
     }
 
     /// The virtual PID of a system PID: from the table, else from the recently removed
     /// entries. `None` for a process outside this AID.
     pub(crate) fn pid_to_virtual(&mut self, system: u32) -> Option<u32> {
         match self.pids().to_virtual(SystemId(system)) {
-            Some(side) => Some(side.virtual_id.0),
+            Some(side) if side.owner != GROUP_ONLY || group_still_exists(system) => Some(side.virtual_id.0),
+            // A stale group-only entry: the number is not this AID's any more.
+            Some(_) => None,
             None => self.released.find(system),
         }
     }
 
-    /// The virtual PID of a system PID in the table (a task that has not been reaped).
+    /// The virtual PID of a system PID in the table (a task that has not been reaped, or
+    /// a group whose leader has).
     pub(crate) fn pid_to_virtual_live(&mut self, system: u32) -> Option<u32> {
-        self.pids().to_virtual(SystemId(system)).map(|side| side.virtual_id.0)
+        let side = self.pids().to_virtual(SystemId(system))?;
+        (side.owner != GROUP_ONLY || group_still_exists(system)).then_some(side.virtual_id.0)
+    }
+
+    /// Makes the entry of `system`, a process leader being reaped, a group-only entry.
+    /// Returns `false` when it has no entry.
+    pub(crate) fn keep_for_group(&mut self, system: SystemId) -> bool {
+        if !self.pids().set_owner(system, GROUP_ONLY) {
+            return false;
+        }
+        self.nr_group_only += 1;
+        true
+    }
+
+    /// Removes the group-only entry of `system` when no task but `except` (a task being
+    /// reaped) is left in that process group or session.
+    pub(crate) fn prune_group(&mut self, system: u32, except: Task<'_>) -> Option<RemovedEntry> {
+        if self.pids().to_virtual(SystemId(system))?.owner != GROUP_ONLY {
+            return None;
+        }
+        let uses = PidUses::of(system, Some(except));
+        if uses.group_or_session() && !uses.process() {
+            return None;
+        }
+        self.remove_group_only(system)
+    }
+
+    /// Removes the group-only entry of `system`, if there is one: its number belongs to a
+    /// new task now, so the group has ended.
+    pub(crate) fn evict_group(&mut self, system: u32) -> Option<RemovedEntry> {
+        if self.pids().to_virtual(SystemId(system))?.owner != GROUP_ONLY {
+            return None;
+        }
+        self.remove_group_only(system)
+    }
+
+    fn remove_group_only(&mut self, system: u32) -> Option<RemovedEntry> {
+        let removed = self.pids().remove_system(SystemId(system))?;
+        self.nr_group_only -= 1;
+        Some(removed)
     }
 
     /// (system, virtual) PIDs of the AID's processes (main threads), as many as fit in

@@ -67,6 +67,18 @@ impl<'a> Task<'a> {
         unsafe { glue::appshot_glue_task_tgid(self.ptr.as_ptr()) as u32 }
     }
 
+    /// System ID of the task's process group (read under RCU by the glue).
+    pub(crate) fn pgrp(self) -> u32 {
+        // SAFETY: the task is valid (type invariant).
+        unsafe { glue::appshot_glue_task_pgrp(self.ptr.as_ptr()) as u32 }
+    }
+
+    /// System ID of the task's session (read under RCU by the glue).
+    pub(crate) fn session(self) -> u32 {
+        // SAFETY: the task is valid (type invariant).
+        unsafe { glue::appshot_glue_task_session(self.ptr.as_ptr()) as u32 }
+    }
+
     fn flags(self) -> u32 {
         // SAFETY: the task is valid (type invariant); the glue reads one field.
         unsafe { glue::appshot_glue_task_flags(self.ptr.as_ptr()) }

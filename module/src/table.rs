@@ -27,6 +27,15 @@ pub(crate) struct SystemSide {
     pub(crate) owner: u32,
 }
 
+/// What the virtual-side tree stores for one virtual ID.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct VirtualSide {
+    /// The system ID bound to this virtual ID.
+    pub(crate) system_id: SystemId,
+    /// The same owner as the system side's.
+    pub(crate) owner: u32,
+}
+
 /// One entry as reported to userspace.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Entry {
@@ -37,7 +46,7 @@ pub(crate) struct Entry {
 
 /// Memory for one entry, allocated before the table's lock is taken.
 pub(crate) struct EntryReservation {
-    by_virtual: RBTreeNodeReservation<VirtualId, SystemId>,
+    by_virtual: RBTreeNodeReservation<VirtualId, VirtualSide>,
     by_system: RBTreeNodeReservation<SystemId, SystemSide>,
 }
 
@@ -54,7 +63,7 @@ impl EntryReservation {
 /// The nodes of a removed entry; dropping it frees them (do so outside the lock).
 pub(crate) struct RemovedEntry {
     pub(crate) entry: Entry,
-    _by_virtual: Option<RBTreeNode<VirtualId, SystemId>>,
+    _by_virtual: Option<RBTreeNode<VirtualId, VirtualSide>>,
     _by_system: RBTreeNode<SystemId, SystemSide>,
 }
 
@@ -70,10 +79,11 @@ pub(crate) enum InsertError {
 /// A bidirectional translation table.
 ///
 /// # Invariants
-/// `by_virtual` and `by_system` hold the same set of (virtual, system) pairs: `v -> s` is
-/// in `by_virtual` exactly when `s -> (v, _)` is in `by_system`; `len` is their size.
+/// `by_virtual` and `by_system` hold the same set of (virtual, system, owner) triples:
+/// `v -> (s, o)` is in `by_virtual` exactly when `s -> (v, o)` is in `by_system`; `len` is
+/// their size.
 pub(crate) struct IdTable {
-    by_virtual: RBTree<VirtualId, SystemId>,
+    by_virtual: RBTree<VirtualId, VirtualSide>,
     by_system: RBTree<SystemId, SystemSide>,
     len: usize,
 }
@@ -89,8 +99,8 @@ impl IdTable {
         self.len
     }
 
-    /// The system ID behind a virtual ID.
-    pub(crate) fn to_system(&self, virtual_id: VirtualId) -> Option<SystemId> {
+    /// The system ID (and owner) behind a virtual ID.
+    pub(crate) fn to_system(&self, virtual_id: VirtualId) -> Option<VirtualSide> {
         self.by_virtual.get(&virtual_id).copied()
     }
 
@@ -138,13 +148,28 @@ impl IdTable {
             return Err(InsertError::SystemTaken);
         }
         let side = SystemSide { virtual_id: entry.virtual_id, owner: entry.owner };
+        let virtual_side = VirtualSide { system_id: entry.system_id, owner: entry.owner };
         // Neither key is present (checked above), so neither insertion replaces a node.
-        let replaced_v = self.by_virtual.insert(reservation.by_virtual.into_node(entry.virtual_id, entry.system_id));
+        let replaced_v = self.by_virtual.insert(reservation.by_virtual.into_node(entry.virtual_id, virtual_side));
         let replaced_s = self.by_system.insert(reservation.by_system.into_node(entry.system_id, side));
         debug_assert!(replaced_v.is_none() && replaced_s.is_none());
         // INVARIANT: both trees gained the same pair.
         self.len += 1;
         Ok(())
+    }
+
+    /// Changes the owner of a system ID's entry; `false` when there is none.
+    pub(crate) fn set_owner(&mut self, system_id: SystemId, owner: u32) -> bool {
+        let Some(side) = self.by_system.get_mut(&system_id) else {
+            return false;
+        };
+        side.owner = owner;
+        let virtual_id = side.virtual_id;
+        if let Some(virtual_side) = self.by_virtual.get_mut(&virtual_id) {
+            virtual_side.owner = owner;
+        }
+        // INVARIANT: both sides of the entry carry the new owner.
+        true
     }
 
     /// Removes the entry of a system ID.
@@ -165,9 +190,8 @@ impl IdTable {
 
     /// Calls `f` on every entry in virtual ID order until it returns `false`.
     pub(crate) fn for_each(&self, mut f: impl FnMut(Entry) -> bool) {
-        for (&virtual_id, &system_id) in self.by_virtual.iter() {
-            let owner = self.to_virtual(system_id).map_or(0, |side| side.owner);
-            if !f(Entry { virtual_id, system_id, owner }) {
+        for (&virtual_id, side) in self.by_virtual.iter() {
+            if !f(Entry { virtual_id, system_id: side.system_id, owner: side.owner }) {
                 break;
             }
         }

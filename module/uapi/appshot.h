@@ -41,6 +41,10 @@
 /* `appshot_aid_info.flags`: the AID has a virtual PID range. */
 #define APPSHOT_AID_PID_RANGE 0x1
 
+/* `appshot_table_entry.owner_id` in the PID table: the entry of a process group or */
+/* session ID whose leader has been reaped while other processes are still in it. */
+#define APPSHOT_PID_OWNER_GROUP_ONLY 0x0
+
 /* Table type: process and thread IDs. */
 #define APPSHOT_TABLE_PID 0x0
 
@@ -216,7 +220,8 @@ struct appshot_table_entry {
 	__u32 virtual_id; /* offset 0 */
 	/* The ID the kernel uses. */
 	__u32 system_id; /* offset 4 */
-	/* PID table: the system thread-group ID the thread belongs to; 0 elsewhere. */
+	/* PID table: the system thread-group ID the thread belongs to, or */
+	/* `PID_OWNER_GROUP_ONLY`; 0 elsewhere. */
 	__u32 owner_id; /* offset 8 */
 	/* Zero. */
 	__u32 flags; /* offset 12 */

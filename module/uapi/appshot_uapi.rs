@@ -164,6 +164,10 @@ abi_consts! {
     /// `appshot_aid_info.flags`: the AID has a virtual PID range.
     pub const AID_PID_RANGE: u32 = 1 << 0 => "APPSHOT_AID_PID_RANGE";
 
+    /// `appshot_table_entry.owner_id` in the PID table: the entry of a process group or
+    /// session ID whose leader has been reaped while other processes are still in it.
+    pub const PID_OWNER_GROUP_ONLY: u32 = 0 => "APPSHOT_PID_OWNER_GROUP_ONLY";
+
     /// Table type: process and thread IDs.
     pub const TABLE_PID: u32 = 0 => "APPSHOT_TABLE_PID";
     /// Table type: SysV semaphore set IDs.
@@ -334,7 +338,8 @@ abi_structs! {
         virtual_id: u32,
         /// The ID the kernel uses.
         system_id: u32,
-        /// PID table: the system thread-group ID the thread belongs to; 0 elsewhere.
+        /// PID table: the system thread-group ID the thread belongs to, or
+        /// `PID_OWNER_GROUP_ONLY`; 0 elsewhere.
         owner_id: u32,
         /// Zero.
         flags: u32,

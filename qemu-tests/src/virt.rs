@@ -105,6 +105,14 @@ impl PidMap {
             .map(|e| e.system_id as i32)
     }
 
+    /// The owner (system TGID, 0 for a group-only entry) of virtual ID `v`.
+    pub fn owner_of(&self, v: i32) -> Option<u32> {
+        self.entries
+            .iter()
+            .find(|e| e.virtual_id as i32 == v)
+            .map(|e| e.owner_id)
+    }
+
     /// The virtual ID of system ID `s`.
     pub fn virtual_of(&self, s: i32) -> Option<i32> {
         self.entries

@@ -293,7 +293,9 @@ fn entry_table(table: TableType, entries: &[EntryView]) -> String {
         .map(|entry| {
             let mut row = vec![id(entry.virtual_id), id(entry.system_id)];
             if table == TableType::PID {
-                row.push(if entry.system_id == entry.owner_id {
+                row.push(if entry.owner_id == uapi::PID_OWNER_GROUP_ONLY {
+                    "- (group/session of a reaped leader)".to_string()
+                } else if entry.system_id == entry.owner_id {
                     format!("{} (leader)", entry.owner_id)
                 } else {
                     entry.owner_id.to_string()
@@ -450,6 +452,19 @@ VIRTUAL  SYSTEM  PROCESS
    4000    4000  4000 (leader)
 "
         );
+    }
+
+    #[test]
+    fn show_group_only_entry() {
+        let aids = sample();
+        let entries = [EntryView { virtual_id: 4100, system_id: 61, owner_id: uapi::PID_OWNER_GROUP_ONLY }];
+        let text = show(&aids[0], TableType::PID, &entries, false);
+        assert!(
+            text.ends_with("   4100      61  - (group/session of a reaped leader)\n"),
+            "{text}"
+        );
+        let json = show(&aids[0], TableType::PID, &entries, true);
+        assert!(json.contains(r#"{"virtual":4100,"system":61,"owner":0}"#), "{json}");
     }
 
     #[test]

@@ -31,6 +31,11 @@ pub const TESTS: &[Test] = &[
         "pids/range_exec_from_thread_keeps_virtual_pid",
         range_exec_from_thread_keeps_virtual_pid,
     ),
+    Test::new("pids/range_group_outlives_leader", range_group_outlives_leader),
+    Test::new(
+        "pids/range_ended_group_reaches_nothing",
+        range_ended_group_reaches_nothing,
+    ),
     Test::new("pids/clone_settid_virtual", clone_settid_virtual),
     Test::new(
         "pids/parent_group_session_outside_are_zero",
@@ -188,6 +193,290 @@ fn range_exec_from_thread_keeps_virtual_pid() -> Result<()> {
         "system PID (/proc/self/stat) after the exec"
     );
     // The rest of the output stays in the pipe (small) until the probe has exited.
+    agent.finish(step_timeout())
+}
+
+/// Forks and reaps `n` children that exit at once: more than the AID remembers of reaped
+/// processes, so that a translation that still works afterwards comes from the table.
+fn churn(n: usize) -> Result<()> {
+    for _ in 0..n {
+        // SAFETY: the child only `_exit`s.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(0) };
+        }
+        if child < 0 {
+            return Err(Errno::last()).context("fork");
+        }
+        let mut status = 0;
+        // SAFETY: `child` is our child; `status` is a valid out-pointer.
+        if unsafe { libc::waitpid(child, &mut status, 0) } != child {
+            return Err(Errno::last()).context("waitpid");
+        }
+    }
+    Ok(())
+}
+
+/// A session and process group leader L forks a member M and is reaped; then (after many
+/// other processes came and went) M still sees L's virtual PID as its group and session,
+/// `kill(-L)` reaches M, and the group's table entry stays until M is reaped: the kernel
+/// keeps the number while the group lives, and so must the AID.
+fn range_group_outlives_leader() -> Result<()> {
+    let dev = Device::open()?;
+    let g = register(&dev, "orphgrp", Some(RANGE))?;
+    let mut agent = spawn_in_aid(&dev, g.aid, |chan| {
+        proc::become_subreaper(); // M comes back to us when L is gone
+        let (m_rx, m_tx) = proc::pipe()?;
+        let (go_rx, go_tx) = proc::pipe()?;
+        let (m_fd, go_rx_fd, go_tx_fd) = (m_tx.as_raw_fd(), go_rx.as_raw_fd(), go_tx.as_raw_fd());
+        // SAFETY: the children only make async-signal-safe calls and `_exit`.
+        let leader = unsafe { libc::fork() };
+        if leader == 0 {
+            // SAFETY: as above.
+            unsafe {
+                libc::setsid();
+                let member = libc::fork();
+                if member == 0 {
+                    libc::close(go_tx_fd);
+                    let mut byte = [0u8];
+                    libc::read(go_rx_fd, byte.as_mut_ptr().cast(), 1);
+                    put(
+                        m_fd,
+                        &[
+                            libc::getpid() as i64,
+                            libc::getpgrp() as i64,
+                            libc::getsid(0) as i64,
+                            libc::getpgid(0) as i64,
+                        ],
+                    );
+                    loop {
+                        libc::pause();
+                    }
+                }
+                libc::_exit(if member > 0 { 0 } else { 1 });
+            }
+        }
+        if leader < 0 {
+            return Err(Errno::last()).context("fork");
+        }
+        drop((go_rx, m_tx));
+        let mut status = 0;
+        // SAFETY: `leader` is our child; `status` is a valid out-pointer.
+        let reaped = unsafe { libc::waitpid(leader, &mut status, 0) };
+        if reaped != leader || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+            bail!("the leader: waitpid {reaped}, status {status:#x}");
+        }
+        churn(200)?;
+        chan.send(leader as i64)?;
+        chan.recv(step_timeout())?; // the test read the table
+        proc::write_raw(go_tx_fd, b"g");
+        let member = take(m_rx.as_raw_fd(), 4)?;
+        // SAFETY: plain kill(2) of a process group.
+        let killed = raw(unsafe { libc::kill(-leader, libc::SIGTERM) } as libc::c_long);
+        let member_pid = member[0] as i32;
+        // SAFETY: `member_pid` was reparented to us; `status` is a valid out-pointer.
+        let reaped = unsafe { libc::waitpid(member_pid, &mut status, 0) };
+        let signal = if libc::WIFSIGNALED(status) { libc::WTERMSIG(status) } else { -1 };
+        for v in member.iter().copied().chain([killed, reaped as i64, signal as i64]) {
+            chan.send(v)?;
+        }
+        chan.recv(step_timeout())?; // the test read the table again
+        Ok(())
+    })?;
+    let leader = agent.recv_step()? as i32;
+    expect_in_range(i64::from(leader), Some(RANGE), "the leader's PID")?;
+    let map = PidMap::read(&dev, g.aid)?;
+    let system = map
+        .system_of(leader)
+        .with_context(|| format!("no entry for the reaped leader {leader}: {:?}", map.pairs()))?;
+    ensure_eq!(
+        map.owner_of(leader),
+        Some(0),
+        "owner of the reaped leader's entry (group-only)"
+    );
+    if system == leader {
+        bail!("the leader's virtual PID {leader} is its system PID");
+    }
+    agent.send(GO)?;
+    let mut v = Vec::new();
+    for _ in 0..7 {
+        v.push(agent.recv_step()? as i32);
+    }
+    let [member, pgrp, sid, pgid, killed, reaped, signal] = v[..] else {
+        unreachable!()
+    };
+    expect_in_range(i64::from(member), Some(RANGE), "the member's PID")?;
+    ensure_eq!(pgrp, leader, "the member's getpgrp after its leader was reaped");
+    ensure_eq!(sid, leader, "the member's getsid(0) after its leader was reaped");
+    ensure_eq!(pgid, leader, "the member's getpgid(0) after its leader was reaped");
+    ensure_eq!(killed, 0, "kill(-leader, SIGTERM)");
+    ensure_eq!(reaped, member, "waitpid(member)");
+    ensure_eq!(signal, libc::SIGTERM, "the member's end");
+    let map = PidMap::read(&dev, g.aid)?;
+    if map.system_of(leader).is_some() {
+        bail!("the group's entry {leader} outlived its last member: {:?}", map.pairs());
+    }
+    agent.send(GO)?;
+    agent.finish(step_timeout())
+}
+
+/// Asks the kernel to give PID `pid` to the next process it creates
+/// (`/proc/sys/kernel/ns_last_pid`, as checkpoint/restore tools do).
+fn next_pid_will_be(pid: i32) -> Result<()> {
+    std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1)).context("write ns_last_pid")
+}
+
+/// Forks a child that reports its system PID and exits; returns (fork's return, the
+/// child's system PID).
+fn fork_reporting_system_pid() -> Result<(i32, i32)> {
+    let (rx, tx) = proc::pipe()?;
+    let tx_fd = tx.as_raw_fd();
+    // SAFETY: the child only reads /proc, writes a pipe and `_exit`s.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        put(tx_fd, &[virt::system_pid().unwrap_or(-1) as i64]);
+        // SAFETY: ends the child without the parent's exit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    if child < 0 {
+        return Err(Errno::last()).context("fork");
+    }
+    drop(tx);
+    let system = take(rx.as_raw_fd(), 1)?[0] as i32;
+    let mut status = 0;
+    // SAFETY: `child` is our child; `status` is a valid out-pointer.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    Ok((child, system))
+}
+
+/// The member of a reaped leader's group leaves it by `setsid`, which appshot does not
+/// watch for that: the kernel frees the number, but the group's entry stays. The number
+/// then goes to a process outside the AID that makes it its own group: the group's old
+/// virtual ID must not reach that process. Then the number goes to a new process of the
+/// AID: its fork must succeed, taking the number over from the stale entry.
+fn range_ended_group_reaches_nothing() -> Result<()> {
+    let dev = Device::open()?;
+    let g = register(&dev, "endgrp", Some(RANGE))?;
+    let mut agent = spawn_in_aid(&dev, g.aid, |chan| {
+        proc::become_subreaper();
+        let (m_rx, m_tx) = proc::pipe()?;
+        let (go_rx, go_tx) = proc::pipe()?;
+        let (m_fd, go_rx_fd, go_tx_fd) = (m_tx.as_raw_fd(), go_rx.as_raw_fd(), go_tx.as_raw_fd());
+        // SAFETY: the children only make async-signal-safe calls and `_exit`.
+        let leader = unsafe { libc::fork() };
+        if leader == 0 {
+            // SAFETY: as above.
+            unsafe {
+                libc::setsid();
+                let member = libc::fork();
+                if member == 0 {
+                    libc::close(go_tx_fd);
+                    let mut byte = [0u8];
+                    libc::read(go_rx_fd, byte.as_mut_ptr().cast(), 1);
+                    let new_session = libc::setsid() as i64;
+                    put(m_fd, &[libc::getpid() as i64, new_session]);
+                    loop {
+                        libc::pause();
+                    }
+                }
+                libc::_exit(if member > 0 { 0 } else { 1 });
+            }
+        }
+        if leader < 0 {
+            return Err(Errno::last()).context("fork");
+        }
+        drop((go_rx, m_tx));
+        let mut status = 0;
+        // SAFETY: `leader` is our child; `status` is a valid out-pointer.
+        unsafe { libc::waitpid(leader, &mut status, 0) };
+        // SAFETY: plain kill(2) with signal 0: is the group there?
+        let before = raw(unsafe { libc::kill(-leader, 0) } as libc::c_long);
+        chan.send(leader as i64)?;
+        chan.send(before)?;
+        let system = chan.recv(step_timeout())? as i32; // the group's system ID
+        proc::write_raw(go_tx_fd, b"g");
+        let member = take(m_rx.as_raw_fd(), 2)?;
+        // SAFETY: ends the member, reparented to us.
+        unsafe { libc::kill(member[0] as i32, libc::SIGKILL) };
+        // SAFETY: `status` is a valid out-pointer.
+        unsafe { libc::waitpid(member[0] as i32, &mut status, 0) };
+        chan.send(member[0])?;
+        chan.send(member[1])?;
+        chan.recv(step_timeout())?; // an outside process holds the number now
+        // SAFETY: as above.
+        let after = raw(unsafe { libc::kill(-leader, 0) } as libc::c_long);
+        // SAFETY: getpgid has no memory arguments.
+        let pgid_after = raw(unsafe { libc::getpgid(leader) } as libc::c_long);
+        chan.send(after)?;
+        chan.send(pgid_after)?;
+        chan.recv(step_timeout())?; // the number is free again
+        // A new process of ours gets the number: a few tries, in case another process
+        // took it first.
+        let mut got = (0, 0);
+        for _ in 0..5 {
+            next_pid_will_be(system)?;
+            got = fork_reporting_system_pid()?;
+            if got.1 == system {
+                break;
+            }
+        }
+        chan.send(got.0 as i64)?;
+        chan.send(got.1 as i64)?;
+        Ok(())
+    })?;
+    let leader = agent.recv_step()? as i32;
+    let before = agent.recv_step()?;
+    ensure_eq!(before, 0, "kill(-leader, 0) while the member is in the group");
+    let system = PidMap::read(&dev, g.aid)?
+        .system_of(leader)
+        .context("no entry for the reaped leader's group")?;
+    agent.send(i64::from(system))?;
+    let member = agent.recv_step()?;
+    let new_session = agent.recv_step()?;
+    ensure_eq!(new_session, member, "the member's setsid()");
+    // Give the freed number to a process outside the AID, leading its own group.
+    let mut outsider = None;
+    for _ in 0..5 {
+        next_pid_will_be(system)?;
+        let child = proc::fork(|| {
+            // SAFETY: setsid has no preconditions; the child then waits to be killed.
+            unsafe { libc::setsid() };
+            proc::sleep_forever()
+        })?;
+        if child.pid() == system {
+            outsider = Some(child);
+            break;
+        }
+        let mut other = child;
+        other.kill()?;
+    }
+    let mut outsider = outsider.with_context(|| format!("no outside process got PID {system}"))?;
+    std::thread::sleep(std::time::Duration::from_millis(100)); // its setsid
+    agent.send(GO)?;
+    let after = agent.recv_step()?;
+    let pgid_after = agent.recv_step()?;
+    let alive = outsider.try_wait()?.is_none();
+    outsider.kill()?;
+    ensure_eq!(alive, true, "the outside process after the AID's kill(-{leader}, 0)");
+    ensure_eq!(
+        show(after),
+        show(-(libc::ESRCH as i64)),
+        "kill(-{leader}, 0) when the number is an outside process's group"
+    );
+    ensure_eq!(
+        show(pgid_after),
+        show(-(libc::ESRCH as i64)),
+        "getpgid({leader}) when the number is an outside process's"
+    );
+    agent.send(GO)?;
+    let fork_ret = agent.recv_step()?;
+    let child_system = agent.recv_step()? as i32;
+    if fork_ret <= 0 {
+        bail!("fork in the AID while a stale group entry holds the number: {}", show(fork_ret));
+    }
+    ensure_eq!(child_system, system, "the new process's system PID (ns_last_pid)");
+    expect_in_range(fork_ret, Some(RANGE), "the new process's virtual PID")?;
     agent.finish(step_timeout())
 }
 
