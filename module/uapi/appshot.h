@@ -32,6 +32,10 @@
 /* Feature bit: REGISTER accepts a virtual PID range. */
 #define APPSHOT_FEATURE_PID_RANGE 0x2
 
+/* Feature bit: processes of an AID see virtual process, thread, group and session */
+/* IDs in system calls and signals (docs/syscalls.md). */
+#define APPSHOT_FEATURE_PID_VIRTUAL 0x4
+
 /* REGISTER flag: `pid_min`..=`pid_max` is the AID's virtual PID range. */
 #define APPSHOT_REGISTER_PID_RANGE 0x1
 

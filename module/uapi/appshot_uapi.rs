@@ -156,6 +156,9 @@ abi_consts! {
     pub const FEATURE_PID_TABLE: u64 = 1 << 0 => "APPSHOT_FEATURE_PID_TABLE";
     /// Feature bit: REGISTER accepts a virtual PID range.
     pub const FEATURE_PID_RANGE: u64 = 1 << 1 => "APPSHOT_FEATURE_PID_RANGE";
+    /// Feature bit: processes of an AID see virtual process, thread, group and session
+    /// IDs in system calls and signals (docs/syscalls.md).
+    pub const FEATURE_PID_VIRTUAL: u64 = 1 << 2 => "APPSHOT_FEATURE_PID_VIRTUAL";
 
     /// REGISTER flag: `pid_min`..=`pid_max` is the AID's virtual PID range.
     pub const REGISTER_PID_RANGE: u32 = 1 << 0 => "APPSHOT_REGISTER_PID_RANGE";
@@ -183,7 +186,7 @@ abi_consts! {
 }
 
 /// Every feature bit this version of the ABI defines.
-pub const FEATURES: u64 = FEATURE_PID_TABLE | FEATURE_PID_RANGE;
+pub const FEATURES: u64 = FEATURE_PID_TABLE | FEATURE_PID_RANGE | FEATURE_PID_VIRTUAL;
 
 /// Names of the table types, indexed by type number.
 pub const TABLE_NAMES: [&str; TABLE_COUNT] = ["pid", "sem", "shm", "msg", "key"];
