@@ -218,6 +218,39 @@ fn churn(n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Forks a leader that starts a session (so also a process group), forks a member that
+/// runs `member` in both, and exits; reaps the leader and returns its PID. The caller
+/// becomes a subreaper, so the member is its child from then on.
+fn session_with_reaped_leader(member: impl FnOnce()) -> Result<i32> {
+    proc::become_subreaper();
+    // SAFETY: the children only make async-signal-safe calls and `_exit`.
+    let leader = unsafe { libc::fork() };
+    if leader == 0 {
+        // SAFETY: as above.
+        unsafe {
+            libc::setsid();
+            let pid = libc::fork();
+            if pid == 0 {
+                member();
+                loop {
+                    libc::pause();
+                }
+            }
+            libc::_exit(if pid > 0 { 0 } else { 1 });
+        }
+    }
+    if leader < 0 {
+        return Err(Errno::last()).context("fork");
+    }
+    let mut status = 0;
+    // SAFETY: `leader` is our child; `status` is a valid out-pointer.
+    let reaped = unsafe { libc::waitpid(leader, &mut status, 0) };
+    if reaped != leader || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("the leader: waitpid {reaped}, status {status:#x}");
+    }
+    Ok(leader)
+}
+
 /// A session and process group leader L forks a member M and is reaped; then (after many
 /// other processes came and went) M still sees L's virtual PID as its group and session,
 /// `kill(-L)` reaches M, and the group's table entry stays until M is reaped: the kernel
@@ -226,47 +259,28 @@ fn range_group_outlives_leader() -> Result<()> {
     let dev = Device::open()?;
     let g = register(&dev, "orphgrp", Some(RANGE))?;
     let mut agent = spawn_in_aid(&dev, g.aid, |chan| {
-        proc::become_subreaper(); // M comes back to us when L is gone
         let (m_rx, m_tx) = proc::pipe()?;
         let (go_rx, go_tx) = proc::pipe()?;
         let (m_fd, go_rx_fd, go_tx_fd) = (m_tx.as_raw_fd(), go_rx.as_raw_fd(), go_tx.as_raw_fd());
-        // SAFETY: the children only make async-signal-safe calls and `_exit`.
-        let leader = unsafe { libc::fork() };
-        if leader == 0 {
-            // SAFETY: as above.
+        let leader = session_with_reaped_leader(|| {
+            // SAFETY: async-signal-safe calls on descriptors this process owns.
             unsafe {
-                libc::setsid();
-                let member = libc::fork();
-                if member == 0 {
-                    libc::close(go_tx_fd);
-                    let mut byte = [0u8];
-                    libc::read(go_rx_fd, byte.as_mut_ptr().cast(), 1);
-                    put(
-                        m_fd,
-                        &[
-                            libc::getpid() as i64,
-                            libc::getpgrp() as i64,
-                            libc::getsid(0) as i64,
-                            libc::getpgid(0) as i64,
-                        ],
-                    );
-                    loop {
-                        libc::pause();
-                    }
-                }
-                libc::_exit(if member > 0 { 0 } else { 1 });
+                libc::close(go_tx_fd);
+                let mut byte = [0u8];
+                libc::read(go_rx_fd, byte.as_mut_ptr().cast(), 1);
+                put(
+                    m_fd,
+                    &[
+                        libc::getpid() as i64,
+                        libc::getpgrp() as i64,
+                        libc::getsid(0) as i64,
+                        libc::getpgid(0) as i64,
+                    ],
+                );
             }
-        }
-        if leader < 0 {
-            return Err(Errno::last()).context("fork");
-        }
+        })?;
         drop((go_rx, m_tx));
         let mut status = 0;
-        // SAFETY: `leader` is our child; `status` is a valid out-pointer.
-        let reaped = unsafe { libc::waitpid(leader, &mut status, 0) };
-        if reaped != leader || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-            bail!("the leader: waitpid {reaped}, status {status:#x}");
-        }
         churn(200)?;
         chan.send(leader as i64)?;
         chan.recv(step_timeout())?; // the test read the table
@@ -359,37 +373,21 @@ fn range_ended_group_reaches_nothing() -> Result<()> {
     let dev = Device::open()?;
     let g = register(&dev, "endgrp", Some(RANGE))?;
     let mut agent = spawn_in_aid(&dev, g.aid, |chan| {
-        proc::become_subreaper();
         let (m_rx, m_tx) = proc::pipe()?;
         let (go_rx, go_tx) = proc::pipe()?;
         let (m_fd, go_rx_fd, go_tx_fd) = (m_tx.as_raw_fd(), go_rx.as_raw_fd(), go_tx.as_raw_fd());
-        // SAFETY: the children only make async-signal-safe calls and `_exit`.
-        let leader = unsafe { libc::fork() };
-        if leader == 0 {
-            // SAFETY: as above.
+        let leader = session_with_reaped_leader(|| {
+            // SAFETY: async-signal-safe calls on descriptors this process owns.
             unsafe {
-                libc::setsid();
-                let member = libc::fork();
-                if member == 0 {
-                    libc::close(go_tx_fd);
-                    let mut byte = [0u8];
-                    libc::read(go_rx_fd, byte.as_mut_ptr().cast(), 1);
-                    let new_session = libc::setsid() as i64;
-                    put(m_fd, &[libc::getpid() as i64, new_session]);
-                    loop {
-                        libc::pause();
-                    }
-                }
-                libc::_exit(if member > 0 { 0 } else { 1 });
+                libc::close(go_tx_fd);
+                let mut byte = [0u8];
+                libc::read(go_rx_fd, byte.as_mut_ptr().cast(), 1);
+                let new_session = libc::setsid() as i64;
+                put(m_fd, &[libc::getpid() as i64, new_session]);
             }
-        }
-        if leader < 0 {
-            return Err(Errno::last()).context("fork");
-        }
+        })?;
         drop((go_rx, m_tx));
         let mut status = 0;
-        // SAFETY: `leader` is our child; `status` is a valid out-pointer.
-        unsafe { libc::waitpid(leader, &mut status, 0) };
         // SAFETY: plain kill(2) with signal 0: is the group there?
         let before = raw(unsafe { libc::kill(-leader, 0) } as libc::c_long);
         chan.send(leader as i64)?;
