@@ -59,9 +59,9 @@ const OTHER_FUNCTIONS: usize = 4;
 
 /// Attaches every hook (the first AID is being registered).
 pub(crate) fn attach() -> Result {
+    let start = Ktime::ktime_get();
     // SAFETY: `init` set the filters; the caller holds the registry mutex, so attach and
     // detach never run concurrently.
-    let start = Ktime::ktime_get();
     let err = unsafe { glue::appshot_glue_hooks_attach() };
     if err != 0 {
         return Err(Error::from_errno(err));
@@ -187,7 +187,7 @@ fn syscall(
     let Some(_module) = ModuleRef::try_get() else {
         return false;
     };
-    let Some(aid) = registry.tasks.lookup(task) else {
+    let Some(aid) = registry.tasks.lookup_at(task, slot) else {
         return false;
     };
     let call = Call { regs, original: original as usize, aid: &aid, registry, task };

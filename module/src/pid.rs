@@ -34,6 +34,12 @@ fn group_still_exists(system: u32) -> bool {
     !uses.process() && uses.group_or_session()
 }
 
+/// Whether an entry of `system` with `owner` translates: every entry but a stale
+/// group-only one.
+fn translates(system: u32, owner: u32) -> bool {
+    owner != GROUP_ONLY || group_still_exists(system)
+}
+
 /// Removed entries remembered per AID for late translations.
 pub(crate) const RELEASED: usize = 128;
 
@@ -97,14 +103,14 @@ impl AidState {
     /// The system PID behind a virtual PID of this AID.
     pub(crate) fn pid_to_system(&mut self, virtual_id: u32) -> Option<u32> {
         let side = self.pids().to_system(VirtualId(virtual_id))?;
-        (side.owner != GROUP_ONLY || group_still_exists(side.system_id.0)).then_some(side.system_id.0)
+        translates(side.system_id.0, side.owner).then_some(side.system_id.0)
     }
 
     /// The virtual PID of a system PID: from the table, else from the recently removed
     /// entries. `None` for a process outside this AID.
     pub(crate) fn pid_to_virtual(&mut self, system: u32) -> Option<u32> {
         match self.pids().to_virtual(SystemId(system)) {
-            Some(side) if side.owner != GROUP_ONLY || group_still_exists(system) => Some(side.virtual_id.0),
+            Some(side) if translates(system, side.owner) => Some(side.virtual_id.0),
             // A stale group-only entry: the number is not this AID's any more.
             Some(_) => None,
             None => self.released.find(system),
@@ -115,7 +121,7 @@ impl AidState {
     /// a group whose leader has).
     pub(crate) fn pid_to_virtual_live(&mut self, system: u32) -> Option<u32> {
         let side = self.pids().to_virtual(SystemId(system))?;
-        (side.owner != GROUP_ONLY || group_still_exists(system)).then_some(side.virtual_id.0)
+        translates(system, side.owner).then_some(side.virtual_id.0)
     }
 
     /// Makes the entry of `system`, a process leader being reaped, a group-only entry.
@@ -131,7 +137,7 @@ impl AidState {
     /// Removes the group-only entry of `system` when no task but `except` (a task being
     /// reaped) is left in that process group or session.
     pub(crate) fn prune_group(&mut self, system: u32, except: Task<'_>) -> Option<RemovedEntry> {
-        if self.pids().to_virtual(SystemId(system))?.owner != GROUP_ONLY {
+        if !self.is_group_only(system) {
             return None;
         }
         let uses = PidUses::of(system, Some(except));
@@ -144,10 +150,14 @@ impl AidState {
     /// Removes the group-only entry of `system`, if there is one: its number belongs to a
     /// new task now, so the group has ended.
     pub(crate) fn evict_group(&mut self, system: u32) -> Option<RemovedEntry> {
-        if self.pids().to_virtual(SystemId(system))?.owner != GROUP_ONLY {
+        if !self.is_group_only(system) {
             return None;
         }
         self.remove_group_only(system)
+    }
+
+    fn is_group_only(&mut self, system: u32) -> bool {
+        matches!(self.pids().to_virtual(SystemId(system)), Some(side) if side.owner == GROUP_ONLY)
     }
 
     fn remove_group_only(&mut self, system: u32) -> Option<RemovedEntry> {

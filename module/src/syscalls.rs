@@ -236,10 +236,10 @@ impl Call<'_> {
         regs.r10 = args[3] as c_ulong;
         regs.r8 = args[4] as c_ulong;
         regs.r9 = args[5] as c_ulong;
-        // SAFETY: `original` is the entry of the system call this hook fired for (the
-        // glue derived it from the fentry site), which takes a `pt_regs` pointer; the
-        // copy lives on our stack for the call. The copy is not the task's saved
-        // registers, so the hook lets this nested call through.
+        // The copy is not the task's saved registers, so the hook lets this nested call
+        // through. `original` is the entry of the system call this hook fired for (the
+        // glue derived it from the fentry site).
+        // SAFETY: `original` takes a `pt_regs` pointer; the copy lives on our stack.
         unsafe { glue::appshot_glue_call_syscall(self.original as c_ulong, &mut regs) as i64 }
     }
 

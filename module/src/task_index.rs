@@ -233,13 +233,23 @@ impl TaskIndex {
         self.linked.load(Ordering::Relaxed)
     }
 
-    /// The AID of a task, or `None` when it is not linked. Cheap for unlinked tasks.
-    pub(crate) fn lookup(&self, task: Task<'_>) -> Option<Arc<Aid>> {
-        let slot = Slot::of(task);
+    /// Runs `f` on `task`'s entry (its slot is `slot`) under its bucket's lock; `None`
+    /// when it is not linked, answered without the lock when its slot holds no linked task.
+    fn with_entry<R>(&self, task: Task<'_>, slot: Slot, f: impl FnOnce(&mut Linked) -> R) -> Option<R> {
         if !slot.any_linked() {
             return None;
         }
-        self.bucket(slot).tasks.lock().get(&task.key()).map(|linked| linked.aid.clone())
+        self.bucket(slot).tasks.lock().get_mut(&task.key()).map(f)
+    }
+
+    /// The AID of a task, or `None` when it is not linked. Cheap for unlinked tasks.
+    pub(crate) fn lookup(&self, task: Task<'_>) -> Option<Arc<Aid>> {
+        self.lookup_at(task, Slot::of(task))
+    }
+
+    /// [`Self::lookup`] for a task whose slot is known.
+    pub(crate) fn lookup_at(&self, task: Task<'_>, slot: Slot) -> Option<Arc<Aid>> {
+        self.with_entry(task, slot, |linked| linked.aid.clone())
     }
 
     /// The own virtual IDs of `task`, the current task, whose slot is `slot`; `None` when
@@ -263,58 +273,47 @@ impl TaskIndex {
         slot.cached().read(task)
     }
 
-    /// [`Self::own_ids`] when the slot caches another task: from the tree, and cached.
+    /// [`Self::own_ids`] when the slot caches another task: from the tree, and cached
+    /// (under the bucket lock, which makes this the slot's only writer).
     #[cold]
     fn own_ids_locked(&self, task: Task<'_>, slot: Slot) -> Option<OwnIds> {
-        let tasks = self.bucket(slot).tasks.lock();
-        let ids = tasks.get(&task.key())?.ids;
-        slot.cached().write(task.key(), ids);
-        Some(ids)
+        self.with_entry(task, slot, |linked| {
+            slot.cached().write(task.key(), linked.ids);
+            linked.ids
+        })
     }
 
     /// The own IDs of `task` if it is linked to `aid` (any task the caller keeps alive,
     /// such as a parent under RCU). A lock is taken only when its slot holds a linked task.
     pub(crate) fn ids_in(&self, task: Task<'_>, aid: &Aid) -> Option<OwnIds> {
-        let slot = Slot::of(task);
-        if !slot.any_linked() {
-            return None;
-        }
-        let tasks = self.bucket(slot).tasks.lock();
-        match tasks.get(&task.key()) {
-            Some(linked) if core::ptr::eq(&*linked.aid, aid) => Some(linked.ids),
-            _ => None,
-        }
+        self.with_entry(task, Slot::of(task), |linked| core::ptr::eq(&*linked.aid, aid).then_some(linked.ids))
+            .flatten()
     }
 
     /// Records a linked task's virtual PID once it is known.
     pub(crate) fn set_virtual_tgid(&self, task: Task<'_>, virtual_tgid: u32) {
         let slot = Slot::of(task);
-        if let Some(linked) = self.bucket(slot).tasks.lock().get_mut(&task.key()) {
+        self.with_entry(task, slot, |linked| {
             linked.ids.virtual_tgid = virtual_tgid;
             slot.cached().forget(task.key());
-        }
+        });
     }
 
     /// Sets the `CLONE_PARENT_SETTID` address of a linked `task`'s clone in progress
     /// (0 clears it). Only `task` itself calls this.
     pub(crate) fn set_parent_tid(&self, task: Task<'_>, address: u64) {
-        if let Some(linked) = self.bucket(Slot::of(task)).tasks.lock().get_mut(&task.key()) {
-            linked.parent_tid = address;
-        }
+        self.with_entry(task, Slot::of(task), |linked| linked.parent_tid = address);
     }
 
     /// Takes the address set by [`Self::set_parent_tid`], if any.
     pub(crate) fn take_parent_tid(&self, task: Task<'_>) -> Option<u64> {
-        let mut tasks = self.bucket(Slot::of(task)).tasks.lock();
-        let linked = tasks.get_mut(&task.key())?;
-        let address = core::mem::take(&mut linked.parent_tid);
+        let address = self.with_entry(task, Slot::of(task), |linked| core::mem::take(&mut linked.parent_tid))?;
         (address != 0).then_some(address)
     }
 
     /// Whether `task` is linked to exactly `aid`. Caller holds `aid`'s lock.
     pub(crate) fn is_linked_to(&self, task: Task<'_>, aid: &Aid) -> bool {
-        let tasks = self.bucket(Slot::of(task)).tasks.lock();
-        matches!(tasks.get(&task.key()), Some(linked) if core::ptr::eq(&*linked.aid, aid))
+        self.with_entry(task, Slot::of(task), |linked| core::ptr::eq(&*linked.aid, aid)).unwrap_or(false)
     }
 
     /// Links `task` to `aid`. Caller holds `aid`'s lock. Fails, returning the reservation,

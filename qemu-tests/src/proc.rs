@@ -790,6 +790,7 @@ mod unit {
         wait_for_zombie(zombie.pid()).unwrap();
         assert_eq!(ppid_of(zombie.pid()), Some(getpid()));
         assert!(children_of(getpid()).contains(&zombie.pid()));
+        // SAFETY: getppid has no preconditions.
         assert_eq!(ppid_of(getpid()), Some(unsafe { libc::getppid() }));
         assert!(threads_of(getpid()).unwrap().contains(&gettid()));
     }

@@ -913,6 +913,7 @@ type Probe = (&'static str, i64);
 /// Makes every PID-taking call on `target` (a live process outside the AID); returns
 /// the results.
 fn calls_on(target: i32) -> Vec<Probe> {
+    // SAFETY: cpu_set_t is plain bits; all zero is the empty set.
     let mut cpu: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     let mut param = libc::sched_param { sched_priority: 0 };
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

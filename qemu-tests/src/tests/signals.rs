@@ -82,6 +82,7 @@ fn receive(how: &str, sfd: i32) -> Result<i32> {
             Ok(HANDLER_SI_PID.load(Ordering::SeqCst))
         }
         "sigwaitinfo" => {
+            // SAFETY: sigset_t is plain bits, initialized by sigemptyset below.
             let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
             // SAFETY: valid set and info.
             unsafe {
@@ -119,6 +120,7 @@ fn every_sender_every_receiver_si_pid() -> Result<()> {
         }
         block(&[libc::SIGUSR1, libc::SIGCHLD]);
         let set = {
+            // SAFETY: sigset_t is plain bits, initialized by sigemptyset below.
             let mut s: libc::sigset_t = unsafe { std::mem::zeroed() };
             // SAFETY: initializes the set.
             unsafe {
