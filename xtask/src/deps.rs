@@ -20,6 +20,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "llvm",
     "lld",
     "libclang-dev",
+    // GNU objcopy: the kernel's x32 vDSO (CONFIG_X86_X32_ABI) cannot be made by llvm-objcopy
+    "binutils",
     "flex",
     "bison",
     "bc",

@@ -54,6 +54,9 @@ impl Kernel {
             format!("LLVM={LLVM_SUFFIX}"),
             format!("RUSTC={RUSTC}"),
             format!("BINDGEN={}", bindgen.display()),
+            // GNU objcopy instead of llvm-objcopy: Kconfig offers CONFIG_X86_X32_ABI only
+            // then (llvm-objcopy cannot convert the x32 vDSO to elf32-x86-64).
+            "OBJCOPY=objcopy".to_string(),
         ])
     }
 }
@@ -225,6 +228,7 @@ fn cache_key(ctx: &Context, version: &str, fragments: &[Fragment]) -> Result<Str
         PathBuf::from(RUSTC),
         ctx.bindgen()?,
         PathBuf::from(format!("clang{LLVM_SUFFIX}")),
+        PathBuf::from("objcopy"),
     ] {
         hasher.update(context::tool_version(ctx, &tool)?);
         hasher.update("\n");
