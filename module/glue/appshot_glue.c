@@ -10,7 +10,13 @@
 #include <linux/atomic.h>
 #include <linux/capability.h>
 #include <linux/cred.h>
+#include <linux/sched/coredump.h>
+#include <linux/sched/mm.h>
 #include <linux/fs.h>
+#include <linux/file.h>
+#include <linux/magic.h>
+#include <linux/ns_common.h>
+#include <linux/proc_ns.h>
 #include <linux/ftrace.h>
 #include <linux/kprobes.h>
 #include <linux/miscdevice.h>
@@ -95,15 +101,16 @@ void appshot_glue_misc_deregister(void)
  * appshot_trampoline (appshot_trampoline.S), which calls appshot_glue_hook_entry() with
  * the function's arguments and either returns into the function or replaces the call.
  * One ftrace_ops holds every hooked function, so attaching and detaching are one ftrace
- * update each. The entry tells the hooked functions apart by their fentry address: the
- * few kernel functions below by the address found at load, every other one is a system
- * call (identified in Rust by regs->orig_ax). All hooked functions run in process
- * context with no spinlock held, so handlers may sleep and touch user memory.
+ * update each. Which functions are hooked, and what each hook call means, is decided in
+ * Rust (src/hooks.rs): the glue resolves the names it is given and passes every hook
+ * call on with its *site* (the return address of the fentry call), which names the
+ * function. All hooked functions run in process context with no spinlock held, so
+ * handlers may sleep and touch user memory.
  *
- * Attach/detach: the filter (which functions) and the addresses are set once at module
- * load; the ops is registered when the first AID is registered and unregistered when the
- * last one goes, so a loaded module with no AID costs nothing (called from Rust under the
- * registry mutex).
+ * Attach/detach: the filter and the sites are set once at module load; the ops is
+ * registered when the first AID is registered and unregistered when the last one goes,
+ * so a loaded module with no AID costs nothing (called from Rust under the registry
+ * mutex).
  *
  * Unload: a task may be preempted inside the trampoline or a handler, or sleep in a
  * handler. Handlers that may sleep count themselves in appshot_hooks_inflight (task
@@ -114,81 +121,53 @@ void appshot_glue_misc_deregister(void)
 static atomic_t appshot_hooks_inflight = ATOMIC_INIT(0);
 
 void appshot_trampoline(void);
-bool appshot_glue_hook_entry(unsigned long *args, unsigned long ret_ip, long *out,
+bool appshot_glue_hook_entry(unsigned long *args, unsigned long site, long *out,
 			     unsigned long parent_ip, unsigned long slot);
-
-/*
- * Read by the trampoline's fast path: the return site of release_task's fentry call,
- * which the trampoline never skips. Set at load, before the hooks can be attached.
- */
-unsigned long appshot_release_task_ret;
-
-/* The kernel functions hooked besides system calls, found by name at load. */
-enum appshot_function {
-	APPSHOT_FN_NEW_TASK,		/* wake_up_new_task(p) */
-	APPSHOT_FN_RELEASE_TASK,	/* release_task(p) */
-	APPSHOT_FN_SIGINFO,		/* copy_siginfo_to_user(to, from) */
-	APPSHOT_FN_SIGNALFD,		/* signalfd_read_iter(iocb, to) */
-	APPSHOT_NR_FUNCTIONS,
-};
-
-static const char *const appshot_function_names[APPSHOT_NR_FUNCTIONS] = {
-	[APPSHOT_FN_NEW_TASK] = "wake_up_new_task",
-	[APPSHOT_FN_RELEASE_TASK] = "release_task",
-	[APPSHOT_FN_SIGINFO] = "copy_siginfo_to_user",
-	[APPSHOT_FN_SIGNALFD] = "signalfd_read_iter",
-};
-
-/* Their fentry call sites (the return address of the trampoline call, minus the call). */
-static unsigned long appshot_function_fentry[APPSHOT_NR_FUNCTIONS];
 
 static struct ftrace_ops appshot_ops;
 static bool appshot_ops_filtered;
 static bool appshot_ops_attached;
 
-static void appshot_task_hook(void (*handler)(struct task_struct *), struct task_struct *task)
+void appshot_glue_inflight_enter(void)
 {
 	atomic_inc(&appshot_hooks_inflight);
-	handler(task);
+}
+
+void appshot_glue_inflight_exit(void)
+{
 	if (atomic_dec_and_test(&appshot_hooks_inflight))
 		wake_up_var(&appshot_hooks_inflight);
 }
 
-bool appshot_glue_hook_entry(unsigned long *args, unsigned long ret_ip, long *out,
+bool appshot_glue_hook_entry(unsigned long *args, unsigned long site, long *out,
 			     unsigned long parent_ip, unsigned long slot)
 {
-	unsigned long fentry = ret_ip - MCOUNT_INSN_SIZE;
-	unsigned long function = fentry - ENDBR_INSN_SIZE;
 	struct task_struct *task = current;
 
-	/*
-	 * A system call, __x64_sys_*(regs), made from user space: it is passed the task's own
-	 * saved registers. No other hooked function takes them as its first argument (a task,
-	 * a user pointer, a kiocb), and a handler that calls the original passes a copy, so
-	 * that nested call runs unhooked (the recursion guard). Tested first: the hot case.
-	 */
-	if ((struct pt_regs *)args[0] == task_pt_regs(task))
-		return appshot_rust_syscall((struct pt_regs *)args[0], function, out, slot, task);
-	if (fentry == appshot_function_fentry[APPSHOT_FN_NEW_TASK]) {
-		appshot_task_hook(appshot_rust_on_new_task, (struct task_struct *)args[0]);
-		return false;
-	}
-	if (fentry == appshot_function_fentry[APPSHOT_FN_RELEASE_TASK]) {
-		appshot_task_hook(appshot_rust_on_release_task, (struct task_struct *)args[0]);
-		return false;
-	}
-	if (fentry == appshot_function_fentry[APPSHOT_FN_SIGINFO])
-		return appshot_rust_copy_siginfo_to_user((void __user *)args[0],
-							 (const kernel_siginfo_t *)args[1], out);
-	if (fentry == appshot_function_fentry[APPSHOT_FN_SIGNALFD]) {
-		/* The handler calls the original itself; that call comes from this module. */
-		if (within_module(parent_ip, THIS_MODULE))
-			return false;
-		return appshot_rust_signalfd_read((struct kiocb *)args[0],
-						  (struct iov_iter *)args[1], function, out);
-	}
-	/* A nested system call from a handler. */
-	return false;
+	return appshot_rust_hook(args, site, task_pt_regs(task), out, slot, task);
+}
+
+/* The start of the function whose fentry call returns to `site`. */
+static unsigned long appshot_site_function(unsigned long site)
+{
+	return site - MCOUNT_INSN_SIZE - ENDBR_INSN_SIZE;
+}
+
+/* Whether the function of `site` may be called indirectly: with IBT it must start with
+ * ENDBR, which FineIBT moves (and objtool seals in functions whose address is never taken). */
+bool appshot_glue_site_callable(unsigned long site)
+{
+	return !IS_ENABLED(CONFIG_X86_KERNEL_IBT) || is_endbr(*(u32 *)appshot_site_function(site));
+}
+
+bool appshot_glue_config_ia32_emulation(void)
+{
+	return IS_ENABLED(CONFIG_IA32_EMULATION);
+}
+
+bool appshot_glue_config_x32_abi(void)
+{
+	return IS_ENABLED(CONFIG_X86_X32_ABI);
 }
 
 /* Where a read into a plain user buffer (read(2)) will write, or 0 for other iterators. */
@@ -199,29 +178,26 @@ unsigned long appshot_glue_iter_user_start(struct iov_iter *iter)
 	return (unsigned long)iter->ubuf + iter->iov_offset;
 }
 
-long appshot_glue_call_read_iter(unsigned long function, struct kiocb *iocb, struct iov_iter *iter)
+/* Calls the function of `site` (checked callable at load). */
+long appshot_glue_call_read_iter(unsigned long site, struct kiocb *iocb, struct iov_iter *iter)
 {
-	ssize_t (*call)(struct kiocb *, struct iov_iter *) = (void *)function;
+	ssize_t (*call)(struct kiocb *, struct iov_iter *) = (void *)appshot_site_function(site);
 
-	/* An indirect call must land on ENDBR (IBT); address-taken functions start with one. */
-	if (IS_ENABLED(CONFIG_X86_KERNEL_IBT) && !is_endbr(*(u32 *)function))
-		return -ENOSYS;
 	return call(iocb, iter);
 }
 
-/* Calls a system call's original function (found by its hook) on a copy of the registers. */
-long appshot_glue_call_syscall(unsigned long function, struct pt_regs *regs)
+/* Calls a system call's entry (found by its hook, checked callable at load) on a copy of
+ * the registers. */
+long appshot_glue_call_syscall(unsigned long site, struct pt_regs *regs)
 {
-	long (*call)(const struct pt_regs *) = (void *)function;
+	long (*call)(const struct pt_regs *) = (void *)appshot_site_function(site);
 
-	if (IS_ENABLED(CONFIG_X86_KERNEL_IBT) && !is_endbr(*(u32 *)function))
-		return -ENOSYS;
 	return call(regs);
 }
 
 /*
- * The fentry sites of the named functions, resolved with disabled kprobes (which look the
- * name up and arm nothing), registered and unregistered as one batch. A kprobe on a
+ * The sites of the named functions, resolved with disabled kprobes (which look the name
+ * up and arm nothing), registered and unregistered as one batch. A kprobe on a
  * function's first byte moves past ENDBR: its address is the fentry call.
  */
 static int appshot_resolve(const char *const *names, unsigned long *fentry, unsigned int n)
@@ -271,39 +247,26 @@ void appshot_glue_hooks_free(void)
 	appshot_ops_filtered = false;
 }
 
-int appshot_glue_hooks_init(const char *const *syscalls, unsigned int nr_syscalls)
+int appshot_glue_hooks_init(const char *const *names, unsigned int n, unsigned long *sites)
 {
-	unsigned int n = APPSHOT_NR_FUNCTIONS + nr_syscalls, i;
-	const char **names;
-	unsigned long *fentry;
-	int err = -ENOMEM;
+	unsigned int i;
+	int err;
 
-	names = kcalloc(n, sizeof(*names), GFP_KERNEL);
-	fentry = kcalloc(n, sizeof(*fentry), GFP_KERNEL);
-	if (!names || !fentry)
-		goto out;
-	for (i = 0; i < APPSHOT_NR_FUNCTIONS; i++)
-		names[i] = appshot_function_names[i];
-	for (i = 0; i < nr_syscalls; i++)
-		names[APPSHOT_NR_FUNCTIONS + i] = syscalls[i];
-	err = appshot_resolve(names, fentry, n);
+	err = appshot_resolve(names, sites, n);
 	if (err)
-		goto out;
-	memcpy(appshot_function_fentry, fentry, sizeof(appshot_function_fentry));
-	appshot_release_task_ret = fentry[APPSHOT_FN_RELEASE_TASK] + MCOUNT_INSN_SIZE;
+		return err;
 	memset(&appshot_ops, 0, sizeof(appshot_ops));
 	/* One filter update for all (by name, each would scan every ftrace record). */
-	err = ftrace_set_filter_ips(&appshot_ops, fentry, n, 0, 0);
+	err = ftrace_set_filter_ips(&appshot_ops, sites, n, 0, 0);
 	if (err) {
 		pr_err("cannot set the hook filter: error %d\n", err);
 		ftrace_free_filter(&appshot_ops);
-		goto out;
+		return err;
 	}
 	appshot_ops_filtered = true;
-out:
-	kfree(fentry);
-	kfree(names);
-	return err;
+	for (i = 0; i < n; i++)
+		sites[i] += MCOUNT_INSN_SIZE;
+	return 0;
 }
 
 void appshot_glue_hooks_detach(void)
@@ -463,6 +426,32 @@ struct task_struct *appshot_glue_current_parent(void)
 	return rcu_dereference(current->real_parent);
 }
 
+/* Caller holds rcu_read_lock(), which keeps the parent's task_struct allocated. */
+struct task_struct *appshot_glue_task_parent(struct task_struct *task)
+{
+	return rcu_dereference(task->real_parent);
+}
+
+/* Every process (thread group leader), referenced, with its parent's PID; returns how
+ * many there are (only the first `max` are written). */
+unsigned int appshot_glue_collect_processes(struct task_struct **out, u32 *parents, unsigned int max)
+{
+	struct task_struct *p;
+	unsigned int n = 0;
+
+	rcu_read_lock();
+	for_each_process(p) {
+		if (n < max) {
+			get_task_struct(p);
+			out[n] = p;
+			parents[n] = task_tgid_nr(rcu_dereference(p->real_parent));
+		}
+		n++;
+	}
+	rcu_read_unlock();
+	return n;
+}
+
 bool appshot_glue_task_in_init_pid_ns(struct task_struct *task)
 {
 	return task_active_pid_ns(task) == &init_pid_ns;
@@ -486,6 +475,68 @@ int appshot_glue_write_task_u32(struct task_struct *task, unsigned long addr, u3
 	if (access_process_vm(task, addr, &value, sizeof(value), FOLL_WRITE) != sizeof(value))
 		return -EFAULT;
 	return 0;
+}
+
+/*
+ * What ptrace's PTRACE_MODE_ATTACH_REALCREDS rule looks at, for the current task wanting
+ * to attach to `task` (the rule itself is in Rust, src/process.rs). Read under the
+ * task's lock and RCU as ptrace_may_access() does; the capabilities are checked without
+ * an audit record (the decision may not need them).
+ */
+void appshot_glue_attach_facts(struct task_struct *task, struct appshot_attach_facts *facts)
+{
+	const struct cred *caller = current_cred(), *tcred;
+	struct mm_struct *mm;
+
+	memset(facts, 0, sizeof(*facts));
+	task_lock(task);
+	facts->same_thread_group = same_thread_group(task, current);
+	facts->caller_uid = from_kuid_munged(&init_user_ns, caller->uid);
+	facts->caller_gid = from_kgid_munged(&init_user_ns, caller->gid);
+	rcu_read_lock();
+	tcred = __task_cred(task);
+	facts->uid = from_kuid_munged(&init_user_ns, tcred->uid);
+	facts->euid = from_kuid_munged(&init_user_ns, tcred->euid);
+	facts->suid = from_kuid_munged(&init_user_ns, tcred->suid);
+	facts->gid = from_kgid_munged(&init_user_ns, tcred->gid);
+	facts->egid = from_kgid_munged(&init_user_ns, tcred->egid);
+	facts->sgid = from_kgid_munged(&init_user_ns, tcred->sgid);
+	facts->ptrace_cap_over_creds = ns_capable_noaudit(tcred->user_ns, CAP_SYS_PTRACE);
+	rcu_read_unlock();
+	/* Dumpability is read after the credentials (pairs with commit_creds()). */
+	smp_rmb();
+	mm = task->mm;
+	facts->has_mm = mm != NULL;
+	if (mm) {
+		facts->dumpable = get_dumpable(mm) == SUID_DUMP_USER;
+		facts->ptrace_cap_over_mm = ns_capable_noaudit(mm->user_ns, CAP_SYS_PTRACE);
+	}
+	task_unlock(task);
+}
+
+/* ---- Namespaces and clone arguments ------------------------------------------------ */
+
+/* The namespace type (CLONE_NEW*) of descriptor `fd` if it is a namespace file, else 0. */
+int appshot_glue_fd_ns_type(int fd)
+{
+	struct fd f = fdget(fd);
+	struct inode *inode;
+	int type = 0;
+
+	if (!fd_file(f))
+		return 0;
+	inode = file_inode(fd_file(f));
+	if (inode->i_sb->s_magic == NSFS_MAGIC)
+		type = ((struct ns_common *)inode->i_private)->ops->type;
+	fdput(f);
+	return type;
+}
+
+/* The flags and CLONE_PARENT_SETTID address of kernel_clone()'s arguments. */
+void appshot_glue_clone_args(struct kernel_clone_args *args, u64 *flags, u64 *parent_tid)
+{
+	*flags = args->flags;
+	*parent_tid = (unsigned long)args->parent_tid;
 }
 
 /* ---- siginfo ---------------------------------------------------------------------- */

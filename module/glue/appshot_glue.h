@@ -19,14 +19,8 @@ struct task_struct;
 
 /* Implemented in Rust. */
 long appshot_rust_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
-void appshot_rust_on_new_task(struct task_struct *task);
-void appshot_rust_on_release_task(struct task_struct *task);
-bool appshot_rust_syscall(struct pt_regs *regs, unsigned long original, long *out,
-			 unsigned long slot, struct task_struct *current_task);
-bool appshot_rust_copy_siginfo_to_user(void __user *to, const struct kernel_siginfo *from,
-				       long *out);
-bool appshot_rust_signalfd_read(struct kiocb *iocb, struct iov_iter *iter, unsigned long original,
-				long *out);
+bool appshot_rust_hook(const unsigned long *args, unsigned long site, struct pt_regs *user_regs,
+		       long *out, unsigned long slot, struct task_struct *current_task);
 
 /* Implemented in appshot_trampoline.S: the task slots of src/task_index.rs. */
 unsigned long appshot_task_slot(unsigned long address);
@@ -37,15 +31,30 @@ int appshot_glue_misc_register(void);
 void appshot_glue_misc_deregister(void);
 
 /* Hooks: filters set at load, attached while an AID exists (see appshot_glue.c). */
-int appshot_glue_hooks_init(const char *const *syscalls, unsigned int nr_syscalls);
+int appshot_glue_hooks_init(const char *const *names, unsigned int n, unsigned long *sites);
+bool appshot_glue_site_callable(unsigned long site);
+bool appshot_glue_config_ia32_emulation(void);
+bool appshot_glue_config_x32_abi(void);
+void appshot_glue_inflight_enter(void);
+void appshot_glue_inflight_exit(void);
 void appshot_glue_hooks_free(void);
 int appshot_glue_hooks_attach(void);
 void appshot_glue_hooks_detach(void);
 void appshot_glue_hooks_quiesce(void);
 bool appshot_glue_module_try_get(void);
-long appshot_glue_call_syscall(unsigned long function, struct pt_regs *regs);
+long appshot_glue_call_syscall(unsigned long site, struct pt_regs *regs);
 unsigned long appshot_glue_iter_user_start(struct iov_iter *iter);
-long appshot_glue_call_read_iter(unsigned long function, struct kiocb *iocb, struct iov_iter *iter);
+long appshot_glue_call_read_iter(unsigned long site, struct kiocb *iocb, struct iov_iter *iter);
+struct kernel_clone_args;
+/* appshot_glue_attach_facts(); the same layout as AttachFacts in src/glue.rs. */
+struct appshot_attach_facts {
+	u32 caller_uid, caller_gid;
+	u32 uid, euid, suid, gid, egid, sgid;
+	bool same_thread_group, ptrace_cap_over_creds, has_mm, dumpable, ptrace_cap_over_mm;
+};
+void appshot_glue_attach_facts(struct task_struct *task, struct appshot_attach_facts *facts);
+int appshot_glue_fd_ns_type(int fd);
+void appshot_glue_clone_args(struct kernel_clone_args *args, u64 *flags, u64 *parent_tid);
 
 /* Module reference held by every registered AID. */
 void appshot_glue_module_get(void);
@@ -79,6 +88,8 @@ unsigned int appshot_glue_pid_uses(pid_t nr, struct task_struct *except);
 void appshot_glue_rcu_read_lock(void);
 void appshot_glue_rcu_read_unlock(void);
 struct task_struct *appshot_glue_current_parent(void);
+struct task_struct *appshot_glue_task_parent(struct task_struct *task);
+unsigned int appshot_glue_collect_processes(struct task_struct **out, u32 *parents, unsigned int max);
 bool appshot_glue_task_in_init_pid_ns(struct task_struct *task);
 
 /* Thread IDs the kernel writes to user memory (CLONE_CHILD_SETTID). */

@@ -13,15 +13,16 @@
  * returns straight into the hooked function, touching only %rax and %r11 (scratch in
  * the C calling convention, never read by the hooked functions on entry). The one
  * exception is release_task, which must see linked tasks reaped by a task in no AID:
- * its return site is in appshot_release_task_ret (set by the glue before attaching).
+ * its return site is in appshot_release_task_ret (set by src/hooks.rs before attaching).
  *
  * Slow path. The trampoline saves the six argument registers in an array on its stack
  * and calls its C entry (appshot_glue_hook_entry):
  *
- *	bool entry(unsigned long args[6], unsigned long ret_ip, long *out,
+ *	bool entry(unsigned long args[6], unsigned long site, long *out,
  *		   unsigned long parent_ip, unsigned long slot);
  *
- * ret_ip is the return address into the hooked function (just after its fentry call),
+ * site is the return address into the hooked function (just after its fentry call),
+ * which names the hooked function,
  * parent_ip the return address into the hooked function's caller, slot the current
  * task's slot.
  *
@@ -34,14 +35,18 @@
  * whatever the caller passed reaches the hooked function unchanged; %rax and %r11 are
  * clobbered.
  *
- * The trampoline is marked STACK_FRAME_NON_STANDARD for objtool: returning to the
- * caller's caller on the replace path is, by design, a "return with modified stack frame".
+ * Unwinding. objtool follows the trampoline like any function (it is entered as one, by
+ * the fentry call), so stack traces through it (lockdep, KASAN, hung-task reports,
+ * /proc/PID/stack) continue into the hooked function and its callers. On the replace
+ * path the stack, once the return address into the hooked function is dropped, is that
+ * of a function entered from the hooked function's caller: an UNWIND_HINT_FUNC says so,
+ * as the kernel's own ftrace_regs_caller does after its tail call.
  */
 #include <linux/linkage.h>
-#include <linux/objtool.h>
 #include <asm/asm-offsets.h>
 #include <asm/nospec-branch.h>
 #include <asm/percpu.h>
+#include <asm/unwind_hints.h>
 
 /*
  * Slots: a task_struct address without its cache-line bits, Fibonacci-hashed to
@@ -109,6 +114,6 @@ SYM_FUNC_START(appshot_trampoline)
 	jnz	1f
 	RET				/* into the hooked function */
 1:	addq	$8, %rsp		/* drop the return address into the hooked function */
+	UNWIND_HINT_FUNC
 	RET				/* to its caller, with the replacement's value in %rax */
 SYM_FUNC_END(appshot_trampoline)
-STACK_FRAME_NON_STANDARD appshot_trampoline

@@ -4,9 +4,9 @@
 use kernel::prelude::*;
 use kernel::sync::{new_spinlock, Arc, SpinLock};
 
-use crate::pid::ReleasedRing;
-use crate::table::IdTable;
-use crate::uapi::{self, AidInfo, NAME_LEN, TABLE_COUNT, TABLE_PID};
+use crate::pid::PidTable;
+use crate::table::{Entry, IdTable};
+use crate::uapi::{self, AidInfo, NAME_LEN, TABLE_KEY, TABLE_MSG, TABLE_PID, TABLE_SEM, TABLE_SHM};
 
 /// A registered application.
 ///
@@ -29,26 +29,63 @@ pub(crate) struct Aid {
     pub(crate) state: SpinLock<AidState>,
 }
 
-/// What an AID's spinlock protects.
+/// What an AID's spinlock protects: one table per resource type, and whether the AID
+/// is still registered. UNREGISTER replaces the whole value, so nothing counted with a
+/// table can outlive it.
 pub(crate) struct AidState {
     /// Set once by UNREGISTER: from then on nothing is linked to this AID.
     pub(crate) unregistered: bool,
-    /// One table per resource type, indexed by `uapi::TABLE_*`.
-    pub(crate) tables: [IdTable; TABLE_COUNT],
-    /// PID-table entries whose thread is its process's main thread (TID == TGID).
-    pub(crate) nr_processes: u32,
-    /// PID-table entries kept for a process group or session (`pid::GROUP_ONLY`).
-    pub(crate) nr_group_only: u32,
-    /// With a PID range: where the search for the next virtual PID starts.
-    pub(crate) next_virtual: u32,
-    /// The PID table's most recently removed entries (`pid.rs`).
-    pub(crate) released: ReleasedRing,
+    /// Process and thread IDs.
+    pub(crate) pids: PidTable,
+    /// SysV semaphore sets, shared memory segments, message queues and IPC keys: empty
+    /// until IPC virtualization fills them.
+    pub(crate) sems: IdTable,
+    pub(crate) shms: IdTable,
+    pub(crate) msgs: IdTable,
+    pub(crate) keys: IdTable,
 }
 
 impl AidState {
-    /// The PID table: system TID -> virtual TID, owner = system TGID.
-    pub(crate) fn pids(&mut self) -> &mut IdTable {
-        &mut self.tables[TABLE_PID as usize]
+    /// The state of a new AID, or of an unregistered one (`unregistered`).
+    pub(crate) fn new(pid_range: Option<(u32, u32)>, unregistered: bool) -> Self {
+        AidState {
+            unregistered,
+            pids: PidTable::new(pid_range),
+            sems: IdTable::new(),
+            shms: IdTable::new(),
+            msgs: IdTable::new(),
+            keys: IdTable::new(),
+        }
+    }
+
+    /// The table a TABLE request names (`uapi::TABLE_*`).
+    pub(crate) fn table(&self, kind: u32) -> Option<&IdTable> {
+        match kind {
+            TABLE_PID => Some(self.pids.ids()),
+            TABLE_SEM => Some(&self.sems),
+            TABLE_SHM => Some(&self.shms),
+            TABLE_MSG => Some(&self.msgs),
+            TABLE_KEY => Some(&self.keys),
+            _ => None,
+        }
+    }
+
+    /// Calls `f` on the entries of table `kind` whose virtual ID is at least `from`, in
+    /// order, until it returns `false`; returns the table's size (`None`: no such table).
+    pub(crate) fn for_each_from(&mut self, kind: u32, from: u32, f: impl FnMut(Entry) -> bool) -> Option<usize> {
+        let table = match kind {
+            TABLE_PID => {
+                self.pids.for_each_from(from, f);
+                return Some(self.pids.len());
+            }
+            TABLE_SEM => &mut self.sems,
+            TABLE_SHM => &mut self.shms,
+            TABLE_MSG => &mut self.msgs,
+            TABLE_KEY => &mut self.keys,
+            _ => return None,
+        };
+        table.for_each_from(from, f);
+        Some(table.len())
     }
 }
 
@@ -60,23 +97,14 @@ impl Aid {
         owner_uid: u32,
         pid_range: Option<(u32, u32)>,
     ) -> Result<Arc<Aid>> {
+        let state = AidState::new(pid_range, false);
         Arc::pin_init(
             pin_init!(Aid {
                 id,
                 name,
                 owner_uid,
                 pid_range,
-                state <- new_spinlock!(
-                    AidState {
-                        unregistered: false,
-                        tables: [IdTable::new(), IdTable::new(), IdTable::new(), IdTable::new(), IdTable::new()],
-                        nr_processes: 0,
-                        nr_group_only: 0,
-                        next_virtual: pid_range.map_or(1, |(min, _)| min),
-                        released: ReleasedRing::new(),
-                    },
-                    "appshot_aid_state"
-                ),
+                state <- new_spinlock!(state, "appshot_aid_state"),
             }),
             GFP_KERNEL,
         )
@@ -101,10 +129,10 @@ impl Aid {
             info.pid_max = max;
         }
         let state = self.state.lock();
-        info.nr_processes = state.nr_processes;
-        info.nr_threads = state.tables[TABLE_PID as usize].len() as u32 - state.nr_group_only;
-        for (size, table) in info.table_sizes.iter_mut().zip(state.tables.iter()) {
-            *size = table.len() as u32;
+        info.nr_processes = state.pids.nr_processes();
+        info.nr_threads = state.pids.nr_threads();
+        for (kind, size) in info.table_sizes.iter_mut().enumerate() {
+            *size = state.table(kind as u32).map_or(0, |table| table.len() as u32);
         }
         info
     }

@@ -8,9 +8,11 @@
 use kernel::bindings;
 use kernel::ffi::{c_int, c_long, c_uint, c_ulong};
 use kernel::prelude::*;
+use kernel::sync::Arc;
 use kernel::types::{AsBytes, FromBytes};
 use kernel::uaccess::UserSlice;
 
+use crate::aid::Aid;
 use crate::glue;
 use crate::link;
 use crate::process::TaskRef;
@@ -182,6 +184,9 @@ fn register(registry: &Registry, req: &mut RegisterRequest) -> Result {
 fn link(registry: &Registry, req: &mut LinkRequest) -> Result {
     let aid = registry.find(req.aid)?;
     let target = TaskRef::by_pid(req.pid)?;
+    if !target.task().caller_may_attach() {
+        return Err(EPERM);
+    }
     link::link_process(registry, &aid, &target)
 }
 
@@ -194,64 +199,105 @@ fn unregister(registry: &Registry, req: &mut UnregisterRequest) -> Result {
     registry.unregister(req.aid, req.flags & UNREGISTER_FORCE != 0).map(|_| ())
 }
 
-fn list(registry: &Registry, req: &mut ListRequest) -> Result {
+/// Who asks a query: a privileged opener sees every AID, anyone else only the AIDs
+/// registered by its own effective UID (an AID's table names processes by system PID).
+#[derive(Clone, Copy)]
+struct Viewer {
+    privileged: bool,
+    euid: u32,
+}
+
+impl Viewer {
+    fn sees(self, aid: &Aid) -> bool {
+        self.privileged || aid.owner_uid == self.euid
+    }
+
+    /// `aid` if the caller may see it; `ENOENT` (as for an AID that does not exist)
+    /// otherwise.
+    fn check(self, aid: Arc<Aid>) -> Result<Arc<Aid>> {
+        if self.sees(&aid) { Ok(aid) } else { Err(ENOENT) }
+    }
+}
+
+fn list(registry: &Registry, viewer: Viewer, req: &mut ListRequest) -> Result {
     let aids = registry.list()?;
-    let written = aids.len().min(req.capacity as usize);
+    let visible = || aids.iter().filter(|aid| viewer.sees(aid));
+    let total = visible().count();
+    let written = total.min(req.capacity as usize);
     if written > 0 {
         let mut out = UserSlice::new(req.entries as usize, written * core::mem::size_of::<AidInfo>()).writer();
-        for aid in aids.iter().take(written) {
+        for aid in visible().take(written) {
             out.write(&aid.info())?;
         }
     }
-    req.count = aids.len() as u32;
+    req.count = total as u32;
     Ok(())
 }
 
-fn info(registry: &Registry, req: &mut InfoRequest) -> Result {
+fn info(registry: &Registry, viewer: Viewer, req: &mut InfoRequest) -> Result {
     let aid = if req.aid != 0 {
         registry.find(req.aid)?
     } else {
         registry.find_by_name(&name_of(&req.name)?)?
     };
+    let aid = viewer.check(aid)?;
     req.info = aid.info();
     req.aid = aid.id;
     req.name = aid.name;
     Ok(())
 }
 
-fn table(registry: &Registry, req: &mut TableRequest) -> Result {
-    let index = req.table as usize;
-    if index >= TABLE_COUNT {
+/// Entries copied per batch: the AID's lock is held for at most this many, and the
+/// buffer (16 bytes each) is one page.
+const TABLE_BATCH: usize = 256;
+
+fn table(registry: &Registry, viewer: Viewer, req: &mut TableRequest) -> Result {
+    let kind = req.table;
+    if kind as usize >= TABLE_COUNT {
         return Err(EINVAL);
     }
-    let aid = registry.find(req.aid)?;
-    let size_now = aid.state.lock().tables[index].len();
-    let wanted = size_now.min(req.capacity as usize);
-    let mut entries = KVec::with_capacity(wanted, GFP_KERNEL)?;
-    let total = {
-        let state = aid.state.lock();
-        let table = &state.tables[index];
-        table.for_each(|entry| {
-            if entries.len() >= wanted {
-                return false;
+    let aid = viewer.check(registry.find(req.aid)?)?;
+    let capacity = req.capacity as usize;
+    let mut batch: KVec<uapi::TableEntry> = KVec::with_capacity(TABLE_BATCH.min(capacity), GFP_KERNEL)?;
+    let entry_size = core::mem::size_of::<uapi::TableEntry>();
+    let (mut written, mut from) = (0usize, 0u32);
+    loop {
+        // SAFETY: shrinking to zero; `TableEntry` is plain data with nothing to drop.
+        unsafe { batch.set_len(0) };
+        let room = TABLE_BATCH.min(capacity - written);
+        let more = {
+            let mut more = false;
+            let total = aid.state.lock().for_each_from(kind, from, |entry| {
+                if batch.len() == room {
+                    more = true;
+                    return false;
+                }
+                let mut out = uapi::TableEntry::zeroed();
+                out.virtual_id = entry.virtual_id.0;
+                out.system_id = entry.system_id.0;
+                out.owner_id = entry.owner;
+                // Within the reserved capacity: never allocates.
+                batch.push(out, GFP_NOWAIT).is_ok()
+            }).ok_or(EINVAL)?;
+            req.count = total as u32;
+            more
+        };
+        if !batch.is_empty() {
+            let at = (req.entries as usize).wrapping_add(written * entry_size);
+            let mut out = UserSlice::new(at, batch.len() * entry_size).writer();
+            for entry in batch.iter() {
+                out.write(entry)?;
             }
-            let mut out = uapi::TableEntry::zeroed();
-            out.virtual_id = entry.virtual_id.0;
-            out.system_id = entry.system_id.0;
-            out.owner_id = entry.owner;
-            // Within the reserved capacity: never allocates.
-            entries.push(out, GFP_NOWAIT).is_ok()
-        });
-        table.len()
-    };
-    if !entries.is_empty() {
-        let mut out =
-            UserSlice::new(req.entries as usize, entries.len() * core::mem::size_of::<uapi::TableEntry>()).writer();
-        for entry in entries.iter() {
-            out.write(entry)?;
+            written += batch.len();
+        }
+        match batch.last() {
+            // The table is walked in virtual ID order; the next batch starts after this
+            // one (entries added or removed meanwhile may or may not be seen, as in a
+            // directory read).
+            Some(last) if more && written < capacity && last.virtual_id < u32::MAX => from = last.virtual_id + 1,
+            _ => break,
         }
     }
-    req.count = total as u32;
     Ok(())
 }
 
@@ -266,7 +312,8 @@ fn privileged(file: *mut bindings::file) -> bool {
 
 fn ioctl(file: *mut bindings::file, cmd: u32, arg: usize) -> Result {
     let command = Command::decode(cmd)?;
-    if command.privileged() && !privileged(file) {
+    let viewer = Viewer { privileged: privileged(file), euid: glue::current_euid() };
+    if command.privileged() && !viewer.privileged {
         return Err(EPERM);
     }
     let registry = registry::get().ok_or(ENODEV)?;
@@ -276,9 +323,9 @@ fn ioctl(file: *mut bindings::file, cmd: u32, arg: usize) -> Result {
         Command::Link => with_request(arg, |req| link(registry, req)),
         Command::Unlink => with_request(arg, |req| unlink(registry, req)),
         Command::Unregister => with_request(arg, |req| unregister(registry, req)),
-        Command::List => with_request(arg, |req| list(registry, req)),
-        Command::Info => with_request(arg, |req| info(registry, req)),
-        Command::Table => with_request(arg, |req| table(registry, req)),
+        Command::List => with_request(arg, |req| list(registry, viewer, req)),
+        Command::Info => with_request(arg, |req| info(registry, viewer, req)),
+        Command::Table => with_request(arg, |req| table(registry, viewer, req)),
     }
 }
 

@@ -21,16 +21,24 @@ extern "C" {
     /// `glue/appshot_trampoline.S`: the number of bits of a slot.
     pub(crate) static appshot_slot_bits: u32;
     pub(crate) fn appshot_glue_misc_deregister();
-    pub(crate) fn appshot_glue_hooks_init(syscalls: *const *const c_char, nr_syscalls: c_uint) -> c_int;
+    pub(crate) fn appshot_glue_hooks_init(names: *const *const c_char, n: c_uint, sites: *mut c_ulong) -> c_int;
+    pub(crate) fn appshot_glue_site_callable(site: c_ulong) -> bool;
+    pub(crate) fn appshot_glue_config_ia32_emulation() -> bool;
+    pub(crate) fn appshot_glue_config_x32_abi() -> bool;
+    pub(crate) fn appshot_glue_inflight_enter();
+    pub(crate) fn appshot_glue_inflight_exit();
+    pub(crate) fn appshot_glue_clone_args(args: *mut c_void, flags: *mut u64, parent_tid: *mut u64);
+    pub(crate) fn appshot_glue_fd_ns_type(fd: c_int) -> c_int;
+    pub(crate) fn appshot_glue_attach_facts(task: *mut bindings::task_struct, facts: *mut AttachFacts);
     pub(crate) fn appshot_glue_hooks_free();
     pub(crate) fn appshot_glue_hooks_attach() -> c_int;
     pub(crate) fn appshot_glue_hooks_detach();
     pub(crate) fn appshot_glue_hooks_quiesce();
     pub(crate) fn appshot_glue_module_try_get() -> bool;
-    pub(crate) fn appshot_glue_call_syscall(function: c_ulong, regs: *mut bindings::pt_regs) -> c_long;
+    pub(crate) fn appshot_glue_call_syscall(site: c_ulong, regs: *mut bindings::pt_regs) -> c_long;
     pub(crate) fn appshot_glue_iter_user_start(iter: *mut bindings::iov_iter) -> c_ulong;
     pub(crate) fn appshot_glue_call_read_iter(
-        function: c_ulong,
+        site: c_ulong,
         iocb: *mut bindings::kiocb,
         iter: *mut bindings::iov_iter,
     ) -> c_long;
@@ -55,6 +63,12 @@ extern "C" {
     pub(crate) fn appshot_glue_rcu_read_lock();
     pub(crate) fn appshot_glue_rcu_read_unlock();
     pub(crate) fn appshot_glue_current_parent() -> *mut bindings::task_struct;
+    pub(crate) fn appshot_glue_task_parent(task: *mut bindings::task_struct) -> *mut bindings::task_struct;
+    pub(crate) fn appshot_glue_collect_processes(
+        out: *mut *mut bindings::task_struct,
+        parents: *mut u32,
+        max: c_uint,
+    ) -> c_uint;
     pub(crate) fn appshot_glue_task_in_init_pid_ns(task: *mut bindings::task_struct) -> bool;
     pub(crate) fn appshot_glue_take_set_child_tid(child: *mut bindings::task_struct) -> c_ulong;
     pub(crate) fn appshot_glue_write_task_u32(task: *mut bindings::task_struct, addr: c_ulong, value: u32) -> c_int;
@@ -141,6 +155,17 @@ impl RcuReadLock {
     }
 }
 
+impl RcuReadLock {
+    /// `task`'s parent (`real_parent`), valid while the guard is held.
+    pub(crate) fn parent_of(&self, task: Task<'_>) -> Task<'_> {
+        // SAFETY: reads `task->real_parent` under this guard's read lock; `task` is valid.
+        let parent = unsafe { appshot_glue_task_parent(task.as_ptr()) };
+        // SAFETY: `real_parent` is never NULL, and RCU keeps it valid for the guard's
+        // lifetime, which `'_` is.
+        unsafe { Task::from_raw(core::ptr::NonNull::new_unchecked(parent)) }
+    }
+}
+
 impl Drop for RcuReadLock {
     fn drop(&mut self) {
         // SAFETY: pairs with the `rcu_read_lock` of `new`.
@@ -164,4 +189,63 @@ impl Drop for ModuleRef {
     fn drop(&mut self) {
         module_put();
     }
+}
+
+/// Whether the kernel was built with the i386 system call entries (IA32 emulation).
+pub(crate) fn has_ia32_entries() -> bool {
+    // SAFETY: reads a build-time constant.
+    unsafe { appshot_glue_config_ia32_emulation() }
+}
+
+/// Whether the kernel was built with the x32 system call entries.
+pub(crate) fn has_x32_entries() -> bool {
+    // SAFETY: reads a build-time constant.
+    unsafe { appshot_glue_config_x32_abi() }
+}
+
+/// Whether descriptor `fd` of the current task is a PID namespace file (`/proc/*/ns/pid`
+/// and `pid_for_children`).
+pub(crate) fn fd_is_pid_namespace(fd: c_int) -> bool {
+    // SAFETY: the glue looks the descriptor up in the current task's table (fdget) and
+    // only reads the namespace type of a namespace file.
+    unsafe { appshot_glue_fd_ns_type(fd) as u32 == bindings::CLONE_NEWPID }
+}
+
+/// A running task hook handler, counted so that module exit waits for it (it may sleep).
+pub(crate) struct Inflight(());
+
+impl Inflight {
+    pub(crate) fn enter() -> Inflight {
+        // SAFETY: an atomic increment.
+        unsafe { appshot_glue_inflight_enter() };
+        Inflight(())
+    }
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        // SAFETY: pairs with the increment of `enter`.
+        unsafe { appshot_glue_inflight_exit() };
+    }
+}
+
+/// What ptrace's attach rule looks at (`struct appshot_attach_facts` in
+/// `glue/appshot_glue.h`): the caller's real IDs, the target's IDs (initial user
+/// namespace), and the capabilities and dumpability that can override a mismatch.
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct AttachFacts {
+    pub(crate) caller_uid: u32,
+    pub(crate) caller_gid: u32,
+    pub(crate) uid: u32,
+    pub(crate) euid: u32,
+    pub(crate) suid: u32,
+    pub(crate) gid: u32,
+    pub(crate) egid: u32,
+    pub(crate) sgid: u32,
+    pub(crate) same_thread_group: bool,
+    pub(crate) ptrace_cap_over_creds: bool,
+    pub(crate) has_mm: bool,
+    pub(crate) dumpable: bool,
+    pub(crate) ptrace_cap_over_mm: bool,
 }

@@ -8,9 +8,14 @@
 //! |---|---|---|
 //! | `wake_up_new_task(p)` | a new process or thread is about to run for the first time | [`link::on_new_task`] |
 //! | `release_task(p)` | a process or thread is reaped, its TID still allocated | [`link::on_release_task`] |
-//! | `__x64_sys_*(regs)` | a system call of [`syscalls::SYSCALLS`] from user space | its handler there |
+//! | `__x64_sys_*`, `__ia32_sys_*`, `__x64_compat_sys_*`, `__ia32_compat_sys_*` `(regs)` | a system call of [`syscalls::SYSCALLS`] from user space, any ABI | its handler there |
+//! | `kernel_clone(args)` | fork, vfork, clone, clone3 (any ABI), with the kernel's final copy of the flags | [`on_kernel_clone`] |
 //! | `copy_siginfo_to_user(to, from)` | a siginfo is copied to user space | [`signals::copy_to_user`] |
 //! | `signalfd_read_iter(iocb, to)` | a signalfd is read | [`signals::fix_signalfd_records`] |
+//!
+//! [`HOOKED`] is the one list of these functions: the glue gets their names from it,
+//! resolves them and reports where each one's fentry call returns (its *site*), which
+//! is how a hook call is told apart ([`Sites`]).
 //!
 //! All run in process context with no spinlock held, so handlers may sleep and touch
 //! user memory. The hooks are attached while at least one AID is registered (see
@@ -23,10 +28,12 @@
 //! [`TaskIndex::own_ids`]: crate::task_index::TaskIndex::own_ids
 
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 
 use kernel::bindings;
 use kernel::ffi::{c_char, c_long, c_ulong, c_void};
 use kernel::prelude::*;
+use kernel::str::CStr;
 use kernel::sync::Arc;
 use kernel::time::Ktime;
 
@@ -37,25 +44,176 @@ use crate::link;
 use crate::process::Task;
 use crate::registry::{self, Registry};
 use crate::signals;
-use crate::syscalls::{self, Call, Outcome, SYSCALLS};
+use crate::syscalls::{self, Call, Outcome, OwnId, Syscall, SYSCALLS};
 use crate::task_index::Slot;
 
-/// Sets which functions the hooks will trace (module load). Nothing is attached yet.
-pub(crate) fn init() -> Result {
-    let mut names: KVec<*const c_char> = KVec::with_capacity(SYSCALLS.len(), GFP_KERNEL)?;
-    for syscall in SYSCALLS {
-        names.push(syscall.function.as_char_ptr(), GFP_KERNEL)?;
+/// The kernel functions hooked besides the system calls.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KernelHook {
+    NewTask,
+    ReleaseTask,
+    KernelClone,
+    CopySiginfo,
+    SignalfdRead,
+}
+
+/// Every kernel function hooked besides the system calls, with what it is.
+const KERNEL_FUNCTIONS: &[(&CStr, KernelHook)] = &[
+    (kernel::c_str!("wake_up_new_task"), KernelHook::NewTask),
+    (kernel::c_str!("release_task"), KernelHook::ReleaseTask),
+    (kernel::c_str!("kernel_clone"), KernelHook::KernelClone),
+    (kernel::c_str!("copy_siginfo_to_user"), KernelHook::CopySiginfo),
+    (kernel::c_str!("signalfd_read_iter"), KernelHook::SignalfdRead),
+];
+
+/// Number of hooked functions: [`KERNEL_FUNCTIONS`], then [`SYSCALLS`].
+const HOOKED: usize = KERNEL_FUNCTIONS.len() + SYSCALLS.len();
+
+/// One hooked function, by its index in the concatenation of the two tables.
+#[derive(Clone, Copy)]
+enum Hooked {
+    Kernel(KernelHook),
+    Syscall(&'static Syscall),
+}
+
+impl Hooked {
+    fn at(index: usize) -> Option<Hooked> {
+        match KERNEL_FUNCTIONS.get(index) {
+            Some(&(_, hook)) => Some(Hooked::Kernel(hook)),
+            None => SYSCALLS.get(index - KERNEL_FUNCTIONS.len()).map(Hooked::Syscall),
+        }
     }
-    // SAFETY: `names` holds `len` pointers to NUL-terminated static strings.
-    let err = unsafe { glue::appshot_glue_hooks_init(names.as_ptr(), names.len() as u32) };
+
+    fn name(index: usize) -> &'static CStr {
+        match KERNEL_FUNCTIONS.get(index) {
+            Some(&(name, _)) => name,
+            None => SYSCALLS[index - KERNEL_FUNCTIONS.len()].function,
+        }
+    }
+
+    /// Whether this kernel has the function at all: the i386 entries exist only with
+    /// IA32 emulation, the x32 ones only with the x32 ABI. Every other one must be found.
+    fn present_in_kernel(index: usize) -> bool {
+        match Hooked::at(index) {
+            Some(Hooked::Syscall(syscall)) => match syscall.abi {
+                syscalls::Abi::X64 => true,
+                syscalls::Abi::Ia32 => glue::has_ia32_entries(),
+                syscalls::Abi::X32Compat => glue::has_x32_entries(),
+            },
+            _ => true,
+        }
+    }
+
+    /// Whether a handler calls the function itself (through an indirect call, which
+    /// IBT lets land only on ENDBR).
+    fn called_by_handler(self) -> bool {
+        matches!(self, Hooked::Syscall(_) | Hooked::Kernel(KernelHook::SignalfdRead))
+    }
+}
+
+/// Sites of the hooked functions (the return address of each one's fentry call, which
+/// the trampoline sees), sorted, with their index in the hook tables; `count` are used
+/// (functions this kernel does not have are left out). Written once by [`init`], before
+/// the hooks can be attached; read-only afterwards, so relaxed loads see the final values
+/// (attaching the hooks orders them before any hook call).
+struct Sites {
+    addresses: [AtomicUsize; HOOKED],
+    indexes: [AtomicU16; HOOKED],
+    count: AtomicUsize,
+    /// The getpid sites (x86-64 and i386), checked before the search on the hot path.
+    getpid: [AtomicUsize; 2],
+}
+
+static SITES: Sites = Sites {
+    addresses: [const { AtomicUsize::new(0) }; HOOKED],
+    indexes: [const { AtomicU16::new(0) }; HOOKED],
+    count: AtomicUsize::new(0),
+    getpid: [const { AtomicUsize::new(usize::MAX) }; 2],
+};
+
+/// The site of `release_task`, read by the trampoline's fast path (it never skips
+/// that function: a linked task may be reaped by a task in no AID).
+#[export_name = "appshot_release_task_ret"]
+static RELEASE_TASK_SITE: AtomicUsize = AtomicUsize::new(0);
+
+impl Sites {
+    /// The hooked function whose fentry call returns to `site`.
+    fn find(&self, site: usize) -> Option<Hooked> {
+        let (mut low, mut high) = (0, self.count.load(Ordering::Relaxed).min(HOOKED));
+        while low < high {
+            let middle = (low + high) / 2;
+            let at = self.addresses[middle].load(Ordering::Relaxed);
+            if at == site {
+                return Hooked::at(usize::from(self.indexes[middle].load(Ordering::Relaxed)));
+            }
+            if at < site {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        None
+    }
+
+    #[inline]
+    fn is_getpid(&self, site: usize) -> bool {
+        self.getpid.iter().any(|getpid| getpid.load(Ordering::Relaxed) == site)
+    }
+}
+
+/// Finds every hooked function and sets the hook filter (module load). Nothing is
+/// attached yet. Fails, naming the function, when one is missing or cannot be called
+/// the way its handler calls it: the module never runs half-hooked.
+pub(crate) fn init() -> Result {
+    let mut wanted: KVec<usize> = KVec::with_capacity(HOOKED, GFP_KERNEL)?;
+    let mut names: KVec<*const c_char> = KVec::with_capacity(HOOKED, GFP_KERNEL)?;
+    for index in (0..HOOKED).filter(|&i| Hooked::present_in_kernel(i)) {
+        wanted.push(index, GFP_KERNEL)?;
+        names.push(Hooked::name(index).as_char_ptr(), GFP_KERNEL)?;
+    }
+    let mut sites: KVec<c_ulong> = KVec::from_elem(0, names.len(), GFP_KERNEL)?;
+    // SAFETY: `names` holds `len` pointers to NUL-terminated static strings; `sites` has
+    // room for as many results.
+    let err = unsafe { glue::appshot_glue_hooks_init(names.as_ptr(), names.len() as u32, sites.as_mut_ptr()) };
     if err != 0 {
         return Err(Error::from_errno(err));
     }
+    let mut pairs: KVec<(usize, u16)> = KVec::with_capacity(wanted.len(), GFP_KERNEL)?;
+    for (&index, &site) in wanted.iter().zip(sites.iter()) {
+        let hooked = Hooked::at(index).ok_or(EINVAL)?;
+        // SAFETY: `site` is the fentry return site of a kernel function the glue found.
+        if hooked.called_by_handler() && !unsafe { glue::appshot_glue_site_callable(site) } {
+            pr_err!(
+                "{} cannot be called back (its first instruction is not ENDBR: FineIBT?); boot with cfi=kcfi or ibt=off to use appshot\n",
+                Hooked::name(index).to_str().unwrap_or("?")
+            );
+            hooks_free();
+            return Err(EINVAL);
+        }
+        pairs.push((site as usize, index as u16), GFP_KERNEL)?;
+    }
+    pairs.sort_unstable_by_key(|&(site, _)| site);
+    let mut getpid = 0;
+    for (i, &(site, index)) in pairs.iter().enumerate() {
+        SITES.addresses[i].store(site, Ordering::Relaxed);
+        SITES.indexes[i].store(index, Ordering::Relaxed);
+        match Hooked::at(usize::from(index)) {
+            Some(Hooked::Kernel(KernelHook::ReleaseTask)) => RELEASE_TASK_SITE.store(site, Ordering::Relaxed),
+            Some(Hooked::Syscall(syscall)) if syscall.own == OwnId::Pid && getpid < 2 => {
+                SITES.getpid[getpid].store(site, Ordering::Relaxed);
+                getpid += 1;
+            }
+            _ => {}
+        }
+    }
+    SITES.count.store(pairs.len(), Ordering::Release);
     Ok(())
 }
 
-/// Kernel functions hooked besides the system calls (the table at the top).
-const OTHER_FUNCTIONS: usize = 4;
+fn hooks_free() {
+    // SAFETY: nothing is attached; frees the filter `appshot_glue_hooks_init` set.
+    unsafe { glue::appshot_glue_hooks_free() };
+}
 
 /// Attaches every hook (the first AID is being registered).
 pub(crate) fn attach() -> Result {
@@ -67,7 +225,7 @@ pub(crate) fn attach() -> Result {
         return Err(Error::from_errno(err));
     }
     let us = (Ktime::ktime_get() - start).to_ns() / 1000;
-    pr_info!("hooks attached ({} system calls, {} other functions) in {} us\n", SYSCALLS.len(), OTHER_FUNCTIONS, us);
+    pr_info!("hooks attached ({} functions) in {} us\n", SITES.count.load(Ordering::Relaxed), us);
     Ok(())
 }
 
@@ -88,46 +246,30 @@ pub(crate) fn shutdown() {
     unsafe {
         glue::appshot_glue_hooks_detach();
         glue::appshot_glue_hooks_quiesce();
-        glue::appshot_glue_hooks_free();
     }
+    hooks_free();
 }
 
-/// Called at the start of `wake_up_new_task(task)`.
-#[no_mangle]
-pub(crate) extern "C" fn appshot_rust_on_new_task(task: *mut bindings::task_struct) {
-    let (Some(registry), Some(task)) = (registry::get(), NonNull::new(task)) else {
-        return;
-    };
-    // SAFETY: `wake_up_new_task` is called with a fully created task that its creator
-    // holds until the call returns, so it is valid for this handler.
-    let child = unsafe { Task::from_raw(task) };
-    link::on_new_task(registry, child);
-}
-
-/// Called at the start of `release_task(task)`.
-#[no_mangle]
-pub(crate) extern "C" fn appshot_rust_on_release_task(task: *mut bindings::task_struct) {
-    let (Some(registry), Some(task)) = (registry::get(), NonNull::new(task)) else {
-        return;
-    };
-    // SAFETY: `release_task` is called on a task whose reference its caller holds until
-    // the call returns (it drops it at the very end), so it is valid for this handler.
-    let task = unsafe { Task::from_raw(task) };
-    link::on_release_task(registry, task);
-}
-
-/// Called at the start of a hooked system call made from user space by `task`, the
-/// current task, with its saved registers, its slot (computed by the trampoline) and the
-/// system call's function. Returns `true` with the result in `*out` to replace the call,
-/// `false` to let it run.
+/// The entry of every hook call (from the trampoline through the glue): `args` are the
+/// hooked function's six argument registers, `site` tells which function it is,
+/// `user_regs` is the current task's saved user registers, `slot` its task-index slot
+/// (computed by the trampoline). Returns `true` with the result in `*out` to replace the
+/// call, `false` to let the function run.
 ///
-/// This part is the hot path: a task in no AID whose slot also holds a linked task
-/// leaves at the count test, a linked task's `getpid` is answered from its slot's cache.
-/// Everything else is a tail call to [`syscall`], so this part saves no registers.
+/// The hot path: a system call is recognised by its first argument being the task's
+/// own saved registers (a handler that calls the original passes a copy, so that nested
+/// call runs unhooked: the recursion guard). A task in no AID whose slot also holds a
+/// linked task leaves at the count test, a linked task's `getpid` is answered from its
+/// slot's cache; everything else is a tail call, so this part saves no registers.
+///
+/// # Safety
+/// `args` points to six readable words; `user_regs` is `task_pt_regs(task)`; `out`
+/// points to the trampoline's result slot; `task` is `current`.
 #[no_mangle]
-pub(crate) extern "C" fn appshot_rust_syscall(
-    regs: *mut bindings::pt_regs,
-    original: c_ulong,
+pub(crate) unsafe extern "C" fn appshot_rust_hook(
+    args: *const c_ulong,
+    site: c_ulong,
+    user_regs: *mut bindings::pt_regs,
     out: *mut c_long,
     slot: c_ulong,
     task: *mut bindings::task_struct,
@@ -135,14 +277,17 @@ pub(crate) extern "C" fn appshot_rust_syscall(
     let Some(registry) = registry::get() else {
         return false;
     };
+    // SAFETY: the trampoline passes its saved argument registers (caller's promise).
+    let first = unsafe { *args };
+    if first as usize != user_regs as usize {
+        // SAFETY: as promised by the caller.
+        return unsafe { kernel_function(registry, args, site as usize, out) };
+    }
     let fast_slot = Slot::from_trampoline(slot as usize);
     if !fast_slot.any_linked() {
         return false;
     }
-    // SAFETY: the glue passes the current task's saved user registers, valid and not
-    // written by anyone else during its own system call.
-    let nr = unsafe { (*regs).orig_ax } as u64;
-    if nr == syscalls::NR_GETPID {
+    if SITES.is_getpid(site as usize) {
         if let Some(ids) = registry.tasks.cached_own_ids(task as usize, fast_slot) {
             if ids.virtual_tgid != 0 {
                 // SAFETY: `out` points to the trampoline's result slot.
@@ -151,7 +296,7 @@ pub(crate) extern "C" fn appshot_rust_syscall(
             }
         }
     }
-    syscall(registry, regs, original, out, fast_slot, task)
+    syscall(registry, user_regs, site as usize, out, fast_slot, task)
 }
 
 /// Every system call of a task whose slot holds a linked task, but the cached `getpid`.
@@ -159,7 +304,7 @@ pub(crate) extern "C" fn appshot_rust_syscall(
 fn syscall(
     registry: &Registry,
     regs: *mut bindings::pt_regs,
-    original: c_ulong,
+    site: usize,
     out: *mut c_long,
     slot: Slot,
     task: *mut bindings::task_struct,
@@ -172,17 +317,14 @@ fn syscall(
     let Some(ids) = registry.tasks.own_ids(task, slot) else {
         return false;
     };
-    // SAFETY: as in `appshot_rust_syscall`.
-    let regs = unsafe { &*regs };
-    let nr = regs.orig_ax as u64;
-    if let Some(value) = syscalls::own_id(nr, ids, task) {
+    let Some(Hooked::Syscall(syscall)) = SITES.find(site) else {
+        return false;
+    };
+    if let Some(value) = syscalls::own_id(syscall.own, ids, task) {
         // SAFETY: `out` points to the trampoline's result slot.
         unsafe { *out = value as c_long };
         return true;
     }
-    let Some(handler) = syscalls::handler(nr) else {
-        return false;
-    };
     // The handler may sleep (a blocking wait4): hold the module while it runs.
     let Some(_module) = ModuleRef::try_get() else {
         return false;
@@ -190,8 +332,11 @@ fn syscall(
     let Some(aid) = registry.tasks.lookup_at(task, slot) else {
         return false;
     };
-    let call = Call { regs, original: original as usize, aid: &aid, registry, task };
-    match handler(&call) {
+    // SAFETY: the glue passes the current task's saved user registers, valid and not
+    // written by anyone else during its own system call.
+    let regs = unsafe { &*regs };
+    let call = Call { regs, abi: syscall.abi, original: site, aid: &aid, registry, task };
+    match (syscall.handler)(&call) {
         Outcome::Native => false,
         Outcome::Return(value) => {
             // SAFETY: `out` points to the trampoline's result slot.
@@ -199,6 +344,89 @@ fn syscall(
             true
         }
     }
+}
+
+/// A hook call whose first argument is not the task's saved registers: one of
+/// [`KERNEL_FUNCTIONS`], or a system call a handler makes on a copy of the registers
+/// (which runs unhooked).
+///
+/// # Safety
+/// As for [`appshot_rust_hook`].
+#[inline(never)]
+unsafe fn kernel_function(registry: &Registry, args: *const c_ulong, site: usize, out: *mut c_long) -> bool {
+    let Some(Hooked::Kernel(hook)) = SITES.find(site) else {
+        return false;
+    };
+    // SAFETY: six argument words (caller's promise).
+    let arg = |i: usize| unsafe { *args.add(i) };
+    match hook {
+        KernelHook::NewTask | KernelHook::ReleaseTask => {
+            let Some(task) = NonNull::new(arg(0) as *mut bindings::task_struct) else {
+                return false;
+            };
+            // SAFETY: `wake_up_new_task` is called with a fully created task that its
+            // creator holds until the call returns; `release_task` on a task whose
+            // reference its caller holds until the call returns (it drops it at the very
+            // end). Either way it is valid for the handler.
+            let task = unsafe { Task::from_raw(task) };
+            // Counted, so the module's exit waits for a handler that sleeps.
+            let _inflight = glue::Inflight::enter();
+            if hook == KernelHook::NewTask {
+                link::on_new_task(registry, task);
+            } else {
+                link::on_release_task(registry, task);
+            }
+            false
+        }
+        KernelHook::KernelClone => {
+            // SAFETY: `kernel_clone`'s argument, valid for the call.
+            match unsafe { on_kernel_clone(registry, arg(0) as *mut c_void) } {
+                Some(ret) => {
+                    // SAFETY: `out` points to the trampoline's result slot.
+                    unsafe { *out = ret as c_long };
+                    true
+                }
+                None => false,
+            }
+        }
+        KernelHook::CopySiginfo => {
+            // SAFETY: `copy_siginfo_to_user(to, from)`'s arguments; `out` as promised.
+            unsafe { copy_siginfo_to_user(arg(0) as *mut c_void, arg(1) as *const bindings::kernel_siginfo, out) }
+        }
+        KernelHook::SignalfdRead => {
+            // SAFETY: `signalfd_read_iter(iocb, iter)`'s arguments; `out` as promised.
+            unsafe {
+                signalfd_read(
+                    registry,
+                    arg(0) as *mut bindings::kiocb,
+                    arg(1) as *mut bindings::iov_iter,
+                    site,
+                    out,
+                )
+            }
+        }
+    }
+}
+
+/// `kernel_clone(args)` from a linked task (fork, vfork, clone, clone3 of any ABI): the
+/// kernel's own copy of the flags, which no other thread can change any more. A new PID
+/// namespace is refused; a `CLONE_PARENT_SETTID` address is remembered for the new-task
+/// hook, which writes the virtual TID there. `Some(errno)` replaces the call.
+///
+/// # Safety
+/// `args` is `kernel_clone`'s `struct kernel_clone_args *`, valid for the call.
+unsafe fn on_kernel_clone(registry: &Registry, args: *mut c_void) -> Option<i64> {
+    let task = Task::current();
+    registry.tasks.own_ids(task, Slot::of(task))?;
+    let (mut flags, mut parent_tid) = (0u64, 0u64);
+    // SAFETY: `args` is valid (caller); the glue reads two fields into our locals.
+    unsafe { glue::appshot_glue_clone_args(args, &mut flags, &mut parent_tid) };
+    if flags & u64::from(bindings::CLONE_NEWPID) != 0 {
+        return Some(EINVAL.to_errno() as i64);
+    }
+    let settid = flags & u64::from(bindings::CLONE_PARENT_SETTID) != 0;
+    registry.tasks.set_parent_tid(task, if settid { parent_tid } else { 0 });
+    None
 }
 
 /// For a hook whose handler may sleep: the calling task's AID, and a module reference
@@ -215,13 +443,11 @@ fn current_aid() -> Option<(Arc<Aid>, ModuleRef)> {
     Some((aid, module))
 }
 
-/// Called at the start of `copy_siginfo_to_user(to, from)`.
-#[no_mangle]
-pub(crate) extern "C" fn appshot_rust_copy_siginfo_to_user(
-    to: *mut c_void,
-    from: *const bindings::kernel_siginfo,
-    out: *mut c_long,
-) -> bool {
+/// `copy_siginfo_to_user(to, from)`.
+///
+/// # Safety
+/// `from` is a valid siginfo for the call; `out` the trampoline's result slot.
+unsafe fn copy_siginfo_to_user(to: *mut c_void, from: *const bindings::kernel_siginfo, out: *mut c_long) -> bool {
     // Writing user memory may fault and sleep.
     let Some((aid, _module)) = current_aid() else {
         return false;
@@ -237,28 +463,39 @@ pub(crate) extern "C" fn appshot_rust_copy_siginfo_to_user(
     }
 }
 
-/// Called at the start of `signalfd_read_iter(iocb, iter)`, with that function's address.
-#[no_mangle]
-pub(crate) extern "C" fn appshot_rust_signalfd_read(
+/// `signalfd_read_iter(iocb, iter)`: calls the original, then translates the records it
+/// wrote. The original's own hook call is recognised by a per-task marker (set while
+/// this handler calls it), not by the caller's address, which tracers rewrite.
+///
+/// # Safety
+/// `iocb` and `iter` are the hooked function's arguments; `out` the result slot.
+unsafe fn signalfd_read(
+    registry: &Registry,
     iocb: *mut bindings::kiocb,
     iter: *mut bindings::iov_iter,
-    original: c_ulong,
+    site: usize,
     out: *mut c_long,
 ) -> bool {
+    let task = Task::current();
     // A signalfd read blocks until a signal comes.
     let Some((aid, _module)) = current_aid() else {
         return false;
     };
+    if registry.tasks.in_original(task) {
+        return false;
+    }
     // SAFETY: `iter` is the hooked function's argument, valid for the call.
     let start = unsafe { glue::appshot_glue_iter_user_start(iter) } as usize;
     if start == 0 {
         // readv() and kernel-internal reads: not translated (docs/syscalls.md).
         return false;
     }
-    // SAFETY: `original` is signalfd_read_iter (derived from its fentry site by the glue)
-    // and gets the arguments it was called with; the call comes from this module, so its
-    // hook lets it through.
-    let ret = unsafe { glue::appshot_glue_call_read_iter(original, iocb, iter) };
+    registry.tasks.set_in_original(task, true);
+    // SAFETY: `site` is signalfd_read_iter's (found by the glue, checked callable at
+    // load) and gets the arguments it was called with; the marker set above makes its
+    // hook let this call through.
+    let ret = unsafe { glue::appshot_glue_call_read_iter(site as c_ulong, iocb, iter) };
+    registry.tasks.set_in_original(task, false);
     if ret > 0 {
         signals::fix_signalfd_records(&aid, start, ret as usize);
     }

@@ -74,22 +74,17 @@ fn link_locked(
     let tgid = task.tgid();
     // A group-only entry of this number outlived its group (the kernel reuses a PID only
     // once nothing holds it): the new task takes the number over.
-    let evicted = state.evict_group(tid);
-    let virtual_id = state.choose_virtual(tid, aid.pid_range).ok_or(ENOSPC)?;
+    let evicted = state.pids.evict_group(tid);
+    let virtual_id = state.pids.choose_virtual(tid).ok_or(ENOSPC)?;
     let entry = Entry { virtual_id, system_id: SystemId(tid), owner: tgid };
-    let virtual_tgid = if tid == tgid { virtual_id.0 } else { state.pid_to_virtual(tgid).unwrap_or(0) };
+    let virtual_tgid = if tid == tgid { virtual_id.0 } else { state.pids.pid_to_virtual(tgid).unwrap_or(0) };
     let ids = OwnIds { system_tid: tid, virtual_tid: virtual_id.0, virtual_tgid };
     if registry.tasks.insert(task, aid.clone(), ids, reservation.index).is_err() {
         // Linked already, to another AID (a LINK racing with ours).
         return Err(EBUSY);
     }
-    match state.pids().insert(reservation.entry, entry) {
-        Ok(()) => {
-            if tid == tgid {
-                state.nr_processes += 1;
-            }
-            Ok(NewLink { virtual_id, evicted })
-        }
+    match state.pids.insert(reservation.entry, entry) {
+        Ok(()) => Ok(NewLink { virtual_id, evicted }),
         Err(InsertError::VirtualTaken | InsertError::SystemTaken) => {
             // The TID is in the table under another task: the tables and the index
             // disagree. Undo and refuse rather than bind one ID twice.
@@ -111,91 +106,177 @@ fn unlink_locked(
     keep_for_group: bool,
 ) -> Option<Unlinked> {
     let link = registry.tasks.remove(task, aid)?;
-    if keep_for_group && state.keep_for_group(SystemId(task.tid())) {
-        state.nr_processes -= 1;
-        return Some(Unlinked { _link: link, _entry: None });
-    }
-    let entry = state.pids().remove_system(SystemId(task.tid()));
-    if let Some(removed) = &entry {
-        if removed.entry.system_id.0 == removed.entry.owner {
-            state.nr_processes -= 1;
-        }
-        state.remember_released(removed.entry.system_id, removed.entry.virtual_id);
-    }
+    let entry = state.pids.release(SystemId(task.tid()), keep_for_group);
     Some(Unlinked { _link: link, _entry: entry })
 }
 
-/// LINK: attaches every thread of `target` to `aid`.
+/// LINK: attaches `target`'s process, every thread of it, and every process descending
+/// from it, to `aid`: an AID process's children are always in its AID, so a wait never
+/// reaps a child the AID does not know. The caller must be allowed to attach to each of
+/// them as ptrace would ([`Task::caller_may_attach`]). All or nothing: on failure every
+/// process this call linked is unlinked again.
 pub(crate) fn link_process(registry: &Registry, aid: &Arc<Aid>, target: &TaskRef) -> Result {
-    let task = target.task();
-    if task.is_kernel_thread() {
-        return Err(EINVAL);
-    }
-    if !task.in_initial_pid_namespace() {
-        // Tables hold initial-namespace PIDs; a process in another PID namespace sees
-        // other numbers natively, which appshot does not virtualize.
-        return Err(EINVAL);
-    }
-    if task.is_exiting() {
-        return Err(ESRCH);
-    }
-    let linked_before = match registry.tasks.lookup(task) {
-        Some(current) if Arc::ptr_eq(&current, aid) => true,
-        Some(_) => return Err(EBUSY),
-        None => false,
-    };
-    let result = link_threads(registry, aid, target);
-    if result.is_err() && !linked_before {
-        // Leave the process as it was: not linked at all.
-        let _ = unlink_threads(registry, aid, target);
+    let mut linked: KVec<TaskRef> = KVec::new();
+    let result = link_subtree(registry, aid, target, &mut linked);
+    if result.is_err() {
+        // Leave every process as it was: not linked at all.
+        for process in linked.iter() {
+            let _ = unlink_threads(registry, aid, process);
+        }
     }
     result
 }
 
-fn link_threads(registry: &Registry, aid: &Arc<Aid>, target: &TaskRef) -> Result {
+/// Links `target`'s subtree, in passes until a pass finds no process left to link
+/// (processes fork meanwhile; a process linked in a pass has every later child linked
+/// by the new-task hook). Processes this call linked are added to `linked`.
+fn link_subtree(registry: &Registry, aid: &Arc<Aid>, target: &TaskRef, linked: &mut KVec<TaskRef>) -> Result {
+    // Processes this call has dealt with (by process ID), as threads in `link_threads`.
+    let mut seen: KVec<u32> = KVec::new();
     for _ in 0..MAX_PASSES {
-        let threads = target.threads()?;
+        let subtree = target.subtree()?;
+        let mut found_new = false;
+        for process in subtree.iter() {
+            let task = process.task();
+            if seen.contains(&task.tgid()) {
+                continue;
+            }
+            found_new = true;
+            seen.push(task.tgid(), GFP_KERNEL)?;
+            if task.is_kernel_thread() {
+                return Err(EINVAL);
+            }
+            if !task.in_initial_pid_namespace() {
+                // Tables hold initial-namespace PIDs; a process in another PID namespace
+                // sees other numbers natively, which appshot does not virtualize.
+                return Err(EINVAL);
+            }
+            let linked_before = match registry.tasks.lookup(task) {
+                Some(current) if Arc::ptr_eq(&current, aid) => true,
+                Some(_) => return Err(EBUSY),
+                None => false,
+            };
+            if !task.caller_may_attach() {
+                return Err(EPERM);
+            }
+            if !linked_before {
+                linked.push(process.clone_ref(), GFP_KERNEL)?;
+            }
+            match link_threads(registry, aid, process) {
+                Ok(()) => {}
+                // A descendant that exits meanwhile is no reason to fail.
+                Err(e) if e == ESRCH && task.tgid() != target.task().tgid() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !found_new {
+            return Ok(());
+        }
+    }
+    Err(EAGAIN)
+}
+
+/// Links every thread of `target`'s process, in passes until a pass finds none left
+/// (threads come and go meanwhile). Succeeds only when every thread is linked:
+///
+/// - A thread that has started to exit is not linked. The check is repeated after the
+///   insertion, which is ordered with the release hook's lookup by the index bucket's
+///   lock: a thread whose release the hook has already looked for is seen exiting then,
+///   and its entry is undone, so no entry can outlive its task.
+/// - A process leader that has exited while other threads run (a zombie leader) is
+///   linked all the same, as long as another thread of its process is linked and not
+///   exiting once it is: the leader is released only after that thread, so the release
+///   hook will see its entry. Its threads' `getpid` needs its entry.
+/// - A process whose threads all exit is `ESRCH`; one that keeps creating threads
+///   faster than the passes link them is `EAGAIN`.
+fn link_threads(registry: &Registry, aid: &Arc<Aid>, target: &TaskRef) -> Result {
+    // Threads this call has dealt with: a thread a concurrent UNLINK detached again after
+    // this call linked it is not linked twice (that UNLINK came later).
+    let mut seen: KVec<usize> = KVec::new();
+    for _ in 0..MAX_PASSES {
+        let mut threads = target.threads()?;
+        // Leader last: whether it may be linked depends on the others.
+        let leader_at = threads.iter().position(|t| t.task().tid() == t.task().tgid());
+        if let Some(at) = leader_at {
+            let last = threads.len() - 1;
+            threads.swap(at, last);
+        }
+        if threads.iter().all(|t| t.task().is_exiting()) {
+            // A process that has exited (a zombie), or is exiting.
+            return Err(ESRCH);
+        }
         let mut reservations = KVec::with_capacity(threads.len(), GFP_KERNEL)?;
         for _ in 0..threads.len() {
             reservations.push(LinkReservation::new()?, GFP_KERNEL)?;
         }
+        seen.reserve(threads.len(), GFP_KERNEL)?;
 
-        // Group-only entries the new links replace, freed after the lock (declared first,
-        // so dropped last). At most one per thread: never reallocates.
+        // Records to free after the lock (declared first, so dropped last): group-only
+        // entries the new links replace, and links undone. At most one each per thread:
+        // never reallocates.
         let mut evicted: KVec<RemovedEntry> = KVec::with_capacity(threads.len(), GFP_KERNEL)?;
+        let mut undone: KVec<Unlinked> = KVec::with_capacity(threads.len(), GFP_KERNEL)?;
         let mut state = aid.state.lock();
         if state.unregistered {
             return Err(ENOENT);
         }
-        let wanted = |thread: &TaskRef| {
+        let is_leader = |thread: Task<'_>| thread.tid() == thread.tgid();
+        let wanted = |thread: &TaskRef, seen: &KVec<usize>| {
             let thread = thread.task();
-            !thread.is_exiting() && !registry.tasks.is_linked_to(thread, aid)
+            (is_leader(thread) || !thread.is_exiting())
+                && !seen.contains(&thread.key())
+                && !registry.tasks.is_linked_to(thread, aid)
         };
-        let needed = threads.iter().filter(|t| wanted(t)).count();
+        let needed = threads.iter().filter(|t| wanted(t, &seen)).count();
         if needed == 0 {
             return Ok(());
         }
-        if state.pids().len() + needed > glue::max_entries() {
+        if state.pids.len() + needed > glue::max_entries() {
             return Err(ENOSPC);
         }
+        // Some thread is linked and not exiting: the process is alive in the AID.
+        let live_linked = |threads: &KVec<TaskRef>| {
+            threads.iter().any(|t| !t.task().is_exiting() && registry.tasks.is_linked_to(t.task(), aid))
+        };
         for (thread, reservation) in threads.iter().zip(reservations.into_iter()) {
-            if wanted(thread) {
-                let new = link_locked(registry, aid, &mut state, thread.task(), reservation)?;
-                if let Some(entry) = new.evicted {
-                    let _ = evicted.push(entry, GFP_NOWAIT);
+            if !wanted(thread, &seen) {
+                continue;
+            }
+            let task = thread.task();
+            // Within the reserved capacity: never allocates.
+            let _ = seen.push(task.key(), GFP_NOWAIT);
+            let new = link_locked(registry, aid, &mut state, task, reservation)?;
+            if let Some(entry) = new.evicted {
+                let _ = evicted.push(entry, GFP_NOWAIT);
+            }
+            // Checked after the insertion (see above).
+            let keep = if is_leader(task) { !task.is_exiting() || live_linked(&threads) } else { !task.is_exiting() };
+            if !keep {
+                if let Some(unlinked) = unlink_locked(registry, aid, &mut state, task, false) {
+                    let _ = undone.push(unlinked, GFP_NOWAIT);
                 }
             }
         }
     }
-    // Still new threads after many passes; every thread that exists now was linked by a
-    // pass or by the new-task hook (its creator was linked), so the process is linked.
-    Ok(())
+    // Threads kept appearing faster than the passes linked them.
+    Err(EAGAIN)
 }
 
-/// UNLINK: detaches every thread of `target` from its AID.
+/// UNLINK: detaches `target`'s process and every process descending from it that is
+/// linked to the same AID. Refused with `EBUSY` while `target`'s parent is in that AID:
+/// the parent would then have a child outside its AID, whose end its waits could not
+/// report.
 pub(crate) fn unlink_process(registry: &Registry, target: &TaskRef) -> Result {
     let aid = registry.tasks.lookup(target.task()).ok_or(ENOENT)?;
-    unlink_threads(registry, &aid, target)
+    if target.parent_linked_to(registry, &aid) {
+        return Err(EBUSY);
+    }
+    for process in target.subtree()?.iter() {
+        if registry.tasks.lookup(process.task()).is_some_and(|a| Arc::ptr_eq(&a, &aid)) {
+            unlink_threads(registry, &aid, process)?;
+        }
+    }
+    Ok(())
 }
 
 fn unlink_threads(registry: &Registry, aid: &Arc<Aid>, target: &TaskRef) -> Result {
@@ -221,8 +302,10 @@ fn unlink_threads(registry: &Registry, aid: &Arc<Aid>, target: &TaskRef) -> Resu
 /// Counts refusals so a fork storm against a full table logs a few lines, not millions.
 static REFUSED: AtomicU64 = AtomicU64::new(0);
 
-fn refuse_new_task(aid: &Aid, child: Task<'_>, why: &str) {
+fn refuse_new_task(registry: &Registry, aid: &Aid, child: Task<'_>, why: &str) {
     child.kill();
+    // The creator's fork returns EAGAIN, and its wait hides the child (syscalls.rs).
+    registry.tasks.set_new_child(Task::current(), child.tid(), 0);
     let n = REFUSED.fetch_add(1, Ordering::Relaxed);
     if n < 10 || n % 1000 == 0 {
         pr_warn!(
@@ -248,7 +331,7 @@ pub(crate) fn on_new_task(registry: &Registry, child: Task<'_>) {
     }
     let reservation = match LinkReservation::new() {
         Ok(reservation) => reservation,
-        Err(_) => return refuse_new_task(&aid, child, "out of memory"),
+        Err(_) => return refuse_new_task(registry, &aid, child, "out of memory"),
     };
     let mut state = aid.state.lock();
     if state.unregistered || !registry.tasks.is_linked_to(parent, &aid) {
@@ -256,19 +339,20 @@ pub(crate) fn on_new_task(registry: &Registry, child: Task<'_>) {
         // child is not linked either.
         return;
     }
-    if state.pids().len() >= glue::max_entries() {
+    if state.pids.len() >= glue::max_entries() {
         drop(state);
-        return refuse_new_task(&aid, child, "PID table full (max_entries)");
+        return refuse_new_task(registry, &aid, child, "PID table full (max_entries)");
     }
     let new = match link_locked(registry, &aid, &mut state, child, reservation) {
         Ok(new) => new,
         Err(_) => {
             drop(state);
-            return refuse_new_task(&aid, child, "no virtual PID or cannot link");
+            return refuse_new_task(registry, &aid, child, "no virtual PID or cannot link");
         }
     };
     drop(state);
     drop(new.evicted);
+    registry.tasks.set_new_child(parent, child.tid(), new.virtual_id.0);
     write_new_tid(registry, parent, child, new.virtual_id);
 }
 
@@ -293,18 +377,28 @@ fn write_new_tid(registry: &Registry, parent: Task<'_>, child: Task<'_>, virtual
 /// its entry as a group-only one, and the group-only entries of the groups this task was
 /// the last one in go.
 pub(crate) fn on_release_task(registry: &Registry, task: Task<'_>) {
+    let reaper = Task::current();
+    let reaper_linked = reaper.key() != task.key() && registry.tasks.lookup(reaper).is_some();
     let Some(aid) = registry.tasks.lookup(task) else {
+        if reaper_linked {
+            // A task in no AID reaped by a linked one (a refused child).
+            registry.tasks.set_reaped(reaper, task.tid(), 0);
+        }
         return;
     };
     let tid = task.tid();
     // Only process leaders are members of groups and sessions (threads are not).
     let keep_for_group = tid == task.tgid() && PidUses::of(tid, Some(task)).group_or_session();
     let groups = [task.pgrp(), task.session()];
-    let (unlinked, pruned) = {
+    let (unlinked, pruned, virtual_id) = {
         let mut state = aid.state.lock();
+        let virtual_id = state.pids.pid_to_virtual_live(tid).unwrap_or(0);
         let unlinked = unlink_locked(registry, &aid, &mut state, task, keep_for_group);
-        let pruned = groups.map(|group| if group == tid { None } else { state.prune_group(group, task) });
-        (unlinked, pruned)
+        let pruned = groups.map(|group| if group == tid { None } else { state.pids.prune_group(group, task) });
+        (unlinked, pruned, virtual_id)
     };
     drop((unlinked, pruned));
+    if reaper_linked {
+        registry.tasks.set_reaped(reaper, tid, virtual_id);
+    }
 }

@@ -8,14 +8,16 @@
 //! SIDs.
 //!
 //! A reaped task leaves the table in `release_task`, before the system call that reaped
-//! it (`wait4`, `waitid`) returns its PID, and a `SIGCHLD` about it may be delivered
-//! later still. The last [`RELEASED`] removed entries of each AID are therefore kept in a
-//! small ring, consulted only when translating a system PID the table no longer has.
+//! it (`wait4`, `waitid`) returns its PID. The reaper's wait learns the virtual PID from
+//! the release hook's record in the reaper's own task-index entry (`task_index.rs`), so
+//! it is exact however many tasks are reaped meanwhile. A `SIGCHLD` about a reaped child
+//! may be read later still: for that, the last [`RELEASED`] removed entries of each AID
+//! are kept in a small ring, consulted only for a system PID the table no longer has and
+//! no live task has taken since.
 
-use crate::aid::AidState;
 use crate::glue::PidUses;
 use crate::process::Task;
-use crate::table::{RemovedEntry, SystemId, VirtualId};
+use crate::table::{Entry, EntryReservation, IdTable, InsertError, RemovedEntry, SystemId, VirtualId};
 
 /// The largest PID Linux hands out (`PID_MAX_LIMIT - 1` on 64-bit).
 pub(crate) const PID_MAX: u32 = 4 * 1024 * 1024 - 1;
@@ -70,15 +72,107 @@ impl ReleasedRing {
     }
 }
 
-impl AidState {
+/// The PID table of one AID and everything that is counted or remembered with it.
+///
+/// # Invariants
+/// `nr_processes` is the number of entries whose system ID is their owner (main
+/// threads); `nr_group_only` the number of entries owned by [`GROUP_ONLY`]; so both are
+/// at most `ids.len()`, and their sum too. Every change of `ids` goes through the
+/// methods here, which keep the counts.
+pub(crate) struct PidTable {
+    ids: IdTable,
+    nr_processes: u32,
+    nr_group_only: u32,
+    /// The virtual PID range, if the AID has one.
+    range: Option<(u32, u32)>,
+    /// With a range: where the search for the next virtual PID starts.
+    next_virtual: u32,
+    /// The most recently removed entries.
+    released: ReleasedRing,
+}
+
+impl PidTable {
+    /// An empty table for an AID with virtual PID range `range`.
+    pub(crate) fn new(range: Option<(u32, u32)>) -> Self {
+        PidTable {
+            ids: IdTable::new(),
+            nr_processes: 0,
+            nr_group_only: 0,
+            range,
+            next_virtual: range.map_or(1, |(min, _)| min),
+            released: ReleasedRing::new(),
+        }
+    }
+
+    /// Number of entries (threads and group-only entries).
+    pub(crate) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Entries whose thread is its process's main thread.
+    pub(crate) fn nr_processes(&self) -> u32 {
+        self.nr_processes
+    }
+
+    /// Entries of linked threads (all but the group-only ones).
+    pub(crate) fn nr_threads(&self) -> u32 {
+        // Never underflows: `nr_group_only <= len` (type invariant).
+        self.ids.len() as u32 - self.nr_group_only
+    }
+
+    /// The entries, for dumps.
+    pub(crate) fn ids(&self) -> &IdTable {
+        &self.ids
+    }
+
+    /// [`IdTable::for_each_from`] on the entries (a cursor walk, hence `&mut`).
+    pub(crate) fn for_each_from(&mut self, from: u32, f: impl FnMut(Entry) -> bool) {
+        self.ids.for_each_from(from, f)
+    }
+
+    /// Binds a new task's entry, using memory reserved earlier.
+    pub(crate) fn insert(&mut self, reservation: EntryReservation, entry: Entry) -> Result<(), InsertError> {
+        self.ids.insert(reservation, entry)?;
+        if entry.system_id.0 == entry.owner {
+            // INVARIANT: one more main-thread entry.
+            self.nr_processes += 1;
+        }
+        Ok(())
+    }
+
+    /// Removes the entry of a reaped or unlinked thread and remembers it for late
+    /// translations. With `keep_for_group` (a process leader whose PID names other
+    /// tasks' group or session) the entry stays as a group-only one instead, and `None`
+    /// is returned, as when there is no entry.
+    pub(crate) fn release(&mut self, system: SystemId, keep_for_group: bool) -> Option<RemovedEntry> {
+        let side = self.ids.to_virtual(system)?;
+        let main_thread = side.owner == system.0;
+        if keep_for_group && main_thread && self.ids.set_owner(system, GROUP_ONLY) {
+            // INVARIANT: one main-thread entry became a group-only one.
+            self.nr_processes -= 1;
+            self.nr_group_only += 1;
+            return None;
+        }
+        let removed = self.ids.remove_system(system)?;
+        // INVARIANT: the counts follow the removed entry's owner.
+        if removed.entry.owner == GROUP_ONLY {
+            self.nr_group_only -= 1;
+        } else if main_thread {
+            self.nr_processes -= 1;
+        }
+        self.released.push(system.0, removed.entry.virtual_id.0);
+        Some(removed)
+    }
+
     /// The virtual TID for a new task whose system TID is `system`, or `None` when no
     /// virtual ID is free. Without a range the system value is kept when it is free in
     /// this AID, otherwise the next free value after it; with a range every ID comes
     /// from it, handed out cyclically like the kernel does.
-    pub(crate) fn choose_virtual(&mut self, system: u32, range: Option<(u32, u32)>) -> Option<VirtualId> {
+    pub(crate) fn choose_virtual(&mut self, system: u32) -> Option<VirtualId> {
+        let range = self.range;
         let (min, max, start) = match range {
             None => {
-                if self.pids().to_system(VirtualId(system)).is_none() {
+                if self.ids.to_system(VirtualId(system)).is_none() {
                     return Some(VirtualId(system));
                 }
                 (1, PID_MAX, system.saturating_add(1).min(PID_MAX))
@@ -86,52 +180,39 @@ impl AidState {
             Some((min, max)) => (min, max, self.next_virtual.clamp(min, max)),
         };
         let chosen = self
-            .pids()
+            .ids
             .first_free_virtual(start, max)
-            .or_else(|| self.pids().first_free_virtual(min, start.saturating_sub(1)))?;
+            .or_else(|| self.ids.first_free_virtual(min, start.saturating_sub(1)))?;
         if range.is_some() {
             self.next_virtual = if chosen == max { min } else { chosen + 1 };
         }
         Some(VirtualId(chosen))
     }
 
-    /// Records a removed entry for late translations.
-    pub(crate) fn remember_released(&mut self, system: SystemId, virtual_id: VirtualId) {
-        self.released.push(system.0, virtual_id.0);
-    }
-
     /// The system PID behind a virtual PID of this AID.
     pub(crate) fn pid_to_system(&mut self, virtual_id: u32) -> Option<u32> {
-        let side = self.pids().to_system(VirtualId(virtual_id))?;
+        let side = self.ids.to_system(VirtualId(virtual_id))?;
         translates(side.system_id.0, side.owner).then_some(side.system_id.0)
     }
 
     /// The virtual PID of a system PID: from the table, else from the recently removed
     /// entries. `None` for a process outside this AID.
     pub(crate) fn pid_to_virtual(&mut self, system: u32) -> Option<u32> {
-        match self.pids().to_virtual(SystemId(system)) {
+        match self.ids.to_virtual(SystemId(system)) {
             Some(side) if translates(system, side.owner) => Some(side.virtual_id.0),
             // A stale group-only entry: the number is not this AID's any more.
             Some(_) => None,
-            None => self.released.find(system),
+            // A recently reaped task, unless its number has been reused since (by a
+            // task outside the AID, which must not be shown under the old virtual PID).
+            None => self.released.find(system).filter(|_| !PidUses::of(system, None).process()),
         }
     }
 
     /// The virtual PID of a system PID in the table (a task that has not been reaped, or
     /// a group whose leader has).
     pub(crate) fn pid_to_virtual_live(&mut self, system: u32) -> Option<u32> {
-        let side = self.pids().to_virtual(SystemId(system))?;
+        let side = self.ids.to_virtual(SystemId(system))?;
         translates(system, side.owner).then_some(side.virtual_id.0)
-    }
-
-    /// Makes the entry of `system`, a process leader being reaped, a group-only entry.
-    /// Returns `false` when it has no entry.
-    pub(crate) fn keep_for_group(&mut self, system: SystemId) -> bool {
-        if !self.pids().set_owner(system, GROUP_ONLY) {
-            return false;
-        }
-        self.nr_group_only += 1;
-        true
     }
 
     /// Removes the group-only entry of `system` when no task but `except` (a task being
@@ -157,11 +238,12 @@ impl AidState {
     }
 
     fn is_group_only(&mut self, system: u32) -> bool {
-        matches!(self.pids().to_virtual(SystemId(system)), Some(side) if side.owner == GROUP_ONLY)
+        matches!(self.ids.to_virtual(SystemId(system)), Some(side) if side.owner == GROUP_ONLY)
     }
 
     fn remove_group_only(&mut self, system: u32) -> Option<RemovedEntry> {
-        let removed = self.pids().remove_system(SystemId(system))?;
+        let removed = self.ids.remove_system(SystemId(system))?;
+        // INVARIANT: a group-only entry went.
         self.nr_group_only -= 1;
         Some(removed)
     }
@@ -170,7 +252,7 @@ impl AidState {
     /// `out`; returns how many were written.
     pub(crate) fn processes(&mut self, out: &mut [(u32, u32)]) -> usize {
         let mut n = 0;
-        self.pids().for_each(|entry| {
+        self.ids.for_each(|entry| {
             if entry.system_id.0 == entry.owner {
                 if n == out.len() {
                     return false;

@@ -119,6 +119,28 @@ impl<'a> Task<'a> {
         if err == 0 { Ok(()) } else { Err(Error::from_errno(err)) }
     }
 
+    /// Whether the calling task may attach to this one as ptrace's
+    /// `PTRACE_MODE_ATTACH_REALCREDS` allows (the rule checkpoint tools follow): it is
+    /// the caller's own process, or the caller's real UID and GID equal all of the
+    /// task's UIDs and GIDs, or the caller has `CAP_SYS_PTRACE` over the task's
+    /// credentials; and then the task is dumpable or the caller has `CAP_SYS_PTRACE` over
+    /// its memory. Linux security modules are not asked (their hook is not exported).
+    pub(crate) fn caller_may_attach(self) -> bool {
+        let mut f = glue::AttachFacts::default();
+        // SAFETY: the task is valid (type invariant); the glue fills `f` under the task's
+        // lock and RCU.
+        unsafe { glue::appshot_glue_attach_facts(self.ptr.as_ptr(), &mut f) };
+        if f.same_thread_group {
+            return true;
+        }
+        let ids_match = [f.uid, f.euid, f.suid].iter().all(|&id| id == f.caller_uid)
+            && [f.gid, f.egid, f.sgid].iter().all(|&id| id == f.caller_gid);
+        if !ids_match && !f.ptrace_cap_over_creds {
+            return false;
+        }
+        !f.has_mm || f.dumpable || f.ptrace_cap_over_mm
+    }
+
     /// Sends `SIGKILL` (used for a new task that cannot be linked, before it first runs).
     pub(crate) fn kill(self) {
         // SAFETY: the task is valid (type invariant); sending a signal takes its own locks.
@@ -202,6 +224,86 @@ impl TaskRef {
             // More threads than room: `threads` drops its references; ask again.
             capacity = total + 8;
         }
+    }
+}
+
+impl TaskRef {
+    /// Another reference to the same task.
+    pub(crate) fn clone_ref(&self) -> TaskRef {
+        // SAFETY: our reference keeps the task valid; taking one more keeps it so.
+        unsafe { bindings::get_task_struct(self.ptr.as_ptr()) };
+        // SAFETY: we took the reference just above.
+        unsafe { TaskRef::from_owned(self.ptr) }
+    }
+
+    /// This task's process (its thread group leader) and every process descending from
+    /// it, referenced, parents before children. A snapshot: processes fork and exit
+    /// meanwhile.
+    pub(crate) fn subtree(&self) -> Result<KVec<TaskRef>> {
+        let (processes, parents) = all_processes()?;
+        let root = self.task().tgid();
+        let mut inside: KVec<u32> = KVec::with_capacity(processes.len(), GFP_KERNEL)?;
+        let mut order: KVec<usize> = KVec::with_capacity(processes.len(), GFP_KERNEL)?;
+        if let Some(at) = processes.iter().position(|p| p.task().tgid() == root) {
+            inside.push(root, GFP_KERNEL)?;
+            order.push(at, GFP_KERNEL)?;
+        }
+        // Breadth first: each round adds the children of the processes added before.
+        let mut checked = 0;
+        while checked < inside.len() {
+            let parent = inside[checked];
+            checked += 1;
+            for (i, process) in processes.iter().enumerate() {
+                let tgid = process.task().tgid();
+                if parents[i] == parent && tgid != parent && !inside.contains(&tgid) {
+                    inside.push(tgid, GFP_KERNEL)?;
+                    order.push(i, GFP_KERNEL)?;
+                }
+            }
+        }
+        let mut out = KVec::with_capacity(order.len(), GFP_KERNEL)?;
+        for &i in order.iter() {
+            out.push(processes[i].clone_ref(), GFP_KERNEL)?;
+        }
+        Ok(out)
+    }
+
+    /// Whether this task's parent process is linked to `aid`.
+    pub(crate) fn parent_linked_to(&self, registry: &crate::registry::Registry, aid: &crate::aid::Aid) -> bool {
+        let rcu = glue::RcuReadLock::new();
+        let parent = rcu.parent_of(self.task());
+        registry.tasks.ids_in(parent, aid).is_some()
+    }
+}
+
+/// Every process (thread group leader) of the system, referenced, with its parent's
+/// process ID.
+fn all_processes() -> Result<(KVec<TaskRef>, KVec<u32>)> {
+    let mut capacity: usize = 256;
+    loop {
+        let mut raw: KVec<*mut bindings::task_struct> = KVec::with_capacity(capacity, GFP_KERNEL)?;
+        let mut parents: KVec<u32> = KVec::from_elem(0, capacity, GFP_KERNEL)?;
+        let mut processes = KVec::with_capacity(capacity, GFP_KERNEL)?;
+        // SAFETY: `raw` and `parents` have room for `capacity` entries; the glue writes at
+        // most that many, each task with a reference taken, and returns the total count.
+        let total = unsafe {
+            glue::appshot_glue_collect_processes(raw.as_mut_ptr(), parents.as_mut_ptr(), capacity as u32)
+        } as usize;
+        // SAFETY: the glue initialised the first `min(total, capacity)` elements.
+        unsafe { raw.set_len(total.min(capacity)) };
+        for &ptr in raw.iter() {
+            // SAFETY: every written pointer is a valid task with a reference we own.
+            let task = unsafe { TaskRef::from_owned(NonNull::new_unchecked(ptr)) };
+            // Never allocates (the capacity is reserved).
+            let _ = processes.push(task, GFP_NOWAIT);
+        }
+        if total <= capacity {
+            // SAFETY: shrinking to the initialised length; u32 has nothing to drop.
+            unsafe { parents.set_len(total) };
+            return Ok((processes, parents));
+        }
+        // More processes than room: `processes` drops its references; ask again.
+        capacity = total + 64;
     }
 }
 

@@ -23,11 +23,10 @@ use kernel::prelude::*;
 use kernel::rbtree::RBTree;
 use kernel::sync::{new_mutex, Arc, Mutex};
 
-use crate::aid::Aid;
+use crate::aid::{Aid, AidState};
 use crate::glue;
 use crate::hooks;
 use crate::process::Task;
-use crate::table::IdTable;
 use crate::task_index::TaskIndex;
 use crate::uapi::NAME_LEN;
 
@@ -140,19 +139,20 @@ impl Registry {
     pub(crate) fn unregister(&self, id: u64, force: bool) -> Result<usize> {
         let mut set = self.aids.lock();
         let aid = set.by_id.get(&id).cloned().ok_or(ENOENT)?;
-        let (unlinked, tables) = {
+        // The replacement is made before the lock is taken (building it allocates nothing,
+        // but its drop of the old tables frees nodes, which happens after unlocking).
+        let empty = AidState::new(aid.pid_range, true);
+        let (unlinked, old) = {
             let mut state = aid.state.lock();
-            if state.pids().len() > 0 && !force {
+            if state.pids.len() > 0 && !force {
                 return Err(EBUSY);
             }
-            state.unregistered = true;
             let unlinked = self.tasks.remove_all(&aid);
-            state.nr_processes = 0;
-            let empty = [IdTable::new(), IdTable::new(), IdTable::new(), IdTable::new(), IdTable::new()];
-            (unlinked, core::mem::replace(&mut state.tables, empty))
+            // Every table and everything counted with it goes at once.
+            (unlinked, core::mem::replace(&mut *state, empty))
         };
         // The old tables' nodes are freed here, outside the spinlock.
-        drop(tables);
+        drop(old);
         set.by_id.remove(&id);
         if set.by_id.iter().next().is_none() {
             hooks::detach();

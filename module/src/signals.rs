@@ -43,7 +43,7 @@ pub(crate) unsafe fn copy_to_user(aid: &Aid, to: *mut kernel::ffi::c_void, from:
     if pid <= 0 || !kernel_wrote_pid(signo, code) {
         return None;
     }
-    let shown = aid.state.lock().pid_to_virtual(pid as u32).unwrap_or(0) as i32;
+    let shown = aid.state.lock().pids.pid_to_virtual(pid as u32).unwrap_or(0) as i32;
     if shown == pid {
         return None;
     }
@@ -69,7 +69,7 @@ pub(crate) fn fix_signalfd_records(aid: &Aid, start: usize, len: usize) {
         if pid <= 0 || !kernel_wrote_pid(signo, code) {
             continue;
         }
-        let shown = aid.state.lock().pid_to_virtual(pid as u32).unwrap_or(0);
+        let shown = aid.state.lock().pids.pid_to_virtual(pid as u32).unwrap_or(0);
         let at = record + SSI_PID_OFFSET;
         let _ = UserSlice::new(at, 4).writer().write_slice(&shown.to_ne_bytes());
     }

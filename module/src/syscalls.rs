@@ -41,89 +41,174 @@ pub(crate) enum Outcome {
     Return(i64),
 }
 
-/// One hooked system call.
+/// How a system call entry takes its arguments: which saved registers hold them, and
+/// whether the structures it reads and writes in user memory have the 32-bit layout.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Abi {
+    /// `__x64_sys_*`: rdi, rsi, rdx, r10, r8, r9; native structures. x32 calls (with
+    /// `__X32_SYSCALL_BIT` in `orig_ax`) reach the same functions for every call here
+    /// but the few below.
+    X64,
+    /// `__x64_compat_sys_*`: the x32-only entries (x86-64 registers, 32-bit structures).
+    X32Compat,
+    /// `__ia32_sys_*` and `__ia32_compat_sys_*`, reached by `int $0x80` (and by 32-bit
+    /// programs): ebx, ecx, edx, esi, edi, ebp; 32-bit structures.
+    Ia32,
+}
+
+impl Abi {
+    /// Whether user structures have the 32-bit (compat) layout.
+    fn compat(self) -> bool {
+        self != Abi::X64
+    }
+}
+
+/// A system call's handler.
+pub(crate) type Handler = fn(&Call<'_>) -> Outcome;
+
+/// One hooked system call entry.
 pub(crate) struct Syscall {
-    /// x86_64 system call number (arch/x86/entry/syscalls/syscall_64.tbl).
-    pub(crate) nr: usize,
-    /// The kernel function that implements it, as ftrace knows it.
+    /// The kernel function that implements it for `abi`, as ftrace knows it.
     pub(crate) function: &'static CStr,
-    handler: fn(&Call<'_>) -> Outcome,
+    pub(crate) abi: Abi,
+    /// Whether it returns one of the caller's own IDs (answered from the task index).
+    pub(crate) own: OwnId,
+    pub(crate) handler: Handler,
+}
+
+/// The calls that return the caller's own ID.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OwnId {
+    No,
+    Pid,
+    Tid,
 }
 
 macro_rules! syscalls {
-    ($($nr:literal $name:ident => $handler:expr),* $(,)?) => {
-        /// Every hooked system call.
+    ($($abi:ident $symbol:ident $([$own:ident])? => $handler:expr,)*) => {
+        /// Every hooked system call entry, for every ABI a 64-bit kernel offers (the
+        /// names are those of arch/x86/entry/syscalls/syscall_{64,32}.tbl).
         pub(crate) const SYSCALLS: &[Syscall] = &[
             $(Syscall {
-                nr: $nr,
-                function: kernel::c_str!(concat!("__x64_sys_", stringify!($name))),
+                function: kernel::c_str!(concat!(syscalls!(@prefix $abi), stringify!($symbol))),
+                abi: Abi::$abi,
+                own: syscalls!(@own $($own)?),
                 handler: $handler,
             },)*
         ];
     };
+    (@prefix X64) => { "__x64_" };
+    (@prefix X32Compat) => { "__x64_" };
+    (@prefix Ia32) => { "__ia32_" };
+    (@own) => { OwnId::No };
+    (@own $own:ident) => { OwnId::$own };
 }
 
 syscalls! {
     // Own IDs: usually answered by `own_id` from the task index; these handlers run
     // when it cannot (virtual PID not recorded yet, TID changed by exec).
-    39 getpid => getpid,
-    186 gettid => |c| Outcome::Return(c.virtual_or_zero(c.task.tid())),
-    110 getppid => getppid,
-    218 set_tid_address => |c| c.call_out(c.args()),
+    X64 sys_getpid [Pid] => getpid,
+    Ia32 sys_getpid [Pid] => getpid,
+    X64 sys_gettid [Tid] => |c| Outcome::Return(c.virtual_or_zero(c.task.tid())),
+    Ia32 sys_gettid [Tid] => |c| Outcome::Return(c.virtual_or_zero(c.task.tid())),
+    X64 sys_getppid => getppid,
+    Ia32 sys_getppid => getppid,
+    X64 sys_set_tid_address => |c| c.call_out(c.args()),
+    Ia32 sys_set_tid_address => |c| c.call_out(c.args()),
     // Process groups and sessions.
-    121 getpgid => |c| c.target_then_out(0),
-    124 getsid => |c| c.target_then_out(0),
-    111 getpgrp => |c| c.call_out(c.args()),
-    112 setsid => |c| c.call_out(c.args()),
-    109 setpgid => setpgid,
-    // New processes and threads.
-    57 fork => |c| c.call_child(c.args()),
-    58 vfork => |c| c.call_child(c.args()),
-    56 clone => clone,
-    435 clone3 => clone3,
-    272 unshare => |c| if c.arg(0) & CLONE_NEWPID != 0 { err(EINVAL) } else { Outcome::Native },
+    X64 sys_getpgid => |c| c.target_then_out(0),
+    Ia32 sys_getpgid => |c| c.target_then_out(0),
+    X64 sys_getsid => |c| c.target_then_out(0),
+    Ia32 sys_getsid => |c| c.target_then_out(0),
+    X64 sys_getpgrp => |c| c.call_out(c.args()),
+    Ia32 sys_getpgrp => |c| c.call_out(c.args()),
+    X64 sys_setsid => |c| c.call_out(c.args()),
+    Ia32 sys_setsid => |c| c.call_out(c.args()),
+    X64 sys_setpgid => setpgid,
+    Ia32 sys_setpgid => setpgid,
+    // New processes and threads. CLONE_NEWPID and CLONE_PARENT_SETTID are seen in
+    // `kernel_clone` (hooks.rs), where the kernel holds its final copy of the flags.
+    X64 sys_fork => |c| c.call_child(c.args()),
+    Ia32 sys_fork => |c| c.call_child(c.args()),
+    X64 sys_vfork => |c| c.call_child(c.args()),
+    Ia32 sys_vfork => |c| c.call_child(c.args()),
+    X64 sys_clone => |c| c.call_child(c.args()),
+    Ia32 compat_sys_ia32_clone => |c| c.call_child(c.args()),
+    X64 sys_clone3 => |c| c.call_child(c.args()),
+    Ia32 sys_clone3 => |c| c.call_child(c.args()),
+    X64 sys_unshare => unshare,
+    Ia32 sys_unshare => unshare,
+    X64 sys_setns => setns,
+    Ia32 sys_setns => setns,
     // Signals.
-    62 kill => kill,
-    200 tkill => |c| c.targets(&[0]),
-    234 tgkill => |c| c.targets(&[0, 1]),
-    129 rt_sigqueueinfo => |c| c.targets(&[0]),
-    297 rt_tgsigqueueinfo => |c| c.targets(&[0, 1]),
+    X64 sys_kill => kill,
+    Ia32 sys_kill => kill,
+    X64 sys_tkill => |c| c.targets(&[0]),
+    Ia32 sys_tkill => |c| c.targets(&[0]),
+    X64 sys_tgkill => |c| c.targets(&[0, 1]),
+    Ia32 sys_tgkill => |c| c.targets(&[0, 1]),
+    X64 sys_rt_sigqueueinfo => |c| c.targets(&[0]),
+    X32Compat compat_sys_rt_sigqueueinfo => |c| c.targets(&[0]),
+    Ia32 compat_sys_rt_sigqueueinfo => |c| c.targets(&[0]),
+    X64 sys_rt_tgsigqueueinfo => |c| c.targets(&[0, 1]),
+    X32Compat compat_sys_rt_tgsigqueueinfo => |c| c.targets(&[0, 1]),
+    Ia32 compat_sys_rt_tgsigqueueinfo => |c| c.targets(&[0, 1]),
     // Waiting for children.
-    61 wait4 => wait4,
-    247 waitid => waitid,
+    X64 sys_wait4 => wait4,
+    Ia32 compat_sys_wait4 => wait4,
+    Ia32 sys_waitpid => wait4,
+    X64 sys_waitid => waitid,
+    X32Compat compat_sys_waitid => waitid,
+    Ia32 compat_sys_waitid => waitid,
     // Scheduling, priorities, limits: the first argument names a thread (0: the caller).
-    203 sched_setaffinity => |c| c.targets(&[0]),
-    204 sched_getaffinity => |c| c.targets(&[0]),
-    144 sched_setscheduler => |c| c.targets(&[0]),
-    145 sched_getscheduler => |c| c.targets(&[0]),
-    142 sched_setparam => |c| c.targets(&[0]),
-    143 sched_getparam => |c| c.targets(&[0]),
-    148 sched_rr_get_interval => |c| c.targets(&[0]),
-    314 sched_setattr => |c| c.targets(&[0]),
-    315 sched_getattr => |c| c.targets(&[0]),
-    140 getpriority => priority,
-    141 setpriority => priority,
-    251 ioprio_set => ioprio,
-    252 ioprio_get => ioprio,
-    302 prlimit64 => |c| c.targets(&[0]),
+    X64 sys_sched_setaffinity => |c| c.targets(&[0]),
+    Ia32 compat_sys_sched_setaffinity => |c| c.targets(&[0]),
+    X64 sys_sched_getaffinity => |c| c.targets(&[0]),
+    Ia32 compat_sys_sched_getaffinity => |c| c.targets(&[0]),
+    X64 sys_sched_setscheduler => |c| c.targets(&[0]),
+    Ia32 sys_sched_setscheduler => |c| c.targets(&[0]),
+    X64 sys_sched_getscheduler => |c| c.targets(&[0]),
+    Ia32 sys_sched_getscheduler => |c| c.targets(&[0]),
+    X64 sys_sched_setparam => |c| c.targets(&[0]),
+    Ia32 sys_sched_setparam => |c| c.targets(&[0]),
+    X64 sys_sched_getparam => |c| c.targets(&[0]),
+    Ia32 sys_sched_getparam => |c| c.targets(&[0]),
+    X64 sys_sched_rr_get_interval => |c| c.targets(&[0]),
+    Ia32 sys_sched_rr_get_interval => |c| c.targets(&[0]),
+    Ia32 sys_sched_rr_get_interval_time32 => |c| c.targets(&[0]),
+    X64 sys_sched_setattr => |c| c.targets(&[0]),
+    Ia32 sys_sched_setattr => |c| c.targets(&[0]),
+    X64 sys_sched_getattr => |c| c.targets(&[0]),
+    Ia32 sys_sched_getattr => |c| c.targets(&[0]),
+    X64 sys_getpriority => priority,
+    Ia32 sys_getpriority => priority,
+    X64 sys_setpriority => priority,
+    Ia32 sys_setpriority => priority,
+    X64 sys_ioprio_set => ioprio,
+    Ia32 sys_ioprio_set => ioprio,
+    X64 sys_ioprio_get => ioprio,
+    Ia32 sys_ioprio_get => ioprio,
+    X64 sys_prlimit64 => |c| c.targets(&[0]),
+    Ia32 sys_prlimit64 => |c| c.targets(&[0]),
     // Terminals: foreground process group and session (job control).
-    16 ioctl => tty_ioctl,
+    X64 sys_ioctl => tty_ioctl,
+    X32Compat compat_sys_ioctl => tty_ioctl,
+    Ia32 compat_sys_ioctl => tty_ioctl,
     // Other processes' resources.
-    434 pidfd_open => |c| c.targets(&[0]),
-    310 process_vm_readv => |c| c.targets(&[0]),
-    311 process_vm_writev => |c| c.targets(&[0]),
-    312 kcmp => |c| c.targets(&[0, 1]),
+    X64 sys_pidfd_open => |c| c.targets(&[0]),
+    Ia32 sys_pidfd_open => |c| c.targets(&[0]),
+    X64 sys_process_vm_readv => |c| c.targets(&[0]),
+    Ia32 sys_process_vm_readv => |c| c.targets(&[0]),
+    X64 sys_process_vm_writev => |c| c.targets(&[0]),
+    Ia32 sys_process_vm_writev => |c| c.targets(&[0]),
+    X64 sys_kcmp => |c| c.targets(&[0, 1]),
+    Ia32 sys_kcmp => |c| c.targets(&[0, 1]),
 }
 
 /// A PID no process has: above `PID_MAX_LIMIT`, so every PID lookup fails.
 const NOBODY: u32 = i32::MAX as u32;
 
-/// The highest system call number + 1 that [`handler`] accepts.
-const NR_MAX: usize = 512;
-
-const CLONE_NEWPID: u64 = 0x2000_0000;
-const CLONE_PARENT_SETTID: u64 = 0x0010_0000;
-const WNOWAIT: u64 = 0x0100_0000;
+const CLONE_NEWPID: u64 = bindings::CLONE_NEWPID as u64;
 const TIOCGPGRP: u32 = 0x540f;
 const TIOCSPGRP: u32 = 0x5410;
 const TIOCGSID: u32 = 0x5429;
@@ -133,41 +218,18 @@ const PRIO_PROCESS: u64 = 0;
 const PRIO_PGRP: u64 = 1;
 const IOPRIO_WHO_PROCESS: u64 = 1;
 const IOPRIO_WHO_PGRP: u64 = 2;
-/// `siginfo_t.si_pid`'s offset (after si_signo, si_errno, si_code and padding).
+/// `siginfo_t.si_pid`'s offset (after si_signo, si_errno, si_code and padding)...
 const SI_PID_OFFSET: u64 = 16;
-/// `struct clone_args` fields read by clone3's handler: flags, pidfd, child_tid, parent_tid.
-const CLONE_ARGS_HEAD: usize = 32;
-const CLONE_ARGS_SIZE_VER0: u64 = 64;
-
-/// System call number -> 1 + its index in [`SYSCALLS`] (0: not hooked).
-static BY_NUMBER: [u8; NR_MAX] = {
-    let mut index = [0u8; NR_MAX];
-    let mut i = 0;
-    while i < SYSCALLS.len() {
-        assert!(SYSCALLS[i].nr < NR_MAX && index[SYSCALLS[i].nr] == 0 && i < 255);
-        index[SYSCALLS[i].nr] = (i + 1) as u8;
-        i += 1;
-    }
-    index
-};
-
-/// The handler of system call `nr`, if it is hooked.
-pub(crate) fn handler(nr: u64) -> Option<fn(&Call<'_>) -> Outcome> {
-    let slot = *BY_NUMBER.get(usize::try_from(nr).ok()?)?;
-    let syscall = SYSCALLS.get(usize::from(slot).checked_sub(1)?)?;
-    Some(syscall.handler)
-}
-
-pub(crate) const NR_GETPID: u64 = 39;
-const NR_GETTID: u64 = 186;
+/// ... and `compat_siginfo_t`'s (no padding after si_code).
+const COMPAT_SI_PID_OFFSET: u64 = 12;
 
 /// `getpid` and `gettid` from the IDs the task index keeps with the caller's entry: no
 /// table lookup, no lock but the index bucket's. `None`: ask the handler.
 #[inline]
-pub(crate) fn own_id(nr: u64, ids: OwnIds, task: Task<'_>) -> Option<i64> {
-    match nr {
-        NR_GETPID if ids.virtual_tgid != 0 => Some(i64::from(ids.virtual_tgid)),
-        NR_GETTID if ids.system_tid == task.tid() => Some(i64::from(ids.virtual_tid)),
+pub(crate) fn own_id(own: OwnId, ids: OwnIds, task: Task<'_>) -> Option<i64> {
+    match own {
+        OwnId::Pid if ids.virtual_tgid != 0 => Some(i64::from(ids.virtual_tgid)),
+        OwnId::Tid if ids.system_tid == task.tid() => Some(i64::from(ids.virtual_tid)),
         _ => None,
     }
 }
@@ -192,7 +254,7 @@ fn getppid(c: &Call<'_>) -> Outcome {
     let virtual_id = match ids {
         None => 0,
         Some(ids) if ids.virtual_tgid != 0 => ids.virtual_tgid,
-        Some(_) => c.aid.state.lock().pid_to_virtual_live(parent_tgid).unwrap_or(0),
+        Some(_) => c.aid.state.lock().pids.pid_to_virtual_live(parent_tgid).unwrap_or(0),
     };
     Outcome::Return(i64::from(virtual_id))
 }
@@ -200,6 +262,8 @@ fn getppid(c: &Call<'_>) -> Outcome {
 /// One system call made by a linked task.
 pub(crate) struct Call<'a> {
     pub(crate) regs: &'a bindings::pt_regs,
+    /// Which registers hold the arguments, and the layout of user structures.
+    pub(crate) abi: Abi,
     /// The system call's function, to call it again unhooked.
     pub(crate) original: usize,
     pub(crate) aid: &'a Aid,
@@ -212,30 +276,39 @@ fn err(e: Error) -> Outcome {
 }
 
 impl Call<'_> {
-    /// The six argument registers, in syscall ABI order.
+    /// The six argument registers, in the order of the entry's ABI. An i386 entry reads
+    /// only their low 32 bits (the kernel's `__ia32_sys_*` wrappers truncate them), so
+    /// they are truncated here too.
     fn args(&self) -> [u64; 6] {
         let r = self.regs;
-        [r.di, r.si, r.dx, r.r10, r.r8, r.r9].map(|v| v as u64)
+        match self.abi {
+            Abi::X64 | Abi::X32Compat => [r.di, r.si, r.dx, r.r10, r.r8, r.r9].map(|v| v as u64),
+            Abi::Ia32 => [r.bx, r.cx, r.dx, r.si, r.di, r.bp].map(|v| u64::from(v as u32)),
+        }
     }
 
     fn arg(&self, i: usize) -> u64 {
         self.args()[i]
     }
 
-    /// A PID argument as the C `pid_t` the system call sees.
-    fn pid_arg(&self, i: usize) -> i32 {
+    /// An `int` argument (a PID, a selector such as `which` or `idtype`, flags) as the
+    /// system call reads it: the low 32 bits of the register, whatever the upper ones hold.
+    fn int_arg(&self, i: usize) -> i32 {
         self.arg(i) as u32 as i32
     }
 
     /// Runs the original system call with `args`, on a copy of the caller's registers.
     fn call(&self, args: [u64; 6]) -> i64 {
         let mut regs = *self.regs;
-        regs.di = args[0] as c_ulong;
-        regs.si = args[1] as c_ulong;
-        regs.dx = args[2] as c_ulong;
-        regs.r10 = args[3] as c_ulong;
-        regs.r8 = args[4] as c_ulong;
-        regs.r9 = args[5] as c_ulong;
+        let slots = match self.abi {
+            Abi::X64 | Abi::X32Compat => {
+                [&mut regs.di, &mut regs.si, &mut regs.dx, &mut regs.r10, &mut regs.r8, &mut regs.r9]
+            }
+            Abi::Ia32 => [&mut regs.bx, &mut regs.cx, &mut regs.dx, &mut regs.si, &mut regs.di, &mut regs.bp],
+        };
+        for (slot, value) in slots.into_iter().zip(args) {
+            *slot = value as c_ulong;
+        }
         // The copy is not the task's saved registers, so the hook lets this nested call
         // through. `original` is the entry of the system call this hook fired for (the
         // glue derived it from the fentry site).
@@ -245,7 +318,7 @@ impl Call<'_> {
 
     /// Virtual PID of a system PID, `None` when it is outside the AID.
     fn to_virtual(&self, system: u32) -> Option<u32> {
-        self.aid.state.lock().pid_to_virtual(system)
+        self.aid.state.lock().pids.pid_to_virtual(system)
     }
 
     /// How a system PID that a call returned is shown: its virtual PID, 0 when it is
@@ -268,7 +341,7 @@ impl Call<'_> {
 
     /// System PID behind a virtual PID of the AID.
     fn to_system(&self, virtual_id: u32) -> Option<u32> {
-        self.aid.state.lock().pid_to_system(virtual_id)
+        self.aid.state.lock().pids.pid_to_system(virtual_id)
     }
 
     /// System PID for a virtual PID > 0 of the AID, [`NOBODY`] when it has no mapping.
@@ -320,16 +393,27 @@ impl Call<'_> {
     }
 
     /// Calls a waiting original (`wait4`, `waitid`) until it returns something other
-    /// than a child the AID never had: a child that could not be linked was killed
-    /// before it ran, and its creator was told its fork failed (see
-    /// [`Self::call_child`]), so it is reaped here unseen.
-    fn call_wait(&self, args: [u64; 6], reaped: impl Fn(i64) -> Option<u32>) -> i64 {
+    /// than a child in no AID: a child that could not be linked was killed before it
+    /// ran, and its creator was told its fork failed (see [`Self::call_child`]), so it is
+    /// reaped here unseen. `reported` gives the system PID a result reports. Returns the
+    /// result and, when it reports a child, how the caller sees it: the virtual PID the
+    /// release hook recorded for a reaped child (its entry is gone by now), else the
+    /// table's; 0 for a task outside the AID.
+    fn call_wait(&self, args: [u64; 6], reported: impl Fn(i64) -> Option<u32>) -> (i64, Option<i64>) {
         loop {
+            self.registry.tasks.set_reaped(self.task, 0, 0);
             let ret = self.call(args);
-            match reaped(ret) {
-                Some(system) if self.to_virtual(system).is_none() && self.still_linked() => continue,
-                _ => return ret,
+            // Whatever the result says (waitid without infop says only 0).
+            let (reaped, virtual_id) = self.registry.tasks.take_reaped(self.task);
+            if reaped != 0 && virtual_id == 0 && self.still_linked() {
+                continue;
             }
+            let shown = reported(ret).map(|system| match virtual_id {
+                v if reaped == system && v != 0 => i64::from(v),
+                // Not reaped (WNOWAIT, a stop or a continue), or the caller left the AID.
+                _ => self.virtual_or_zero(system),
+            });
+            return (ret, shown);
         }
     }
 
@@ -340,12 +424,13 @@ impl Call<'_> {
         if ret <= 0 {
             return Outcome::Return(ret);
         }
-        // A child that could not be linked was killed before it ran (link.rs); its
-        // creator gets the error a failed fork gives rather than a system PID.
-        Outcome::Return(match self.to_virtual(ret as u32) {
+        // The new-task hook recorded the child, which may have exited and been reaped
+        // already. A child that could not be linked was killed before it ran
+        // (link.rs); its creator gets the error a failed fork gives, not a system PID.
+        Outcome::Return(match self.registry.tasks.take_new_child(self.task, ret as u32) {
+            Some(0) => EAGAIN.to_errno() as i64,
             Some(virtual_id) => i64::from(virtual_id),
-            None if !self.still_linked() => ret,
-            None => EAGAIN.to_errno() as i64,
+            None => self.virtual_or_zero(ret as u32),
         })
     }
 }
@@ -355,43 +440,29 @@ fn setpgid(c: &Call<'_>) -> Outcome {
     c.targets(&[0, 1])
 }
 
-/// clone/clone3 with `CLONE_PARENT_SETTID`: the new-task hook writes the virtual TID.
-fn clone_child(c: &Call<'_>, flags: u64, parent_tid: u64) -> Outcome {
-    if flags & CLONE_NEWPID != 0 {
+/// unshare(flags): a new PID namespace would give the caller's children PIDs that no
+/// table holds. `flags` is an `unsigned long`.
+fn unshare(c: &Call<'_>) -> Outcome {
+    if c.arg(0) & CLONE_NEWPID != 0 {
         return err(EINVAL);
     }
-    let settid = flags & CLONE_PARENT_SETTID != 0 && parent_tid != 0;
-    if settid {
-        c.registry.tasks.set_parent_tid(c.task, parent_tid);
-    }
-    let outcome = c.call_child(c.args());
-    if settid {
-        c.registry.tasks.set_parent_tid(c.task, 0);
-    }
-    outcome
+    Outcome::Native
 }
 
-fn clone(c: &Call<'_>) -> Outcome {
-    // clone(flags, newsp, parent_tid, child_tid, tls) on x86_64.
-    clone_child(c, c.arg(0), c.arg(2))
-}
-
-fn clone3(c: &Call<'_>) -> Outcome {
-    let (uargs, size) = (c.arg(0), c.arg(1));
-    if size < CLONE_ARGS_SIZE_VER0 {
-        // The original refuses it.
-        return Outcome::Native;
+/// setns(fd, nstype): entering another PID namespace is refused like `unshare`. With
+/// `nstype` 0 the namespace type is the file's (a namespace file, or a pidfd, whose 0
+/// the kernel refuses itself).
+fn setns(c: &Call<'_>) -> Outcome {
+    let nstype = c.int_arg(1) as u32 as u64;
+    let refused = nstype & CLONE_NEWPID != 0 || (nstype == 0 && glue::fd_is_pid_namespace(c.int_arg(0)));
+    if refused {
+        return err(EINVAL);
     }
-    let mut head = [0u8; CLONE_ARGS_HEAD];
-    if UserSlice::new(uargs as usize, CLONE_ARGS_HEAD).reader().read_slice(&mut head).is_err() {
-        return Outcome::Native;
-    }
-    let field = |i: usize| u64::from_ne_bytes(head[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-    clone_child(c, field(0), field(3))
+    Outcome::Native
 }
 
 fn kill(c: &Call<'_>) -> Outcome {
-    if c.pid_arg(0) == -1 {
+    if c.int_arg(0) == -1 {
         return kill_all(c);
     }
     let mut args = c.args();
@@ -403,11 +474,11 @@ fn kill(c: &Call<'_>) -> Outcome {
 /// kernel's rule for the result (ESRCH when none was tried, else the last error other
 /// than EPERM, else 0).
 fn kill_all(c: &Call<'_>) -> Outcome {
-    let capacity = c.aid.state.lock().nr_processes as usize;
+    let capacity = c.aid.state.lock().pids.nr_processes() as usize;
     let Ok(mut targets) = KVec::from_elem((0u32, 0u32), capacity, GFP_KERNEL) else {
         return err(ENOMEM);
     };
-    let n = c.aid.state.lock().processes(&mut targets);
+    let n = c.aid.state.lock().pids.processes(&mut targets);
     let me = c.task.tgid();
     let (mut count, mut result) = (0, 0i64);
     for &(system, virtual_id) in targets[..n].iter() {
@@ -431,47 +502,46 @@ fn kill_all(c: &Call<'_>) -> Outcome {
 fn wait4(c: &Call<'_>) -> Outcome {
     let mut args = c.args();
     c.translate_pid_or_group(&mut args, 0);
-    let ret = c.call_wait(args, |ret| (ret > 0).then_some(ret as u32));
-    Outcome::Return(if ret > 0 { c.virtual_or_zero(ret as u32) } else { ret })
+    let (ret, shown) = c.call_wait(args, |ret| (ret > 0).then_some(ret as u32));
+    Outcome::Return(shown.unwrap_or(ret))
 }
 
 fn waitid(c: &Call<'_>) -> Outcome {
     let mut args = c.args();
-    if args[0] == P_PID || args[0] == P_PGID {
+    // `idtype` is an int: compare the 32 bits the kernel reads.
+    let idtype = u64::from(c.int_arg(0) as u32);
+    if idtype == P_PID || idtype == P_PGID {
         c.translate_arg(&mut args, 1);
     }
     let infop = args[2];
-    let si_pid = (infop != 0).then(|| (infop + SI_PID_OFFSET) as usize);
+    let offset = if c.abi.compat() { COMPAT_SI_PID_OFFSET } else { SI_PID_OFFSET };
+    let si_pid = (infop != 0).then(|| infop.wrapping_add(offset) as usize);
     let read_si_pid = |at: usize| {
         let mut raw = [0u8; 4];
         UserSlice::new(at, 4).reader().read_slice(&mut raw).ok().map(|()| u32::from_ne_bytes(raw))
     };
-    // Without infop a waitid that reaped a refused child cannot be told from one that
-    // reaped nothing with WNOHANG; such a child is then left for the next wait.
-    let reaps = args[3] & WNOWAIT == 0;
-    let ret = c.call_wait(args, |ret| match (ret, si_pid) {
-        (0, Some(at)) if reaps => read_si_pid(at).filter(|&pid| pid != 0),
+    // The kernel wrote si_pid: a system PID, or 0 when nothing was waited for (WNOHANG).
+    let (ret, shown) = c.call_wait(args, |ret| match (ret, si_pid) {
+        (0, Some(at)) => read_si_pid(at).filter(|&pid| pid != 0),
         _ => None,
     });
-    if let (0, Some(at)) = (ret, si_pid) {
-        // The kernel wrote si_pid (a system PID, or 0 when nothing was waited for).
-        if let Some(system) = read_si_pid(at).filter(|&pid| pid != 0) {
-            let shown = c.virtual_or_zero(system) as u32;
-            let _ = UserSlice::new(at, 4).writer().write_slice(&shown.to_ne_bytes());
-        }
+    if let (Some(at), Some(shown)) = (si_pid, shown) {
+        let _ = UserSlice::new(at, 4).writer().write_slice(&(shown as u32).to_ne_bytes());
     }
     Outcome::Return(ret)
 }
 
+/// get/setpriority(which, who): `which` is an int.
 fn priority(c: &Call<'_>) -> Outcome {
-    match c.arg(0) {
+    match u64::from(c.int_arg(0) as u32) {
         PRIO_PROCESS | PRIO_PGRP => c.targets(&[1]),
         _ => Outcome::Native,
     }
 }
 
+/// ioprio_get/set(which, who): `which` is an int.
 fn ioprio(c: &Call<'_>) -> Outcome {
-    match c.arg(0) {
+    match u64::from(c.int_arg(0) as u32) {
         IOPRIO_WHO_PROCESS | IOPRIO_WHO_PGRP => c.targets(&[1]),
         _ => Outcome::Native,
     }
@@ -490,7 +560,8 @@ fn write_user_i32(address: u64, value: i32) {
 
 /// ioctl: only the terminal requests that carry a process group or session ID.
 fn tty_ioctl(c: &Call<'_>) -> Outcome {
-    let address = c.arg(2);
+    // The compat entries take the argument as a 32-bit `compat_ulong_t`.
+    let address = if c.abi.compat() { u64::from(c.arg(2) as u32) } else { c.arg(2) };
     match c.arg(1) as u32 {
         TIOCGPGRP | TIOCGSID => {
             let ret = c.call(c.args());

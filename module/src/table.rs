@@ -188,6 +188,24 @@ impl IdTable {
         })
     }
 
+    /// Calls `f` on every entry whose virtual ID is at least `from`, in virtual ID order,
+    /// until it returns `false`.
+    pub(crate) fn for_each_from(&mut self, from: u32, mut f: impl FnMut(Entry) -> bool) {
+        let Some(mut cursor) = self.by_virtual.cursor_lower_bound(&VirtualId(from)) else {
+            return;
+        };
+        loop {
+            let (&virtual_id, side) = cursor.current();
+            if !f(Entry { virtual_id, system_id: side.system_id, owner: side.owner }) {
+                return;
+            }
+            match cursor.move_next() {
+                Some(next) => cursor = next,
+                None => return,
+            }
+        }
+    }
+
     /// Calls `f` on every entry in virtual ID order until it returns `false`.
     pub(crate) fn for_each(&self, mut f: impl FnMut(Entry) -> bool) {
         for (&virtual_id, side) in self.by_virtual.iter() {

@@ -175,6 +175,19 @@ pub(crate) struct Linked {
     /// `parent_tid`, for the new-task hook to write the child's virtual TID to (0: none).
     /// Only the task itself sets and takes it.
     parent_tid: u64,
+    /// A hook handler of this task is calling the hooked function itself (signalfd): its
+    /// hook lets that call through. Only the task itself sets and reads it.
+    in_original: bool,
+    /// The last task this task created: (system TID, virtual TID), virtual 0 when it
+    /// was refused (killed before it ran). Set by the new-task hook, which runs on this
+    /// task, and taken by its fork/clone handler: the child's virtual TID is known even
+    /// when the child has already exited and been reaped.
+    new_child: (u32, u32),
+    /// The last task this task reaped: (system TID, virtual TID), virtual 0 when it was
+    /// in no AID. Set by the release hook, which runs on this task inside its wait, and
+    /// taken by its wait handler: the reaped child's virtual PID is known after its
+    /// entry is gone, however many other tasks are reaped meanwhile.
+    reaped: (u32, u32),
 }
 
 /// Memory for one index entry, allocated before any lock is taken.
@@ -311,6 +324,43 @@ impl TaskIndex {
         (address != 0).then_some(address)
     }
 
+    /// Marks (or unmarks) `task`, the current task, as calling a hooked function from its
+    /// own hook handler. Only `task` itself calls this.
+    pub(crate) fn set_in_original(&self, task: Task<'_>, value: bool) {
+        self.with_entry(task, Slot::of(task), |linked| linked.in_original = value);
+    }
+
+    /// Whether `task`'s hook handler is calling the hooked function (see
+    /// [`Self::set_in_original`]).
+    pub(crate) fn in_original(&self, task: Task<'_>) -> bool {
+        self.with_entry(task, Slot::of(task), |linked| linked.in_original).unwrap_or(false)
+    }
+
+    /// Records the task that `task`, the current task, has just created (see
+    /// `Linked::new_child`).
+    pub(crate) fn set_new_child(&self, task: Task<'_>, system: u32, virtual_id: u32) {
+        self.with_entry(task, Slot::of(task), |linked| linked.new_child = (system, virtual_id));
+    }
+
+    /// Takes the record of [`Self::set_new_child`] if it is about system TID `system`:
+    /// `Some(virtual)`, 0 for a refused child.
+    pub(crate) fn take_new_child(&self, task: Task<'_>, system: u32) -> Option<u32> {
+        let (child, virtual_id) = self.with_entry(task, Slot::of(task), |linked| core::mem::take(&mut linked.new_child))?;
+        (child == system && system != 0).then_some(virtual_id)
+    }
+
+    /// Records the task that `task`, the current task, has just reaped (see
+    /// `Linked::reaped`); (0, 0) clears it.
+    pub(crate) fn set_reaped(&self, task: Task<'_>, system: u32, virtual_id: u32) {
+        self.with_entry(task, Slot::of(task), |linked| linked.reaped = (system, virtual_id));
+    }
+
+    /// Takes the record of [`Self::set_reaped`]: (system PID, virtual PID), virtual 0 for
+    /// a task that was in no AID, (0, 0) when nothing was reaped.
+    pub(crate) fn take_reaped(&self, task: Task<'_>) -> (u32, u32) {
+        self.with_entry(task, Slot::of(task), |linked| core::mem::take(&mut linked.reaped)).unwrap_or((0, 0))
+    }
+
     /// Whether `task` is linked to exactly `aid`. Caller holds `aid`'s lock.
     pub(crate) fn is_linked_to(&self, task: Task<'_>, aid: &Aid) -> bool {
         self.with_entry(task, Slot::of(task), |linked| core::ptr::eq(&*linked.aid, aid)).unwrap_or(false)
@@ -331,7 +381,7 @@ impl TaskIndex {
         if tasks.get(&task.key()).is_some() {
             return Err(reservation);
         }
-        tasks.insert(reservation.into_node(task.key(), Linked { aid, ids, parent_tid: 0 }));
+        tasks.insert(reservation.into_node(task.key(), Linked { aid, ids, parent_tid: 0, in_original: false, new_child: (0, 0), reaped: (0, 0) }));
         // INVARIANT: one entry added, under the bucket lock. A new task's first hooked
         // call comes after the scheduler has run it (full barriers), LINK's caller links
         // itself in program order: the count is seen by the task's next call.

@@ -628,6 +628,16 @@ pub fn wait_for_zombie(pid: i32) -> Result<()> {
     )
 }
 
+/// Waits until the main thread of process `pid` is a zombie (it exited alone) while the
+/// process itself goes on.
+pub fn wait_for_zombie_thread(pid: i32) -> Result<()> {
+    crate::check::eventually(step_timeout(), &format!("main thread of {pid} becomes a zombie"), || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat")).unwrap_or_default();
+        let state = stat.rfind(')').and_then(|at| stat[at + 1..].split_whitespace().next()).unwrap_or("");
+        Ok(state == "Z")
+    })
+}
+
 /// `execv(path, argv)` in a forked child; returns only on failure (with 127 to `_exit`).
 pub fn exec(argv: &[&str]) -> i32 {
     let Ok(args) = argv

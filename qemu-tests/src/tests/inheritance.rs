@@ -49,8 +49,8 @@ pub const TESTS: &[Test] = &[
         link_other_process_all_threads,
     ),
     Test::new(
-        "inheritance/link_takes_no_existing_children",
-        link_takes_no_existing_children,
+        "inheritance/link_takes_existing_children",
+        link_takes_existing_children,
     ),
     Test::new(
         "inheritance/info_counts_match_table",
@@ -471,7 +471,11 @@ fn link_other_process_all_threads() -> Result<()> {
     expect_pid_table(&dev, g.aid, &[], "after it was reaped")
 }
 
-fn link_takes_no_existing_children() -> Result<()> {
+/// Issue #9 section 2 ("no status is ever lost"): an AID process's children are always
+/// in its AID. LINK takes the children a process already has (before, a child forked
+/// before LINK stayed outside and its parent's wait reaped it silently), and UNLINK of
+/// a child whose parent stays in the AID is refused.
+fn link_takes_existing_children() -> Result<()> {
     let dev = Device::open()?;
     let g = AidGuard::new(&dev, "nochild")?;
     let mut agent = Agent::spawn(|chan| {
@@ -489,20 +493,20 @@ fn link_takes_no_existing_children() -> Result<()> {
     expect_pid_table(
         &dev,
         g.aid,
-        &[(parent, parent)],
+        &[(parent, parent), (old_child, old_child)],
         "after LINK of a process with a child",
     )?;
     expect_errno(
         dev.unlink(old_child),
-        libc::ENOENT,
-        "UNLINK of the child forked before LINK",
+        libc::EBUSY,
+        "UNLINK of a child whose parent is in the AID",
     )?;
     agent.send(GO)?;
     let new_child = agent.recv_step()? as i32;
     expect_pid_table(
         &dev,
         g.aid,
-        &[(parent, parent), (new_child, new_child)],
+        &[(parent, parent), (old_child, old_child), (new_child, new_child)],
         "after a fork after LINK",
     )?;
     agent.send(GO)?;

@@ -11,6 +11,7 @@ mod cleanup;
 mod cli;
 mod concurrency;
 mod inheritance;
+mod lifetimes;
 mod limits;
 mod load_unload;
 mod malformed;
@@ -69,6 +70,7 @@ pub fn all() -> Vec<&'static Test> {
         signals::TESTS,
         programs::TESTS,
         pid_stress::TESTS,
+        lifetimes::TESTS,
         cli::TESTS,
         load_unload::TESTS,
     ]

@@ -24,8 +24,8 @@ pub const TESTS: &[Test] = &[
         unlink_removes_all_threads,
     ),
     Test::new(
-        "unregister/unlink_self_leaves_children_linked",
-        unlink_self_leaves_children_linked,
+        "unregister/unlink_self_takes_children",
+        unlink_self_takes_children,
     ),
 ];
 
@@ -181,7 +181,9 @@ fn unlink_removes_all_threads() -> Result<()> {
     release(other)
 }
 
-fn unlink_self_leaves_children_linked() -> Result<()> {
+/// Issue #9 section 2: UNLINK takes the subtree, so that no AID process has a child
+/// outside its AID (before, the children stayed linked under an unlinked parent).
+fn unlink_self_takes_children() -> Result<()> {
     let dev = Device::open()?;
     let g = AidGuard::new(&dev, "unlink-self")?;
     let mut agent = Agent::spawn(|chan| {
@@ -213,7 +215,7 @@ fn unlink_self_leaves_children_linked() -> Result<()> {
     expect_pid_table(
         &dev,
         g.aid,
-        &[(child, child)],
+        &[],
         "after the parent unlinked itself",
     )?;
     expect_errno(
