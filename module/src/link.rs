@@ -343,6 +343,15 @@ pub(crate) fn on_new_task(registry: &Registry, child: Task<'_>) {
         drop(state);
         return refuse_new_task(registry, &aid, child, "PID table full (max_entries)");
     }
+    if registry.tasks.is_linked_to(child, &aid) {
+        // A LINK of the creator's process found the new thread on its thread list and
+        // linked it first.
+        let virtual_id = state.pids.pid_to_virtual_live(child.tid()).unwrap_or(0);
+        drop(state);
+        registry.tasks.set_new_child(parent, child.tid(), virtual_id);
+        write_new_tid(registry, parent, child, VirtualId(virtual_id));
+        return;
+    }
     let new = match link_locked(registry, &aid, &mut state, child, reservation) {
         Ok(new) => new,
         Err(_) => {

@@ -104,6 +104,9 @@ fn why_ioctl(operation: Operation<'_>, errno: Errno) -> String {
         None => "no such AID".to_string(),
     };
     match (errno, operation) {
+        (Errno::PERM, Link(_, pid)) => format!(
+            "{NEEDS_PRIVILEGE}, or the caller may not trace process {pid} or one of its descendants (ptrace's attach rule: same uid, or CAP_SYS_PTRACE)"
+        ),
         (Errno::PERM, _) => NEEDS_PRIVILEGE.to_string(),
         (Errno::NOTTY, _) => format!(
             "not appshot.ko, or an appshot.ko that speaks another ABI than v{} (ENOTTY)",
@@ -115,9 +118,19 @@ fn why_ioctl(operation: Operation<'_>, errno: Errno) -> String {
         (Errno::NOENT, Lookup(_) | Link(..) | Unregister(_) | Show(..)) => no_such_aid(),
         (Errno::SRCH, Link(_, pid) | Unlink(pid)) => format!("no process {pid}"),
         (Errno::BUSY, Unregister(_)) => "processes are still linked (use --force)".to_string(),
-        (Errno::BUSY, Link(_, pid)) => format!("process {pid} is linked to another AID"),
+        (Errno::BUSY, Link(_, pid)) => {
+            format!("process {pid}, or one of its descendants, is linked to another AID")
+        }
+        (Errno::BUSY, Unlink(pid)) => format!(
+            "the parent of process {pid} is in the same AID (a process's children stay in its AID; unlink the parent)"
+        ),
+        (Errno::AGAIN, Link(_, pid)) => {
+            format!("process {pid} kept creating threads or processes faster than they could be linked; nothing was linked (try again)")
+        }
         (Errno::NOSPC, Link(..)) => "the AID's table is full (max_entries)".to_string(),
-        (Errno::INVAL, Link(_, pid)) => format!("process {pid} is a kernel thread"),
+        (Errno::INVAL, Link(_, pid)) => format!(
+            "process {pid}, or one of its descendants, is a kernel thread or in another PID namespace"
+        ),
         (Errno::INVAL, Open(_)) => format!(
             "not appshot.ko, or an appshot.ko that speaks another ABI than v{} (EINVAL)",
             uapi::ABI_VERSION
@@ -269,7 +282,19 @@ mod tests {
                 Operation::Link(&db, 42),
                 uapi::IOC_LINK,
                 Errno::BUSY,
-                "cannot link process 42 to 'db': process 42 is linked to another AID",
+                "cannot link process 42 to 'db': process 42, or one of its descendants, is linked to another AID",
+            ),
+            (
+                Operation::Link(&db, 42),
+                uapi::IOC_LINK,
+                Errno::PERM,
+                "cannot link process 42 to 'db': permission denied (needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE), or the caller may not trace process 42 or one of its descendants (ptrace's attach rule: same uid, or CAP_SYS_PTRACE)",
+            ),
+            (
+                Operation::Unlink(42),
+                uapi::IOC_UNLINK,
+                Errno::BUSY,
+                "cannot unlink process 42: the parent of process 42 is in the same AID (a process's children stay in its AID; unlink the parent)",
             ),
             (
                 Operation::Link(&db, 42),
@@ -281,7 +306,7 @@ mod tests {
                 Operation::Link(&db, 2),
                 uapi::IOC_LINK,
                 Errno::INVAL,
-                "cannot link process 2 to 'db': process 2 is a kernel thread",
+                "cannot link process 2 to 'db': process 2, or one of its descendants, is a kernel thread or in another PID namespace",
             ),
             (
                 Operation::Link(&db, 42),

@@ -43,7 +43,14 @@ fn link_zombie_leader_links_the_process() -> Result<()> {
         let (cmd_rx, cmd_tx) = proc::pipe()?;
         let (out_rx, out_tx) = proc::pipe()?;
         let (cmd_fd, out_fd) = (cmd_rx.as_raw_fd(), out_tx.as_raw_fd());
+        let (cmd_writer, out_reader) = (cmd_tx.as_raw_fd(), out_rx.as_raw_fd());
         let mut child = proc::fork(move || {
+            // SAFETY: the child's copies of the test's ends: closed so that the test
+            // closing its own ends is seen here.
+            unsafe {
+                libc::close(cmd_writer);
+                libc::close(out_reader);
+            }
             // The worker thread: reports its TID, then on each command byte the getpid
             // it sees and whether kill(getpid(), 0) reaches itself.
             std::thread::spawn(move || {
@@ -163,8 +170,9 @@ fn wait_never_loses_a_status() -> Result<()> {
     let dev = Device::open()?;
     let g = register(&dev, "statuses", Some((3_000_000, 3_000_299)))?;
     let mut churn = spawn_in_aid(&dev, g.aid, |_| loop {
-        let child = proc::fork(|| 0)?;
-        drop(child);
+        let mut child = proc::fork(|| 0)?;
+        child.wait(step_timeout())?;
+        std::thread::sleep(Duration::from_millis(2));
     })?;
     let mut parent = spawn_in_aid(&dev, g.aid, |chan| {
         let param = libc::sched_param { sched_priority: 0 };
