@@ -7,6 +7,7 @@
 
 use anyhow::Result;
 
+mod bypass;
 mod cleanup;
 mod cli;
 mod concurrency;
@@ -67,6 +68,7 @@ pub fn all() -> Vec<&'static Test> {
         concurrency::TESTS,
         pids::TESTS,
         pid_calls::TESTS,
+        bypass::TESTS,
         signals::TESTS,
         programs::TESTS,
         pid_stress::TESTS,
