@@ -208,9 +208,12 @@ fn boot(
         Flavor::Release => KERNEL_CMDLINE.to_string(),
         Flavor::Debug => format!("{KERNEL_CMDLINE} {DEBUG_CMDLINE}"),
     };
+    // Two sockets of one core: the test kernel has no ACPI, and the firmware's MP table
+    // lists one CPU per socket, so `-smp 2` alone boots a single CPU (and no race test
+    // can race).
     let qemu = cmd!(
         ctx.sh,
-        "{QEMU} -m 1024 -smp 2 -nographic -no-reboot -nic none -kernel {bzimage} -initrd {cpio} -append {cmdline} {qemu_args...}"
+        "{QEMU} -m 1024 -smp 2,sockets=2,cores=1,threads=1 -nographic -no-reboot -nic none -kernel {bzimage} -initrd {cpio} -append {cmdline} {qemu_args...}"
     );
     let mut child = context::to_command(qemu, &[])
         .stdin(if interactive {
