@@ -25,6 +25,7 @@ mod initramfs;
 mod kernel;
 mod module_build;
 mod test_cmd;
+mod tidy;
 mod vm;
 
 use std::process::ExitCode;

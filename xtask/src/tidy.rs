@@ -1,0 +1,76 @@
+//! Checks that hold documentation to the code it describes (run as host tests).
+//!
+//! `docs/syscalls.md` is the prose form of the module's table of hooked system calls
+//! (`module/src/syscalls.rs`, the `syscalls!` rows). The module is built against the
+//! kernel, not on the host, so the table is read here as text.
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    fn read(relative: &str) -> String {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        std::fs::read_to_string(root.join(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
+    }
+
+    /// The system calls of the `syscalls!` rows (`ABI symbol [own] => handler,`), by the
+    /// name the documentation uses: `compat_sys_wait4` and `sys_wait4` are `wait4`,
+    /// `compat_sys_ia32_clone` is `clone`.
+    fn hooked_calls(source: &str) -> BTreeSet<String> {
+        let start = source.find("syscalls! {").expect("no `syscalls! {` table");
+        let table = &source[start..];
+        let table = &table[..table.find("\n}").expect("table end")];
+        let mut calls = BTreeSet::new();
+        for line in table.lines().map(str::trim) {
+            let mut words = line.split_whitespace();
+            let (Some(abi), Some(symbol)) = (words.next(), words.next()) else { continue };
+            if !["X64", "Ia32", "X32Compat"].contains(&abi) {
+                continue;
+            }
+            let name = symbol
+                .strip_prefix("compat_sys_")
+                .or_else(|| symbol.strip_prefix("sys_"))
+                .unwrap_or_else(|| panic!("row {line:?}: symbol without sys_ prefix"));
+            calls.insert(name.strip_prefix("ia32_").unwrap_or(name).to_string());
+        }
+        calls
+    }
+
+    #[test]
+    fn every_hooked_call_is_documented() {
+        let calls = hooked_calls(&read("module/src/syscalls.rs"));
+        assert!(calls.len() > 40, "only {} calls parsed from the table: {calls:?}", calls.len());
+        let doc = read("docs/syscalls.md");
+        let missing: Vec<&String> = calls
+            .iter()
+            .filter(|call| {
+                let quoted = format!("`{call}");
+                !doc.match_indices(&quoted).any(|(at, _)| {
+                    let next = doc[at + quoted.len()..].chars().next().unwrap_or(' ');
+                    !(next.is_ascii_alphanumeric() || next == '_')
+                })
+            })
+            .collect();
+        assert!(missing.is_empty(), "hooked but not in docs/syscalls.md: {missing:?}");
+    }
+
+    #[test]
+    fn every_abi_of_the_common_calls_is_hooked() {
+        // A call hooked at its x86-64 entry but not at its i386 one is a way around
+        // translation (`int $0x80`).
+        let source = read("module/src/syscalls.rs");
+        let rows = |abi: &str| -> BTreeSet<String> {
+            source
+                .lines()
+                .map(str::trim)
+                .filter_map(|l| l.strip_prefix(abi).and_then(|r| r.strip_prefix(' ')))
+                .filter_map(|r| r.split_whitespace().next())
+                .map(|s| s.trim_start_matches("compat_").trim_start_matches("sys_").trim_start_matches("ia32_").to_string())
+                .collect()
+        };
+        let (x64, ia32) = (rows("X64"), rows("Ia32"));
+        let missing: Vec<&String> = x64.difference(&ia32).collect();
+        assert!(missing.is_empty(), "hooked for x86-64 only, not for i386: {missing:?}");
+    }
+}
