@@ -17,6 +17,8 @@
 //! - `pid`: virtual PID allocation and translation.
 //! - `hooks`: what the kernel hooks call, and when they are attached.
 //! - `syscalls`: the hooked system calls and their translations.
+//! - `interfaces`: the calls that carry a PID inside a structure, a clock ID or a file
+//!   owner.
 //! - `signals`: `si_pid` of received signals.
 //! - `process`: task references and task fields.
 //! - `glue`: the C glue's prototypes.
@@ -27,6 +29,7 @@ mod aid;
 mod device;
 mod glue;
 mod hooks;
+mod interfaces;
 mod link;
 mod pid;
 mod process;

@@ -29,6 +29,7 @@ use kernel::uaccess::UserSlice;
 
 use crate::aid::Aid;
 use crate::glue::{self, RcuReadLock};
+use crate::interfaces;
 use crate::process::Task;
 use crate::registry::Registry;
 use crate::task_index::OwnIds;
@@ -58,7 +59,7 @@ pub(crate) enum Abi {
 
 impl Abi {
     /// Whether user structures have the 32-bit (compat) layout.
-    fn compat(self) -> bool {
+    pub(crate) fn compat(self) -> bool {
         self != Abi::X64
     }
 }
@@ -191,9 +192,60 @@ syscalls! {
     X64 sys_prlimit64 => |c| c.targets(&[0]),
     Ia32 sys_prlimit64 => |c| c.targets(&[0]),
     // Terminals: foreground process group and session (job control).
-    X64 sys_ioctl => tty_ioctl,
-    X32Compat compat_sys_ioctl => tty_ioctl,
-    Ia32 compat_sys_ioctl => tty_ioctl,
+    X64 sys_ioctl => ioctl,
+    X32Compat compat_sys_ioctl => ioctl,
+    Ia32 compat_sys_ioctl => ioctl,
+    // File owners (SIGIO, SIGURG).
+    X64 sys_fcntl => interfaces::fcntl,
+    Ia32 compat_sys_fcntl64 => interfaces::fcntl,
+    // Capabilities, robust futex lists and memory of other processes.
+    X64 sys_capget => interfaces::capabilities,
+    Ia32 sys_capget => interfaces::capabilities,
+    X64 sys_capset => interfaces::capabilities,
+    Ia32 sys_capset => interfaces::capabilities,
+    X64 sys_get_robust_list => |c| c.targets(&[0]),
+    X32Compat compat_sys_get_robust_list => |c| c.targets(&[0]),
+    Ia32 compat_sys_get_robust_list => |c| c.targets(&[0]),
+    X64 sys_migrate_pages => |c| c.targets(&[0]),
+    Ia32 sys_migrate_pages => |c| c.targets(&[0]),
+    X64 sys_move_pages => |c| c.targets(&[0]),
+    Ia32 sys_move_pages => |c| c.targets(&[0]),
+    // CPU-time clocks of a process or thread, and timers that signal a thread.
+    X64 sys_clock_gettime => interfaces::clock,
+    Ia32 sys_clock_gettime => interfaces::clock,
+    Ia32 sys_clock_gettime32 => interfaces::clock,
+    X64 sys_clock_getres => interfaces::clock,
+    Ia32 sys_clock_getres => interfaces::clock,
+    Ia32 sys_clock_getres_time32 => interfaces::clock,
+    X64 sys_clock_settime => interfaces::clock,
+    Ia32 sys_clock_settime => interfaces::clock,
+    Ia32 sys_clock_settime32 => interfaces::clock,
+    X64 sys_clock_adjtime => interfaces::clock,
+    Ia32 sys_clock_adjtime => interfaces::clock,
+    Ia32 sys_clock_adjtime32 => interfaces::clock,
+    X64 sys_clock_nanosleep => interfaces::clock,
+    Ia32 sys_clock_nanosleep => interfaces::clock,
+    Ia32 sys_clock_nanosleep_time32 => interfaces::clock,
+    X64 sys_timer_create => interfaces::timer_create,
+    X32Compat compat_sys_timer_create => interfaces::timer_create,
+    Ia32 compat_sys_timer_create => interfaces::timer_create,
+    // Unix socket credentials: the peer's (SO_PEERCRED) and a message's (SCM_CREDENTIALS).
+    X64 sys_getsockopt => interfaces::getsockopt,
+    Ia32 sys_getsockopt => interfaces::getsockopt,
+    X64 sys_recvmsg => interfaces::recvmsg,
+    X32Compat compat_sys_recvmsg => interfaces::recvmsg,
+    Ia32 compat_sys_recvmsg => interfaces::recvmsg,
+    X64 sys_recvmmsg => interfaces::recvmmsg,
+    X32Compat compat_sys_recvmmsg_time64 => interfaces::recvmmsg,
+    Ia32 compat_sys_recvmmsg_time64 => interfaces::recvmmsg,
+    Ia32 compat_sys_recvmmsg_time32 => interfaces::recvmmsg,
+    X64 sys_sendmsg => interfaces::sendmsg,
+    X32Compat compat_sys_sendmsg => interfaces::sendmsg,
+    Ia32 compat_sys_sendmsg => interfaces::sendmsg,
+    X64 sys_sendmmsg => interfaces::sendmmsg,
+    X32Compat compat_sys_sendmmsg => interfaces::sendmmsg,
+    Ia32 compat_sys_sendmmsg => interfaces::sendmmsg,
+    Ia32 compat_sys_socketcall => interfaces::socketcall,
     // Other processes' resources.
     X64 sys_pidfd_open => |c| c.targets(&[0]),
     Ia32 sys_pidfd_open => |c| c.targets(&[0]),
@@ -206,7 +258,7 @@ syscalls! {
 }
 
 /// A PID no process has: above `PID_MAX_LIMIT`, so every PID lookup fails.
-const NOBODY: u32 = i32::MAX as u32;
+pub(crate) const NOBODY: u32 = i32::MAX as u32;
 
 const CLONE_NEWPID: u64 = bindings::CLONE_NEWPID as u64;
 const TIOCGPGRP: u32 = 0x540f;
@@ -271,7 +323,7 @@ pub(crate) struct Call<'a> {
     pub(crate) task: Task<'a>,
 }
 
-fn err(e: Error) -> Outcome {
+pub(crate) fn err(e: Error) -> Outcome {
     Outcome::Return(e.to_errno() as i64)
 }
 
@@ -279,7 +331,7 @@ impl Call<'_> {
     /// The six argument registers, in the order of the entry's ABI. An i386 entry reads
     /// only their low 32 bits (the kernel's `__ia32_sys_*` wrappers truncate them), so
     /// they are truncated here too.
-    fn args(&self) -> [u64; 6] {
+    pub(crate) fn args(&self) -> [u64; 6] {
         let r = self.regs;
         match self.abi {
             Abi::X64 | Abi::X32Compat => [r.di, r.si, r.dx, r.r10, r.r8, r.r9].map(|v| v as u64),
@@ -287,18 +339,18 @@ impl Call<'_> {
         }
     }
 
-    fn arg(&self, i: usize) -> u64 {
+    pub(crate) fn arg(&self, i: usize) -> u64 {
         self.args()[i]
     }
 
     /// An `int` argument (a PID, a selector such as `which` or `idtype`, flags) as the
     /// system call reads it: the low 32 bits of the register, whatever the upper ones hold.
-    fn int_arg(&self, i: usize) -> i32 {
+    pub(crate) fn int_arg(&self, i: usize) -> i32 {
         self.arg(i) as u32 as i32
     }
 
     /// Runs the original system call with `args`, on a copy of the caller's registers.
-    fn call(&self, args: [u64; 6]) -> i64 {
+    pub(crate) fn call(&self, args: [u64; 6]) -> i64 {
         let mut regs = *self.regs;
         let slots = match self.abi {
             Abi::X64 | Abi::X32Compat => {
@@ -325,12 +377,20 @@ impl Call<'_> {
     /// outside the AID, or unchanged when the caller itself left the AID during the call
     /// (a forced UNREGISTER or an UNLINK while it slept in `wait4`): it sees system IDs
     /// from then on.
-    fn virtual_or_zero(&self, system: u32) -> i64 {
+    pub(crate) fn virtual_or_zero(&self, system: u32) -> i64 {
         match self.to_virtual(system) {
             Some(virtual_id) => i64::from(virtual_id),
             None if !self.still_linked() => i64::from(system),
             None => 0,
         }
+    }
+
+    /// How a child's system PID that `fork` or a wait returned is shown: its virtual PID,
+    /// or the system PID when the child is in no AID (a concurrent UNLINK and LINK of the
+    /// caller's process can leave it so). Never 0, which would tell a parent it is the
+    /// child (fork) or that no child changed state (wait).
+    fn virtual_or_system(&self, system: u32) -> i64 {
+        i64::from(self.to_virtual(system).unwrap_or(system))
     }
 
     /// Whether the caller is still linked to the AID its call started in.
@@ -345,12 +405,12 @@ impl Call<'_> {
     }
 
     /// System PID for a virtual PID > 0 of the AID, [`NOBODY`] when it has no mapping.
-    fn to_system_or_nobody(&self, virtual_id: u32) -> u32 {
+    pub(crate) fn to_system_or_nobody(&self, virtual_id: u32) -> u32 {
         self.to_system(virtual_id).unwrap_or(NOBODY)
     }
 
     /// Translates argument `i` in place if it is a PID > 0.
-    fn translate_arg(&self, args: &mut [u64; 6], i: usize) {
+    pub(crate) fn translate_arg(&self, args: &mut [u64; 6], i: usize) {
         let pid = args[i] as u32 as i32;
         if pid > 0 {
             let system = self.to_system_or_nobody(pid as u32);
@@ -370,8 +430,52 @@ impl Call<'_> {
         }
     }
 
+    /// A pointer argument as the entry reads it: the x32 compat entries take 32-bit
+    /// pointers (`compat_uptr_t`); i386 arguments are 32 bits already.
+    pub(crate) fn ptr_arg(&self, i: usize) -> u64 {
+        if self.abi == Abi::X32Compat { u64::from(self.arg(i) as u32) } else { self.arg(i) }
+    }
+
+    /// A process-or-group value (`pid`, or `-pgid` for a group, 0 unchanged) as the kernel
+    /// must see it.
+    pub(crate) fn owner_to_system(&self, value: i32) -> i32 {
+        match value {
+            v if v > 0 => self.to_system_or_nobody(v as u32) as i32,
+            v if v < 0 && v != i32::MIN => -(self.to_system_or_nobody(v.unsigned_abs()) as i32),
+            v => v,
+        }
+    }
+
+    /// A process-or-group value the kernel returned, as the caller sees it.
+    pub(crate) fn owner_to_virtual(&self, value: i32) -> i32 {
+        match value {
+            v if v > 0 => self.virtual_or_zero(v as u32) as i32,
+            v if v < 0 && v != i32::MIN => -(self.virtual_or_zero(v.unsigned_abs()) as i32),
+            v => v,
+        }
+    }
+
+    /// Runs the original with `args` while the `int` at `address` in the caller's memory,
+    /// a PID the kernel reads from there, holds `translate` of the caller's value; the
+    /// caller's value is written back after the call. (Another thread of the caller
+    /// reading that word during the call sees the system value.) An unreadable address
+    /// is left for the kernel to fault on.
+    pub(crate) fn call_with_user_int(&self, address: u64, args: [u64; 6], translate: impl Fn(i32) -> i32) -> i64 {
+        let Some(wanted) = read_user_i32(address) else {
+            return self.call(args);
+        };
+        let system = translate(wanted);
+        if system == wanted {
+            return self.call(args);
+        }
+        write_user_i32(address, system);
+        let ret = self.call(args);
+        write_user_i32(address, wanted);
+        ret
+    }
+
     /// Translates the PID arguments `which` (those > 0) and calls the original.
-    fn targets(&self, which: &[usize]) -> Outcome {
+    pub(crate) fn targets(&self, which: &[usize]) -> Outcome {
         let mut args = self.args();
         for &i in which {
             self.translate_arg(&mut args, i);
@@ -411,7 +515,7 @@ impl Call<'_> {
             let shown = reported(ret).map(|system| match virtual_id {
                 v if reaped == system && v != 0 => i64::from(v),
                 // Not reaped (WNOWAIT, a stop or a continue), or the caller left the AID.
-                _ => self.virtual_or_zero(system),
+                _ => self.virtual_or_system(system),
             });
             return (ret, shown);
         }
@@ -430,7 +534,7 @@ impl Call<'_> {
         Outcome::Return(match self.registry.tasks.take_new_child(self.task, ret as u32) {
             Some(0) => EAGAIN.to_errno() as i64,
             Some(virtual_id) => i64::from(virtual_id),
-            None => self.virtual_or_zero(ret as u32),
+            None => self.virtual_or_system(ret as u32),
         })
     }
 }
@@ -547,22 +651,24 @@ fn ioprio(c: &Call<'_>) -> Outcome {
     }
 }
 
-fn read_user_i32(address: u64) -> Option<i32> {
+pub(crate) fn read_user_i32(address: u64) -> Option<i32> {
     let mut raw = [0u8; 4];
     UserSlice::new(address as usize, 4).reader().read_slice(&mut raw).ok()?;
     Some(i32::from_ne_bytes(raw))
 }
 
-fn write_user_i32(address: u64, value: i32) {
+pub(crate) fn write_user_i32(address: u64, value: i32) {
     // A failed write leaves what the kernel wrote; the caller unmapped its own buffer.
     let _ = UserSlice::new(address as usize, 4).writer().write_slice(&value.to_ne_bytes());
 }
 
-/// ioctl: only the terminal requests that carry a process group or session ID.
-fn tty_ioctl(c: &Call<'_>) -> Outcome {
+/// ioctl: the terminal requests that carry a process group or session ID, and the
+/// socket requests that carry an owner; every other request runs as made.
+fn ioctl(c: &Call<'_>) -> Outcome {
     // The compat entries take the argument as a 32-bit `compat_ulong_t`.
     let address = if c.abi.compat() { u64::from(c.arg(2) as u32) } else { c.arg(2) };
-    match c.arg(1) as u32 {
+    let request = c.arg(1) as u32;
+    match request {
         TIOCGPGRP | TIOCGSID => {
             let ret = c.call(c.args());
             if ret == 0 {
@@ -572,17 +678,10 @@ fn tty_ioctl(c: &Call<'_>) -> Outcome {
             }
             Outcome::Return(ret)
         }
-        TIOCSPGRP => {
-            // The kernel reads the group from the caller's buffer: put the system ID there
-            // for the call and the caller's value back after it.
-            let Some(wanted) = read_user_i32(address).filter(|&pid| pid > 0) else {
-                return Outcome::Native;
-            };
-            write_user_i32(address, c.to_system_or_nobody(wanted as u32) as i32);
-            let ret = c.call(c.args());
-            write_user_i32(address, wanted);
-            Outcome::Return(ret)
-        }
-        _ => Outcome::Native,
+        // The kernel reads the group from the caller's buffer.
+        TIOCSPGRP => Outcome::Return(c.call_with_user_int(address, c.args(), |pgrp| {
+            if pgrp > 0 { c.to_system_or_nobody(pgrp as u32) as i32 } else { pgrp }
+        })),
+        _ => interfaces::socket_owner_ioctl(c, request, address).unwrap_or(Outcome::Native),
     }
 }

@@ -26,7 +26,8 @@ Examples:
   appshotctl unregister dbserver --force
 
 Privileged commands (register, run, link, unlink, unregister) need CAP_SYS_ADMIN or
-CAP_CHECKPOINT_RESTORE; list and show work for every user.";
+CAP_CHECKPOINT_RESTORE; list and show work for every user, who sees the applications
+registered by its own uid (a privileged user sees all).";
 
 /// `appshotctl`'s arguments.
 #[derive(Debug, Parser)]
@@ -99,8 +100,12 @@ Example:
         command: Vec<OsString>,
     },
 
-    /// Link a running process (every thread, and everything it creates) to an application
+    /// Link a running process, its threads and its descendants (and everything they
+    /// create) to an application
     #[command(after_help = "\
+The caller must be allowed to trace each process (same uid, or CAP_SYS_PTRACE).
+All or nothing: on failure nothing stays linked.
+
 Example:
   appshotctl link dbserver 1234")]
     Link {
@@ -112,8 +117,11 @@ Example:
         pid: i32,
     },
 
-    /// Unlink a process (every thread of it) from its application
+    /// Unlink a process and its descendants (every thread of them) from their application
     #[command(after_help = "\
+Refused while the process's parent is in the same application (a process's children
+stay in its application): unlink the parent instead.
+
 Example:
   appshotctl unlink 1234")]
     Unlink {

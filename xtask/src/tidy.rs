@@ -14,9 +14,28 @@ mod tests {
         std::fs::read_to_string(root.join(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
     }
 
-    /// The system calls of the `syscalls!` rows (`ABI symbol [own] => handler,`), by the
-    /// name the documentation uses: `compat_sys_wait4` and `sys_wait4` are `wait4`,
-    /// `compat_sys_ia32_clone` is `clone`.
+    /// The name the documentation uses for a table symbol: `compat_sys_wait4` and
+    /// `sys_wait4` are `wait4`, `compat_sys_ia32_clone` is `clone`, the i386 time32/64
+    /// variants (`clock_gettime32`, `recvmmsg_time64`) and `fcntl64` are the call itself.
+    fn call_name(symbol: &str) -> String {
+        let name = symbol
+            .strip_prefix("compat_sys_")
+            .or_else(|| symbol.strip_prefix("sys_"))
+            .unwrap_or_else(|| panic!("symbol {symbol:?} without sys_ prefix"));
+        let name = name.strip_prefix("ia32_").unwrap_or(name);
+        let name = name.strip_suffix("_time32").or_else(|| name.strip_suffix("_time64")).unwrap_or(name);
+        match name {
+            "fcntl64" => "fcntl",
+            "clock_gettime32" => "clock_gettime",
+            "clock_settime32" => "clock_settime",
+            "clock_adjtime32" => "clock_adjtime",
+            other => other,
+        }
+        .to_string()
+    }
+
+    /// The system calls of the `syscalls!` rows (`ABI symbol [own] => handler,`), by
+    /// [`call_name`].
     fn hooked_calls(source: &str) -> BTreeSet<String> {
         let start = source.find("syscalls! {").expect("no `syscalls! {` table");
         let table = &source[start..];
@@ -28,11 +47,7 @@ mod tests {
             if !["X64", "Ia32", "X32Compat"].contains(&abi) {
                 continue;
             }
-            let name = symbol
-                .strip_prefix("compat_sys_")
-                .or_else(|| symbol.strip_prefix("sys_"))
-                .unwrap_or_else(|| panic!("row {line:?}: symbol without sys_ prefix"));
-            calls.insert(name.strip_prefix("ia32_").unwrap_or(name).to_string());
+            calls.insert(call_name(symbol));
         }
         calls
     }
@@ -66,11 +81,13 @@ mod tests {
                 .map(str::trim)
                 .filter_map(|l| l.strip_prefix(abi).and_then(|r| r.strip_prefix(' ')))
                 .filter_map(|r| r.split_whitespace().next())
-                .map(|s| s.trim_start_matches("compat_").trim_start_matches("sys_").trim_start_matches("ia32_").to_string())
+                .map(call_name)
                 .collect()
         };
         let (x64, ia32) = (rows("X64"), rows("Ia32"));
         let missing: Vec<&String> = x64.difference(&ia32).collect();
         assert!(missing.is_empty(), "hooked for x86-64 only, not for i386: {missing:?}");
+        // i386's socketcall multiplexes the socket calls: it must be hooked with them.
+        assert!(ia32.contains("socketcall"), "the i386 socketcall multiplexer is not hooked");
     }
 }

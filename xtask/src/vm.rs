@@ -210,10 +210,12 @@ fn boot(
     };
     // Two sockets of one core: the test kernel has no ACPI, and the firmware's MP table
     // lists one CPU per socket, so `-smp 2` alone boots a single CPU (and no race test
-    // can race).
+    // can race). One TCG thread for both: with a thread per vCPU (MTTCG), QEMU 7.2 let
+    // one vCPU execute the int3 of a kernel text patch (ftrace attaching hooks) after
+    // the patch had finished, and the guest oopsed in code that was already correct.
     let qemu = cmd!(
         ctx.sh,
-        "{QEMU} -m 1024 -smp 2,sockets=2,cores=1,threads=1 -nographic -no-reboot -nic none -kernel {bzimage} -initrd {cpio} -append {cmdline} {qemu_args...}"
+        "{QEMU} -m 1024 -smp 2,sockets=2,cores=1,threads=1 -accel tcg,thread=single -nographic -no-reboot -nic none -kernel {bzimage} -initrd {cpio} -append {cmdline} {qemu_args...}"
     );
     let mut child = context::to_command(qemu, &[])
         .stdin(if interactive {
