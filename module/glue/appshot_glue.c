@@ -170,12 +170,31 @@ bool appshot_glue_config_x32_abi(void)
 	return IS_ENABLED(CONFIG_X86_X32_ABI);
 }
 
-/* Where a read into a plain user buffer (read(2)) will write, or 0 for other iterators. */
-unsigned long appshot_glue_iter_user_start(struct iov_iter *iter)
+/*
+ * Where a read through `iter` will write in user memory: up to `max` (address, length)
+ * segments, in order, from the iterator's current position; returns how many there are
+ * (0 for an iterator over kernel memory, such as a kernel-internal read).
+ */
+unsigned int appshot_glue_iter_user_segments(struct iov_iter *iter, unsigned long *out, unsigned int max)
 {
-	if (!iter_is_ubuf(iter))
+	unsigned long i;
+
+	if (iter_is_ubuf(iter)) {
+		if (max >= 1) {
+			out[0] = (unsigned long)iter->ubuf + iter->iov_offset;
+			out[1] = iter->count;
+		}
+		return 1;
+	}
+	if (!iter_is_iovec(iter))
 		return 0;
-	return (unsigned long)iter->ubuf + iter->iov_offset;
+	for (i = 0; i < iter->nr_segs && i < max; i++) {
+		size_t skip = i == 0 ? iter->iov_offset : 0;
+
+		out[2 * i] = (unsigned long)iter->__iov[i].iov_base + skip;
+		out[2 * i + 1] = iter->__iov[i].iov_len - skip;
+	}
+	return iter->nr_segs;
 }
 
 /* Calls the function of `site` (checked callable at load). */

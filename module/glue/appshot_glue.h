@@ -43,7 +43,7 @@ void appshot_glue_hooks_detach(void);
 void appshot_glue_hooks_quiesce(void);
 bool appshot_glue_module_try_get(void);
 long appshot_glue_call_syscall(unsigned long site, struct pt_regs *regs);
-unsigned long appshot_glue_iter_user_start(struct iov_iter *iter);
+unsigned int appshot_glue_iter_user_segments(struct iov_iter *iter, unsigned long *out, unsigned int max);
 long appshot_glue_call_read_iter(unsigned long site, struct kiocb *iocb, struct iov_iter *iter);
 struct kernel_clone_args;
 /* appshot_glue_attach_facts(); the same layout as AttachFacts in src/glue.rs. */

@@ -36,7 +36,7 @@ extern "C" {
     pub(crate) fn appshot_glue_hooks_quiesce();
     pub(crate) fn appshot_glue_module_try_get() -> bool;
     pub(crate) fn appshot_glue_call_syscall(site: c_ulong, regs: *mut bindings::pt_regs) -> c_long;
-    pub(crate) fn appshot_glue_iter_user_start(iter: *mut bindings::iov_iter) -> c_ulong;
+    pub(crate) fn appshot_glue_iter_user_segments(iter: *mut bindings::iov_iter, out: *mut c_ulong, max: c_uint) -> c_uint;
     pub(crate) fn appshot_glue_call_read_iter(
         site: c_ulong,
         iocb: *mut bindings::kiocb,

@@ -11,7 +11,7 @@
 //! | `__x64_sys_*`, `__ia32_sys_*`, `__x64_compat_sys_*`, `__ia32_compat_sys_*` `(regs)` | a system call of [`syscalls::SYSCALLS`] from user space, any ABI | its handler there |
 //! | `kernel_clone(args)` | fork, vfork, clone, clone3 (any ABI), with the kernel's final copy of the flags | [`on_kernel_clone`] |
 //! | `copy_siginfo_to_user(to, from)` | a siginfo is copied to user space | [`signals::copy_to_user`] |
-//! | `signalfd_read_iter(iocb, to)` | a signalfd is read | [`signals::fix_signalfd_records`] |
+//! | `signalfd_read_iter(iocb, to)` | a signalfd is read (`read`, `readv`, `preadv`) | [`signals::fix_signalfd_records`] |
 //!
 //! [`HOOKED`] is the one list of these functions: the glue gets their names from it,
 //! resolves them and reports where each one's fentry call returns (its *site*), which
@@ -46,6 +46,9 @@ use crate::registry::{self, Registry};
 use crate::signals;
 use crate::syscalls::{self, Call, Outcome, OwnId, Syscall, SYSCALLS};
 use crate::task_index::Slot;
+
+/// Most segments a vectored read has (`UIO_MAXIOV`).
+const UIO_MAXIOV: usize = 1024;
 
 /// The kernel functions hooked besides the system calls.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -484,11 +487,38 @@ unsafe fn signalfd_read(
     if registry.tasks.in_original(task) {
         return false;
     }
-    // SAFETY: `iter` is the hooked function's argument, valid for the call.
-    let start = unsafe { glue::appshot_glue_iter_user_start(iter) } as usize;
-    if start == 0 {
-        // readv() and kernel-internal reads: not translated (docs/syscalls.md).
+    // Where the read will write: one segment for read(2), several for readv(2). Taken
+    // before the call, which advances the iterator: first into a small array, and into
+    // one as large as needed (at most UIO_MAXIOV segments) only for a longer readv.
+    let mut small = [0 as c_ulong; 2 * 8];
+    // SAFETY: `iter` is the hooked function's argument, valid for the call; `small` has
+    // room for 8 (address, length) pairs.
+    let n = unsafe { glue::appshot_glue_iter_user_segments(iter, small.as_mut_ptr(), 8) } as usize;
+    if n == 0 || n > UIO_MAXIOV {
+        // A kernel-internal read: nothing of the caller's to translate.
         return false;
+    }
+    let mut large: KVec<c_ulong>;
+    let raw: &[c_ulong] = if n <= 8 {
+        &small
+    } else {
+        large = match KVec::from_elem(0, 2 * n, GFP_KERNEL) {
+            Ok(large) => large,
+            Err(_) => return false,
+        };
+        // SAFETY: as above, with room for `n` pairs.
+        if unsafe { glue::appshot_glue_iter_user_segments(iter, large.as_mut_ptr(), n as u32) } as usize != n {
+            return false;
+        }
+        &large
+    };
+    let mut segments: KVec<(usize, usize)> = match KVec::with_capacity(n, GFP_KERNEL) {
+        Ok(segments) => segments,
+        Err(_) => return false,
+    };
+    for i in 0..n {
+        // Within the reserved capacity: never allocates.
+        let _ = segments.push((raw[2 * i] as usize, raw[2 * i + 1] as usize), GFP_NOWAIT);
     }
     registry.tasks.set_in_original(task, true);
     // SAFETY: `site` is signalfd_read_iter's (found by the glue, checked callable at
@@ -497,7 +527,7 @@ unsafe fn signalfd_read(
     let ret = unsafe { glue::appshot_glue_call_read_iter(site as c_ulong, iocb, iter) };
     registry.tasks.set_in_original(task, false);
     if ret > 0 {
-        signals::fix_signalfd_records(&aid, start, ret as usize);
+        signals::fix_signalfd_records(&aid, &segments, ret as usize);
     }
     // SAFETY: `out` points to the trampoline's result slot.
     unsafe { *out = ret };

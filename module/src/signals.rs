@@ -8,7 +8,10 @@
 //! `PTRACE_GETSIGINFO`. appshot replaces that copy for linked readers and writes the
 //! virtual PID, or 0 for a sender outside the AID (as a child PID namespace shows a
 //! sender from an ancestor one). A signalfd `read` is translated after the original has
-//! filled the caller's buffer ([`fix_signalfd_records`]). `waitid`'s siginfo is written
+//! filled the caller's buffer, or buffers for `readv` ([`fix_signalfd_records`]). The
+//! signal frames of 32-bit handlers and the compat `rt_sigtimedwait` copy through
+//! `copy_siginfo_to_user32`, which is not exported and cannot be called back: not
+//! translated yet (docs/syscalls.md). `waitid`'s siginfo is written
 //! field by field and is translated in its own handler (`syscalls.rs`).
 //!
 //! Only kernel-made values are translated. A `sigqueue`/`rt_sigqueueinfo` sender
@@ -56,12 +59,44 @@ pub(crate) unsafe fn copy_to_user(aid: &Aid, to: *mut kernel::ffi::c_void, from:
 const SIGNALFD_RECORD: usize = 128;
 const SSI_PID_OFFSET: usize = 12;
 
-/// Rewrites `ssi_pid` of the `len` bytes of signalfd records a read just wrote at user
-/// address `start`. A record the caller made unreadable in the meantime is left alone.
-pub(crate) fn fix_signalfd_records(aid: &Aid, start: usize, len: usize) {
-    for record in (0..len / SIGNALFD_RECORD).map(|i| start + i * SIGNALFD_RECORD) {
+/// Where a read wrote in user memory: (address, length) segments in order, as the read's
+/// iterator had them (one for `read`, several for `readv`).
+pub(crate) type Segments = [(usize, usize)];
+
+/// Copies `buf.len()` bytes between the read's logical offset `at` and `buf`, across
+/// segments. `false` when a byte lies outside them or its memory faults.
+fn logical_copy(segments: &Segments, mut at: usize, buf: &mut [u8], write: bool) -> bool {
+    let mut done = 0;
+    for &(base, len) in segments {
+        if done == buf.len() {
+            break;
+        }
+        if at >= len {
+            at -= len;
+            continue;
+        }
+        let n = (len - at).min(buf.len() - done);
+        let user = UserSlice::new(base.wrapping_add(at), n);
+        let ok = if write {
+            user.writer().write_slice(&buf[done..done + n]).is_ok()
+        } else {
+            user.reader().read_slice(&mut buf[done..done + n]).is_ok()
+        };
+        if !ok {
+            return false;
+        }
+        done += n;
+        at = 0;
+    }
+    done == buf.len()
+}
+
+/// Rewrites `ssi_pid` of the `len` bytes of signalfd records a read just wrote into
+/// `segments`. A record the caller made unreadable in the meantime is left alone.
+pub(crate) fn fix_signalfd_records(aid: &Aid, segments: &Segments, len: usize) {
+    for record in (0..len / SIGNALFD_RECORD).map(|i| i * SIGNALFD_RECORD) {
         let mut head = [0u8; 16];
-        if UserSlice::new(record, head.len()).reader().read_slice(&mut head).is_err() {
+        if !logical_copy(segments, record, &mut head, false) {
             continue;
         }
         let field = |i: usize| i32::from_ne_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
@@ -69,8 +104,7 @@ pub(crate) fn fix_signalfd_records(aid: &Aid, start: usize, len: usize) {
         if pid <= 0 || !kernel_wrote_pid(signo, code) {
             continue;
         }
-        let shown = aid.state.lock().pids.pid_to_virtual(pid as u32).unwrap_or(0);
-        let at = record + SSI_PID_OFFSET;
-        let _ = UserSlice::new(at, 4).writer().write_slice(&shown.to_ne_bytes());
+        let mut shown = aid.state.lock().pids.pid_to_virtual(pid as u32).unwrap_or(0).to_ne_bytes();
+        logical_copy(segments, record + SSI_PID_OFFSET, &mut shown, true);
     }
 }
