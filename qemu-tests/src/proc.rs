@@ -545,6 +545,16 @@ impl Agent {
     pub fn kill(&mut self) -> Result<Status> {
         self.child.kill()
     }
+
+    /// How the agent ended, if it has (reaping it); `None` while it runs.
+    pub fn try_wait(&mut self) -> Result<Option<Status>> {
+        self.child.try_wait()
+    }
+
+    /// The error the agent reported before it ended, if any (empty otherwise).
+    pub fn error_text(&mut self) -> String {
+        String::from_utf8_lossy(&read_available(self.errors.as_raw_fd())).into_owned()
+    }
 }
 
 /// Runs `body` in a forked child and returns its result (error text included): for
@@ -710,6 +720,75 @@ pub fn set_effective_caps(caps: &[u32]) -> Result<()> {
     }
     // SAFETY: a v3 header and two data structures, as capset expects.
     sys(unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) }).context("capset")?;
+    Ok(())
+}
+
+/// Sets the calling thread's effective and permitted capabilities to exactly `effective`
+/// and `permitted` (bit numbers; `effective` must be within `permitted`, and `permitted`
+/// within what the thread holds) and clears the inheritable set.
+pub fn set_caps(effective: &[u32], permitted: &[u32]) -> Result<()> {
+    let (mut header, _) = capget()?;
+    header.pid = 0;
+    let mut data = [CapData::default(); 2];
+    for &cap in effective {
+        data[(cap / 32) as usize].effective |= 1 << (cap % 32);
+    }
+    for &cap in permitted {
+        data[(cap / 32) as usize].permitted |= 1 << (cap % 32);
+    }
+    // SAFETY: a v3 header and two data structures, as capset expects.
+    sys(unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) }).context("capset")?;
+    Ok(())
+}
+
+/// The permitted capability set of the calling thread (`capget`, 64 bits).
+pub fn permitted_caps() -> Result<u64> {
+    let (_, data) = capget()?;
+    Ok(data[0].permitted as u64 | (data[1].permitted as u64) << 32)
+}
+
+/// Capability bit numbers as a 64-bit mask.
+pub fn cap_mask(caps: &[u32]) -> u64 {
+    caps.iter().fold(0, |mask, &cap| mask | 1 << cap)
+}
+
+/// Drops this (forked, single-threaded) process to uid/gid 1000 with no supplementary
+/// groups, like [`drop_to_user`], but keeps exactly `caps` (bit numbers) in its effective
+/// and permitted sets (`PR_SET_KEEPCAPS` across the `setuid`, then `capset`), and checks
+/// the result.
+pub fn become_user_with_caps(caps: &[u32]) -> Result<()> {
+    // SAFETY: prctl with integer arguments.
+    sys(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1 as libc::c_ulong, 0, 0, 0) })
+        .context("prctl(PR_SET_KEEPCAPS)")?;
+    // SAFETY: plain credential syscalls on the calling process.
+    unsafe {
+        sys(libc::setgroups(0, std::ptr::null())).context("setgroups")?;
+        sys(libc::setgid(USER_GID)).context("setgid")?;
+        sys(libc::setuid(USER_UID)).context("setuid")?;
+    }
+    set_caps(caps, caps)?;
+    // SAFETY: getuid/geteuid have no preconditions.
+    let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
+    if uid != USER_UID || euid != USER_UID {
+        bail!("still uid {uid} euid {euid} after setuid");
+    }
+    let (effective, permitted) = (effective_caps()?, permitted_caps()?);
+    if effective != cap_mask(caps) || permitted != cap_mask(caps) {
+        bail!(
+            "capabilities as uid {USER_UID}: effective {effective:#x}, permitted {permitted:#x}; wanted {:#x}",
+            cap_mask(caps)
+        );
+    }
+    Ok(())
+}
+
+/// Makes the calling process dumpable again (`PR_SET_DUMPABLE` 1): a `setuid` clears the
+/// flag, and a process that is not dumpable may be ptraced (and so linked, issue #9) only
+/// with `CAP_SYS_PTRACE`.
+pub fn set_dumpable() -> Result<()> {
+    // SAFETY: prctl with integer arguments.
+    sys(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1 as libc::c_ulong, 0, 0, 0) })
+        .context("prctl(PR_SET_DUMPABLE, 1)")?;
     Ok(())
 }
 

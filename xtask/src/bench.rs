@@ -39,10 +39,6 @@ pub struct Options {
     pub timeout: Duration,
 }
 
-/// One instruction is 1 ns of guest time (shift=0); an idle guest skips ahead to its
-/// next timer instead of waiting in real time (sleep=off).
-const ICOUNT_ARGS: &[&str] = &["-icount", "shift=0,sleep=off"];
-
 /// One row of a report: a configuration's key (as the guest prints it) and its label.
 struct Row {
     key: &'static str,
@@ -583,11 +579,7 @@ pub fn run(ctx: &Context, opts: &Options) -> Result<ExitCode> {
 
     let started = Instant::now();
     let mut samples = Samples::default();
-    let qemu_args: Vec<String> = if opts.icount {
-        ICOUNT_ARGS.iter().map(|a| a.to_string()).collect()
-    } else {
-        Vec::new()
-    };
+    let qemu_args = vm::clock_args(opts.icount);
     let run = vm::run_job_with_qemu_args(
         ctx,
         flavor,

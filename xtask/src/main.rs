@@ -64,6 +64,8 @@ enum Command {
     ///
     /// Example: `cargo xtask vm --add ./probe:/usr/bin/probe -- probe --verbose`.
     /// Exits with CMD's status; non-zero when the kernel log shows a splat.
+    /// With --icount, guest time counts executed instructions (as in `bench`), so a
+    /// program can be timed in the guest independently of the host's load.
     Vm(VmArgs),
     /// Host tests (cargo test --workspace), then the guest suite on the debug kernel.
     Test(TestArgs),
@@ -116,6 +118,12 @@ struct VmArgs {
     /// Copy a host file or directory into the guest (default GUEST_PATH: /mnt/<name>).
     #[arg(long, value_name = "HOST_PATH[:GUEST_PATH]")]
     add: Vec<String>,
+    /// Run QEMU with the deterministic clock `bench` uses (-icount shift=0,sleep=off):
+    /// guest time counts executed instructions (1 instruction = 1 ns) instead of
+    /// following the host's clock, so timings repeat from run to run whatever the host's
+    /// load; they count work, not real time. Idle guest time (sleep) passes at once.
+    #[arg(long)]
+    icount: bool,
     /// The command to run in the guest, after `--`.
     #[arg(last = true, value_name = "CMD")]
     cmd: Vec<String>,
@@ -206,14 +214,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|spec| initramfs::AddSpec::parse(spec))
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            let qemu_args = vm::clock_args(args.icount);
             return if args.cmd.is_empty() {
-                vm::interactive(&ctx, flavor, &adds, timeout)
+                vm::interactive(&ctx, flavor, &adds, &qemu_args, timeout)
             } else {
                 vm::run_command(
                     &ctx,
                     flavor,
                     &args.cmd,
                     &adds,
+                    &qemu_args,
                     timeout.unwrap_or(DEFAULT_JOB_TIMEOUT),
                 )
             };
@@ -243,4 +253,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Header => header::write(&ctx)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn vm_icount_flag() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Vm(vm) => vm,
+            _ => panic!("not vm"),
+        };
+        let vm = parse(&["cargo xtask", "vm", "--icount", "--", "/bin/sh", "-c", "date"]);
+        assert!(vm.icount);
+        assert_eq!(vm.cmd, ["/bin/sh", "-c", "date"]);
+        assert_eq!(vm::clock_args(vm.icount), ["-icount", "shift=0,sleep=off"]);
+        let vm = parse(&["cargo xtask", "vm", "--debug", "--", "--icount"]);
+        assert!(!vm.icount, "--icount after -- belongs to CMD");
+        assert_eq!(vm.cmd, ["--icount"]);
+        assert!(vm::clock_args(vm.icount).is_empty());
+    }
 }

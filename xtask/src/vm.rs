@@ -30,6 +30,25 @@ const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 loglevel=4 rcupdate.rcu_cpu
 /// The debug kernel also has the soft-lockup detector (20 s by default): same reason.
 const DEBUG_CMDLINE: &str = "watchdog_thresh=30";
 
+/// QEMU's deterministic clock (still TCG): one instruction is 1 ns of guest time
+/// (shift=0), and an idle guest skips ahead to its next timer instead of waiting in real
+/// time (sleep=off). Guest time then counts executed instructions, not host time: a
+/// program takes the same guest time from run to run, whatever else runs on the host.
+/// The guest needs nothing else: its kernel calibrates the TSC against the (equally
+/// virtual) timers at boot, and programs that time with the TSC can calibrate it against
+/// CLOCK_MONOTONIC, as appshot-bench does.
+const ICOUNT_ARGS: &[&str] = &["-icount", "shift=0,sleep=off"];
+
+/// The QEMU arguments for the guest clock: [`ICOUNT_ARGS`] with `icount` (`vm --icount`,
+/// `bench`), none otherwise (guest time follows the host's clock).
+pub fn clock_args(icount: bool) -> Vec<String> {
+    if icount {
+        ICOUNT_ARGS.iter().map(|a| a.to_string()).collect()
+    } else {
+        Vec::new()
+    }
+}
+
 /// The outcome of one boot.
 pub struct GuestRun {
     pub console: Console,
@@ -87,18 +106,27 @@ impl GuestRun {
     }
 }
 
-/// `vm -- CMD ARGS...`: runs CMD as the job; exits with its status.
+/// `vm -- CMD ARGS...`: runs CMD as the job; exits with its status. `qemu_args` are added
+/// to QEMU's command line ([`clock_args`]).
 pub fn run_command(
     ctx: &Context,
     flavor: Flavor,
     command: &[String],
     adds: &[AddSpec],
+    qemu_args: &[String],
     timeout: Duration,
 ) -> Result<ExitCode> {
     let job = format!("exec {}\n", shell_join(command));
-    let run = run_job(ctx, flavor, &job, Vec::new(), adds, timeout, &mut |line| {
-        say!("{line}")
-    })?;
+    let run = run_job_with_qemu_args(
+        ctx,
+        flavor,
+        &job,
+        Vec::new(),
+        adds,
+        qemu_args,
+        timeout,
+        &mut |line| say!("{line}"),
+    )?;
     job_exit_code(&run)
 }
 
@@ -131,7 +159,7 @@ pub fn run_job(
     run_job_with_qemu_args(ctx, flavor, job, files, adds, &[], timeout, on_line)
 }
 
-/// [`run_job`] with extra QEMU arguments (the bench's `-icount`).
+/// [`run_job`] with extra QEMU arguments ([`clock_args`]).
 #[allow(clippy::too_many_arguments)]
 pub fn run_job_with_qemu_args(
     ctx: &Context,
@@ -162,11 +190,12 @@ pub fn run_job_with_qemu_args(
     run
 }
 
-/// `vm` without CMD: a shell on the serial console.
+/// `vm` without CMD: a shell on the serial console, QEMU run with `qemu_args`.
 pub fn interactive(
     ctx: &Context,
     flavor: Flavor,
     adds: &[AddSpec],
+    qemu_args: &[String],
     timeout: Option<Duration>,
 ) -> Result<ExitCode> {
     let base = initramfs::ensure(ctx, flavor)?;
@@ -176,7 +205,7 @@ pub fn interactive(
         initramfs::with_run_files(ctx, &base, &[], adds)?
     };
     eprintln!("vm: shell on the guest console; `exit` ends the run, Ctrl-A x kills QEMU");
-    let run = boot(ctx, &base, &cpio, Mode::Interactive, &[], timeout);
+    let run = boot(ctx, &base, &cpio, Mode::Interactive, qemu_args, timeout);
     if cpio != base.cpio {
         let _ = fs::remove_file(&cpio);
     }
@@ -330,6 +359,12 @@ fn shell_quote(arg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn icount_clock_args() {
+        assert_eq!(clock_args(true), ["-icount", "shift=0,sleep=off"]);
+        assert!(clock_args(false).is_empty());
+    }
 
     #[test]
     fn quotes_for_sh() {
