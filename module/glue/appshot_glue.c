@@ -102,7 +102,7 @@ void appshot_glue_misc_deregister(void)
  * the function's arguments and either returns into the function or replaces the call.
  * One ftrace_ops holds every hooked function, so attaching and detaching are one ftrace
  * update each. Which functions are hooked, and what each hook call means, is decided in
- * Rust (src/hooks.rs): the glue resolves the names it is given and passes every hook
+ * Rust (src/hooks/mod.rs): the glue resolves the names it is given and passes every hook
  * call on with its *site* (the return address of the fentry call), which names the
  * function. All hooked functions run in process context with no spinlock held, so
  * handlers may sleep and touch user memory.
@@ -498,7 +498,7 @@ int appshot_glue_write_task_u32(struct task_struct *task, unsigned long addr, u3
 
 /*
  * What ptrace's PTRACE_MODE_ATTACH_REALCREDS rule looks at, for the current task wanting
- * to attach to `task` (the rule itself is in Rust, src/process.rs). Read under the
+ * to attach to `task` (the rule itself is in Rust, src/linux/task.rs). Read under the
  * task's lock and RCU as ptrace_may_access() does; the capabilities are checked without
  * an audit record (the decision may not need them).
  */

@@ -2,7 +2,7 @@
 /*
  * appshot_glue.h: the boundary between the C glue and the Rust crate of appshot.ko.
  *
- * "appshot_glue_*" functions are C, called from Rust (src/glue.rs declares them again
+ * "appshot_glue_*" functions are C, called from Rust (src/linux/glue.rs declares them again
  * for Rust). "appshot_rust_*" functions are Rust (#[no_mangle] extern "C"), called from C.
  */
 #ifndef APPSHOT_GLUE_H
@@ -22,7 +22,7 @@ long appshot_rust_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
 bool appshot_rust_hook(const unsigned long *args, unsigned long site, struct pt_regs *user_regs,
 		       long *out, unsigned long slot, struct task_struct *current_task);
 
-/* Implemented in appshot_trampoline.S: the task slots of src/task_index.rs. */
+/* Implemented in appshot_trampoline.S: the task slots of src/pid/task_index.rs. */
 unsigned long appshot_task_slot(unsigned long address);
 extern const u32 appshot_slot_bits;
 
@@ -46,7 +46,7 @@ long appshot_glue_call_syscall(unsigned long site, struct pt_regs *regs);
 unsigned int appshot_glue_iter_user_segments(struct iov_iter *iter, unsigned long *out, unsigned int max);
 long appshot_glue_call_read_iter(unsigned long site, struct kiocb *iocb, struct iov_iter *iter);
 struct kernel_clone_args;
-/* appshot_glue_attach_facts(); the same layout as AttachFacts in src/glue.rs. */
+/* appshot_glue_attach_facts(); the same layout as AttachFacts in src/linux/glue.rs. */
 struct appshot_attach_facts {
 	u32 caller_uid, caller_gid;
 	u32 uid, euid, suid, gid, egid, sgid;

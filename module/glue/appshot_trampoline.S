@@ -9,11 +9,11 @@
  * Fast path. Most calls come from tasks in no AID, and they must cost next to nothing
  * (docs/design/hooks.md). The trampoline hashes the current task's address to its slot
  * and reads appshot_linked_slots[slot], the number of linked tasks in that slot (kept by
- * src/task_index.rs). Zero means the current task is in no AID, and the trampoline
+ * src/pid/task_index.rs). Zero means the current task is in no AID, and the trampoline
  * returns straight into the hooked function, touching only %rax and %r11 (scratch in
  * the C calling convention, never read by the hooked functions on entry). The one
  * exception is release_task, which must see linked tasks reaped by a task in no AID:
- * its return site is in appshot_release_task_ret (set by src/hooks.rs before attaching).
+ * its return site is in appshot_release_task_ret (set by src/hooks/mod.rs before attaching).
  *
  * Slow path. The trampoline saves the six argument registers in an array on its stack
  * and calls its C entry (appshot_glue_hook_entry):

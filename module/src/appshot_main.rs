@@ -6,43 +6,37 @@
 //! IDs. This crate holds all of the module's logic; `glue/` holds the thin C the 6.12
 //! kernel needs for what has no Rust abstraction yet.
 //!
-//! Files, by concept:
+//! Folders, by concept:
 //! - `uapi` (`../uapi/appshot_uapi.rs`): the ioctl ABI, shared with userspace.
-//! - `device`: `/dev/appshot` ioctl decoding.
-//! - `registry`: the set of AIDs and the global state; the locking overview.
-//! - `aid`: one application and its tables.
-//! - `table`: the dual red-black-tree translation table.
-//! - `task_index`: which AID a task belongs to (the hot-path lookup).
-//! - `link`: linking and unlinking processes and threads.
-//! - `pid`: virtual PID allocation and translation.
-//! - `hooks`: what the kernel hooks call, and when they are attached.
-//! - `syscalls`: the hooked system calls and their translations.
-//! - `interfaces`: the calls that carry a PID inside a structure, a clock ID or a file
-//!   owner.
-//! - `signals`: `si_pid` of received signals.
-//! - `process`: task references and task fields.
-//! - `glue`: the C glue's prototypes.
+//! - `device.rs`: `/dev/appshot` ioctl decoding.
+//! - `aid/`: one application and its per-type state (`mod.rs`), and the registry of
+//!   AIDs with the locking overview (`registry.rs`).
+//! - `table.rs`: the dual red-black-tree translation table every resource type uses.
+//! - `pid/`: process IDs: the PID table and virtual PID choice (`mod.rs`), linking and
+//!   unlinking tasks (`link.rs`), and which AID a task is in (`task_index.rs`, the
+//!   hot-path lookup).
+//! - `syscalls/`: the table of hooked system calls and the PID translations (`mod.rs`),
+//!   and the calls that carry a PID inside a structure, a clock ID or a file owner
+//!   (`interfaces.rs`).
+//! - `hooks/`: what every hook call means and where it goes (`mod.rs`), `si_pid` of
+//!   signals (`signals.rs`), and how hooks are attached (`attach.rs`, a leaf that knows
+//!   nothing of AIDs).
+//! - `linux/`: the Rust face of the C glue (`glue.rs`) and of tasks (`task.rs`).
 
 use kernel::prelude::*;
 
 mod aid;
 mod device;
-mod glue;
 mod hooks;
-mod interfaces;
-mod link;
+mod linux;
 mod pid;
-mod process;
-mod registry;
-mod signals;
 mod syscalls;
 mod table;
-mod task_index;
 #[path = "../uapi/appshot_uapi.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod uapi;
 
-use registry::Registry;
+use aid::registry::{self, Registry};
 
 module! {
     type: Appshot,
@@ -68,16 +62,16 @@ impl kernel::Module for Appshot {
             return Err(e);
         }
         // SAFETY: the device's ioctls use the published registry.
-        let err = unsafe { glue::appshot_glue_misc_register() };
+        let err = unsafe { linux::glue::appshot_glue_misc_register() };
         if err != 0 {
-            hooks::shutdown();
+            hooks::attach::shutdown();
             registry::unpublish();
             return Err(Error::from_errno(err));
         }
         pr_info!(
             "loaded: /dev/appshot, ABI {}, max_entries {}\n",
             uapi::ABI_VERSION,
-            glue::max_entries()
+            linux::glue::max_entries()
         );
         Ok(Appshot { registry })
     }
@@ -88,9 +82,9 @@ impl Drop for Appshot {
         // No ioctl can be running: an open /dev/appshot holds a module reference, and so
         // does every AID, so no process is linked either.
         // SAFETY: registered in `init`.
-        unsafe { glue::appshot_glue_misc_deregister() };
+        unsafe { linux::glue::appshot_glue_misc_deregister() };
         // Returns once no hook handler runs or can start.
-        hooks::shutdown();
+        hooks::attach::shutdown();
         registry::unpublish();
         pr_info!("unloaded ({} tasks were still linked)\n", self.registry.tasks.linked());
     }

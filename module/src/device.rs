@@ -13,10 +13,10 @@ use kernel::types::{AsBytes, FromBytes};
 use kernel::uaccess::UserSlice;
 
 use crate::aid::Aid;
-use crate::glue;
-use crate::link;
-use crate::process::TaskRef;
-use crate::registry::{self, Registry};
+use crate::linux::glue;
+use crate::pid::link;
+use crate::linux::task::TaskRef;
+use crate::aid::registry::{self, Registry};
 use crate::uapi::{self, *};
 
 const CAP_SYS_ADMIN: c_int = 21;

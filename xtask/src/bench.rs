@@ -116,6 +116,14 @@ const APPSHOT: Section = Section {
             key: "fork-wait",
             label: "fork+waitpid",
         },
+        Column {
+            key: "getpid-i386",
+            label: "getpid (int $0x80)",
+        },
+        Column {
+            key: "kill-i386",
+            label: "kill (int $0x80)",
+        },
     ],
     targets: &[
         Target {

@@ -1,7 +1,7 @@
 //! Checks that hold documentation to the code it describes (run as host tests).
 //!
 //! `docs/syscalls.md` is the prose form of the module's table of hooked system calls
-//! (`module/src/syscalls.rs`, the `syscalls!` rows). The module is built against the
+//! (`module/src/syscalls/mod.rs`, the `syscalls!` rows). The module is built against the
 //! kernel, not on the host, so the table is read here as text.
 
 #[cfg(test)]
@@ -54,7 +54,7 @@ mod tests {
 
     #[test]
     fn every_hooked_call_is_documented() {
-        let calls = hooked_calls(&read("module/src/syscalls.rs"));
+        let calls = hooked_calls(&read("module/src/syscalls/mod.rs"));
         assert!(calls.len() > 40, "only {} calls parsed from the table: {calls:?}", calls.len());
         let doc = read("docs/syscalls.md");
         let missing: Vec<&String> = calls
@@ -74,7 +74,7 @@ mod tests {
     fn every_abi_of_the_common_calls_is_hooked() {
         // A call hooked at its x86-64 entry but not at its i386 one is a way around
         // translation (`int $0x80`).
-        let source = read("module/src/syscalls.rs");
+        let source = read("module/src/syscalls/mod.rs");
         let rows = |abi: &str| -> BTreeSet<String> {
             source
                 .lines()

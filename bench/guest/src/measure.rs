@@ -33,6 +33,30 @@ pub enum Call {
     ForkWait,
     /// `uname(&buf)`: a system call with a user pointer.
     Uname,
+    /// getpid through the i386 entry (`int $0x80`, number 20), from this 64-bit process.
+    GetpidI386,
+    /// `kill(pid, 0)` through the i386 entry (number 37).
+    KillI386,
+}
+
+/// A system call through the i386 entry (`int $0x80`) with up to two arguments.
+fn int80(nr: u32, a: u32, b: u32) -> i32 {
+    let ret: u32;
+    // SAFETY: `int $0x80` enters the kernel's i386 system call path (IA32 emulation);
+    // rbx is reserved in Rust asm, so it is saved and restored around the call, and the
+    // kernel preserves every other register but eax.
+    unsafe {
+        core::arch::asm!(
+            "xchg {a:r}, rbx",
+            "int 0x80",
+            "xchg {a:r}, rbx",
+            a = inout(reg) u64::from(a) => _,
+            inlateout("eax") nr => ret,
+            in("ecx") b,
+            options(nostack),
+        );
+    }
+    ret as i32
 }
 
 impl Call {
@@ -43,6 +67,8 @@ impl Call {
             Call::Kill => "kill",
             Call::ForkWait => "fork-wait",
             Call::Uname => "uname",
+            Call::GetpidI386 => "getpid-i386",
+            Call::KillI386 => "kill-i386",
         }
     }
 
@@ -53,6 +79,8 @@ impl Call {
             Call::Kill,
             Call::ForkWait,
             Call::Uname,
+            Call::GetpidI386,
+            Call::KillI386,
         ]
         .into_iter()
         .find(|c| c.key() == key)
@@ -95,6 +123,17 @@ impl Call {
                     // SAFETY: `status` is a valid out-pointer.
                     let got = unsafe { libc::waitpid(child, &mut status, 0) };
                     assert_eq!(got, child, "waitpid failed");
+                }
+            }
+            Call::GetpidI386 => {
+                for _ in 0..n {
+                    int80(20, 0, 0);
+                }
+            }
+            Call::KillI386 => {
+                let pid = int80(20, 0, 0) as u32;
+                for _ in 0..n {
+                    assert_eq!(int80(37, pid, 0), 0, "i386 kill(self, 0) failed");
                 }
             }
             Call::Uname => {

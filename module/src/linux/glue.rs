@@ -9,7 +9,7 @@
 use kernel::bindings;
 use kernel::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 
-use crate::process::Task;
+use crate::linux::task::Task;
 
 // The bindings of `task_struct` and `file` contain empty structures (config-dependent
 // members); only pointers to them cross this boundary.

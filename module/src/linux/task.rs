@@ -11,7 +11,7 @@ use core::ptr::NonNull;
 use kernel::bindings;
 use kernel::prelude::*;
 
-use crate::glue;
+use crate::linux::glue;
 
 /// A task the caller knows to be alive for `'a`: a hook argument, `current`, or a task
 /// a [`TaskRef`] holds.
@@ -269,7 +269,7 @@ impl TaskRef {
     }
 
     /// Whether this task's parent process is linked to `aid`.
-    pub(crate) fn parent_linked_to(&self, registry: &crate::registry::Registry, aid: &crate::aid::Aid) -> bool {
+    pub(crate) fn parent_linked_to(&self, registry: &crate::aid::registry::Registry, aid: &crate::aid::Aid) -> bool {
         let rcu = glue::RcuReadLock::new();
         let parent = rcu.parent_of(self.task());
         registry.tasks.ids_in(parent, aid).is_some()

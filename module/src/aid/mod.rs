@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! An application: one AID, its name, and its translation tables.
 
+pub(crate) mod registry;
+
 use kernel::prelude::*;
 use kernel::sync::{new_spinlock, Arc, SpinLock};
 

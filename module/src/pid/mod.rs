@@ -15,8 +15,11 @@
 //! are kept in a small ring, consulted only for a system PID the table no longer has and
 //! no live task has taken since.
 
-use crate::glue::PidUses;
-use crate::process::Task;
+pub(crate) mod link;
+pub(crate) mod task_index;
+
+use crate::linux::glue::PidUses;
+use crate::linux::task::Task;
 use crate::table::{Entry, EntryReservation, IdTable, InsertError, RemovedEntry, SystemId, VirtualId};
 
 /// The largest PID Linux hands out (`PID_MAX_LIMIT - 1` on 64-bit).

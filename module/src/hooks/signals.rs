@@ -23,7 +23,7 @@ use kernel::ffi::c_int;
 use kernel::uaccess::UserSlice;
 
 use crate::aid::Aid;
-use crate::glue;
+use crate::linux::glue;
 
 const SI_USER: i32 = 0;
 const SI_TKILL: i32 = -6;

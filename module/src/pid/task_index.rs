@@ -28,8 +28,8 @@ use kernel::rbtree::{RBTree, RBTreeNode, RBTreeNodeReservation};
 use kernel::sync::{new_spinlock, Arc, SpinLock};
 
 use crate::aid::Aid;
-use crate::glue;
-use crate::process::Task;
+use crate::linux::glue;
+use crate::linux::task::Task;
 
 /// Bits of a slot; `glue/appshot_trampoline.S` uses the same (checked at load).
 pub(crate) const SLOT_BITS: u32 = 14;

@@ -22,11 +22,11 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 
 use crate::aid::{Aid, AidState};
-use crate::glue::{self, PidUses};
-use crate::process::{Task, TaskRef};
-use crate::registry::Registry;
+use crate::linux::glue::{self, PidUses};
+use crate::linux::task::{Task, TaskRef};
+use crate::aid::registry::Registry;
 use crate::table::{Entry, EntryReservation, InsertError, RemovedEntry, SystemId, VirtualId};
-use crate::task_index::{IndexReservation, OwnIds, RemovedLink};
+use crate::pid::task_index::{IndexReservation, OwnIds, RemovedLink};
 
 /// Passes over a process's threads before LINK or UNLINK gives up chasing new threads.
 const MAX_PASSES: usize = 16;

@@ -21,6 +21,8 @@
 //!   the AID's processes only.
 //! - out: a system PID is shown as its virtual PID, or 0 when it is outside the AID.
 
+pub(crate) mod interfaces;
+
 use kernel::bindings;
 use kernel::ffi::c_ulong;
 use kernel::prelude::*;
@@ -28,11 +30,10 @@ use kernel::str::CStr;
 use kernel::uaccess::UserSlice;
 
 use crate::aid::Aid;
-use crate::glue::{self, RcuReadLock};
-use crate::interfaces;
-use crate::process::Task;
-use crate::registry::Registry;
-use crate::task_index::OwnIds;
+use crate::linux::glue::{self, RcuReadLock};
+use crate::linux::task::Task;
+use crate::aid::registry::Registry;
+use crate::pid::task_index::OwnIds;
 
 /// What a handler decided.
 pub(crate) enum Outcome {

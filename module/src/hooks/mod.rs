@@ -25,7 +25,10 @@
 //! linked task's `getpid`/`gettid` are answered from its slot's lockless cache
 //! ([`TaskIndex::own_ids`]).
 //!
-//! [`TaskIndex::own_ids`]: crate::task_index::TaskIndex::own_ids
+//! [`TaskIndex::own_ids`]: crate::pid::task_index::TaskIndex::own_ids
+
+pub(crate) mod attach;
+pub(crate) mod signals;
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
@@ -35,17 +38,15 @@ use kernel::ffi::{c_char, c_long, c_ulong, c_void};
 use kernel::prelude::*;
 use kernel::str::CStr;
 use kernel::sync::Arc;
-use kernel::time::Ktime;
 
 use crate::aid::Aid;
 
-use crate::glue::{self, ModuleRef};
-use crate::link;
-use crate::process::Task;
-use crate::registry::{self, Registry};
-use crate::signals;
+use crate::linux::glue::{self, ModuleRef};
+use crate::pid::link;
+use crate::linux::task::Task;
+use crate::aid::registry::{self, Registry};
 use crate::syscalls::{self, Call, Outcome, OwnId, Syscall, SYSCALLS};
-use crate::task_index::Slot;
+use crate::pid::task_index::Slot;
 
 /// Most segments a vectored read has (`UIO_MAXIOV`).
 const UIO_MAXIOV: usize = 1024;
@@ -174,23 +175,16 @@ pub(crate) fn init() -> Result {
         wanted.push(index, GFP_KERNEL)?;
         names.push(Hooked::name(index).as_char_ptr(), GFP_KERNEL)?;
     }
-    let mut sites: KVec<c_ulong> = KVec::from_elem(0, names.len(), GFP_KERNEL)?;
-    // SAFETY: `names` holds `len` pointers to NUL-terminated static strings; `sites` has
-    // room for as many results.
-    let err = unsafe { glue::appshot_glue_hooks_init(names.as_ptr(), names.len() as u32, sites.as_mut_ptr()) };
-    if err != 0 {
-        return Err(Error::from_errno(err));
-    }
+    let sites = attach::resolve(&names)?;
     let mut pairs: KVec<(usize, u16)> = KVec::with_capacity(wanted.len(), GFP_KERNEL)?;
     for (&index, &site) in wanted.iter().zip(sites.iter()) {
         let hooked = Hooked::at(index).ok_or(EINVAL)?;
-        // SAFETY: `site` is the fentry return site of a kernel function the glue found.
-        if hooked.called_by_handler() && !unsafe { glue::appshot_glue_site_callable(site) } {
+        if hooked.called_by_handler() && !attach::callable(site) {
             pr_err!(
                 "{} cannot be called back (its first instruction is not ENDBR: FineIBT?); boot with cfi=kcfi or ibt=off to use appshot\n",
                 Hooked::name(index).to_str().unwrap_or("?")
             );
-            hooks_free();
+            attach::free();
             return Err(EINVAL);
         }
         pairs.push((site as usize, index as u16), GFP_KERNEL)?;
@@ -211,46 +205,6 @@ pub(crate) fn init() -> Result {
     }
     SITES.count.store(pairs.len(), Ordering::Release);
     Ok(())
-}
-
-fn hooks_free() {
-    // SAFETY: nothing is attached; frees the filter `appshot_glue_hooks_init` set.
-    unsafe { glue::appshot_glue_hooks_free() };
-}
-
-/// Attaches every hook (the first AID is being registered).
-pub(crate) fn attach() -> Result {
-    let start = Ktime::ktime_get();
-    // SAFETY: `init` set the filters; the caller holds the registry mutex, so attach and
-    // detach never run concurrently.
-    let err = unsafe { glue::appshot_glue_hooks_attach() };
-    if err != 0 {
-        return Err(Error::from_errno(err));
-    }
-    let us = (Ktime::ktime_get() - start).to_ns() / 1000;
-    pr_info!("hooks attached ({} functions) in {} us\n", SITES.count.load(Ordering::Relaxed), us);
-    Ok(())
-}
-
-/// Detaches every hook (the last AID is gone). Handlers still sleeping hold a module
-/// reference; the module's exit waits for the rest.
-pub(crate) fn detach() {
-    let start = Ktime::ktime_get();
-    // SAFETY: as for `attach`.
-    unsafe { glue::appshot_glue_hooks_detach() };
-    let us = (Ktime::ktime_get() - start).to_ns() / 1000;
-    pr_info!("hooks detached in {} us\n", us);
-}
-
-/// Module exit: no handler runs or can start once this returns.
-pub(crate) fn shutdown() {
-    // SAFETY: detaching detached hooks does nothing; quiesce then waits for handlers and
-    // trampolines, and the filters are freed last.
-    unsafe {
-        glue::appshot_glue_hooks_detach();
-        glue::appshot_glue_hooks_quiesce();
-    }
-    hooks_free();
 }
 
 /// The entry of every hook call (from the trampoline through the glue): `args` are the
@@ -436,7 +390,7 @@ unsafe fn on_kernel_clone(registry: &Registry, args: *mut c_void) -> Option<i64>
 /// for as long as the handler runs. `None` for a task in no AID (cheap: the fast path of
 /// [`TaskIndex::own_ids`]) and while the module is being unloaded.
 ///
-/// [`TaskIndex::own_ids`]: crate::task_index::TaskIndex::own_ids
+/// [`TaskIndex::own_ids`]: crate::pid::task_index::TaskIndex::own_ids
 fn current_aid() -> Option<(Arc<Aid>, ModuleRef)> {
     let registry = registry::get()?;
     let task = Task::current();

@@ -24,10 +24,10 @@ use kernel::rbtree::RBTree;
 use kernel::sync::{new_mutex, Arc, Mutex};
 
 use crate::aid::{Aid, AidState};
-use crate::glue;
+use crate::linux::glue;
 use crate::hooks;
-use crate::process::Task;
-use crate::task_index::TaskIndex;
+use crate::linux::task::Task;
+use crate::pid::task_index::TaskIndex;
 use crate::uapi::NAME_LEN;
 
 /// The registered AIDs and the next number to hand out.
@@ -87,11 +87,11 @@ impl Registry {
         let aid = Aid::new(id, name, glue::current_euid(), pid_range)?;
         let first = set.by_id.iter().next().is_none();
         if first {
-            hooks::attach()?;
+            hooks::attach::attach()?;
         }
         if let Err(e) = set.by_id.try_create_and_insert(id, aid.clone(), GFP_KERNEL) {
             if first {
-                hooks::detach();
+                hooks::attach::detach();
             }
             return Err(e);
         }
@@ -155,7 +155,7 @@ impl Registry {
         drop(old);
         set.by_id.remove(&id);
         if set.by_id.iter().next().is_none() {
-            hooks::detach();
+            hooks::attach::detach();
         }
         drop(set);
         pr_info!("AID {} '{}' unregistered ({} threads unlinked)\n", id, aid.name_str(), unlinked);
