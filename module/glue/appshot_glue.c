@@ -10,6 +10,16 @@
 #include <linux/atomic.h>
 #include <linux/capability.h>
 #include <linux/cred.h>
+#include <linux/capability.h>
+#include <linux/compat.h>
+#include <linux/posix-timers.h>
+#include <linux/signalfd.h>
+#include <linux/socket.h>
+#include <linux/tty.h>
+#include <linux/wait.h>
+#include <net/compat.h>
+#include <uapi/linux/signalfd.h>
+#include <uapi/linux/wait.h>
 #include <linux/sched/coredump.h>
 #include <linux/sched/mm.h>
 #include <linux/fs.h>
@@ -579,3 +589,48 @@ int appshot_glue_siginfo_copy_out(void __user *to, const kernel_siginfo_t *from,
 		return -EFAULT;
 	return 0;
 }
+
+/* ---- Layouts and constants the Rust side relies on ---------------------------------- */
+
+/*
+ * Rust reads these fields through the bindings, or uses these numbers where the bindings
+ * have no constant (macros bindgen cannot evaluate, structures it does not see): the
+ * same literals are in src/linux/glue.rs (pt_regs), src/syscalls/ and src/hooks/, and
+ * this file fails to build when the kernel's headers say otherwise.
+ */
+static_assert(offsetof(struct pt_regs, bp) == 32 && offsetof(struct pt_regs, bx) == 40);
+static_assert(offsetof(struct pt_regs, r10) == 56 && offsetof(struct pt_regs, r9) == 64);
+static_assert(offsetof(struct pt_regs, r8) == 72 && offsetof(struct pt_regs, cx) == 88);
+static_assert(offsetof(struct pt_regs, dx) == 96 && offsetof(struct pt_regs, si) == 104);
+static_assert(offsetof(struct pt_regs, di) == 112 && offsetof(struct pt_regs, orig_ax) == 120);
+static_assert(sizeof(struct pt_regs) == 168);
+/* src/syscalls/mod.rs */
+static_assert(TIOCGPGRP == 0x540f && TIOCSPGRP == 0x5410 && TIOCGSID == 0x5429);
+static_assert(P_PID == 1 && P_PGID == 2);
+static_assert(offsetof(siginfo_t, si_pid) == 16);
+#ifdef CONFIG_COMPAT
+static_assert(offsetof(struct compat_siginfo, _sifields._kill._pid) == 12);
+#endif
+/* src/pid/mod.rs: PID_MAX */
+static_assert(PID_MAX_LIMIT == 4 * 1024 * 1024);
+/* src/hooks/signals.rs */
+static_assert(sizeof(struct signalfd_siginfo) == 128);
+static_assert(offsetof(struct signalfd_siginfo, ssi_pid) == 12);
+static_assert(offsetof(struct signalfd_siginfo, ssi_code) == 8);
+/* src/syscalls/interfaces.rs */
+static_assert(offsetof(struct __user_cap_header_struct, pid) == 4);
+static_assert(offsetof(struct f_owner_ex, pid) == 4);
+static_assert(offsetof(sigevent_t, sigev_notify) == 12);
+static_assert(offsetof(sigevent_t, sigev_notify_thread_id) == 16);
+static_assert(offsetof(struct ucred, pid) == 0);
+static_assert(offsetof(struct user_msghdr, msg_control) == 32);
+static_assert(offsetof(struct user_msghdr, msg_controllen) == 40);
+static_assert(sizeof(struct mmsghdr) == 64 && sizeof(struct cmsghdr) == 16);
+static_assert(CPUCLOCK_CLOCK_MASK == 3 && CLOCKFD == 3);
+#ifdef CONFIG_COMPAT
+static_assert(offsetof(struct compat_sigevent, sigev_notify) == 8);
+static_assert(offsetof(struct compat_sigevent, _sigev_un._tid) == 12);
+static_assert(offsetof(struct compat_msghdr, msg_control) == 16);
+static_assert(offsetof(struct compat_msghdr, msg_controllen) == 20);
+static_assert(sizeof(struct compat_mmsghdr) == 32 && sizeof(struct compat_cmsghdr) == 12);
+#endif

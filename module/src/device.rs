@@ -19,8 +19,8 @@ use crate::linux::task::TaskRef;
 use crate::aid::registry::{self, Registry};
 use crate::uapi::{self, *};
 
-const CAP_SYS_ADMIN: c_int = 21;
-const CAP_CHECKPOINT_RESTORE: c_int = 40;
+const CAP_SYS_ADMIN: c_int = bindings::CAP_SYS_ADMIN as c_int;
+const CAP_CHECKPOINT_RESTORE: c_int = bindings::CAP_CHECKPOINT_RESTORE as c_int;
 
 /// The commands, decoded from an ioctl number.
 #[derive(Clone, Copy)]

@@ -49,7 +49,7 @@ use crate::syscalls::{self, Call, Outcome, OwnId, Syscall, SYSCALLS};
 use crate::pid::task_index::Slot;
 
 /// Most segments a vectored read has (`UIO_MAXIOV`).
-const UIO_MAXIOV: usize = 1024;
+const UIO_MAXIOV: usize = bindings::UIO_MAXIOV as usize;
 
 /// The kernel functions hooked besides the system calls.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -25,9 +25,9 @@ use kernel::uaccess::UserSlice;
 use crate::aid::Aid;
 use crate::linux::glue;
 
-const SI_USER: i32 = 0;
-const SI_TKILL: i32 = -6;
-const SIGCHLD: i32 = 17;
+const SI_USER: i32 = bindings::SI_USER as i32;
+const SI_TKILL: i32 = bindings::SI_TKILL;
+const SIGCHLD: i32 = bindings::SIGCHLD as i32;
 
 /// Whether `si_pid` of a siginfo with this signal and code is a PID the kernel wrote.
 pub(crate) fn kernel_wrote_pid(signo: i32, code: i32) -> bool {
@@ -55,7 +55,8 @@ pub(crate) unsafe fn copy_to_user(aid: &Aid, to: *mut kernel::ffi::c_void, from:
     Some(unsafe { glue::appshot_glue_siginfo_copy_out(to, from, shown) })
 }
 
-/// `struct signalfd_siginfo`: 128 bytes, `ssi_signo`, `ssi_errno`, `ssi_code`, `ssi_pid` first.
+/// `struct signalfd_siginfo`: 128 bytes, `ssi_signo`, `ssi_errno`, `ssi_code`, `ssi_pid`
+/// first (not in the bindings; the glue asserts the layout).
 const SIGNALFD_RECORD: usize = 128;
 const SSI_PID_OFFSET: usize = 12;
 

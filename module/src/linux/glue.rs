@@ -249,3 +249,26 @@ pub(crate) struct AttachFacts {
     pub(crate) dumpable: bool,
     pub(crate) ptrace_cap_over_mm: bool,
 }
+
+/// The `pt_regs` fields Rust reads through the bindings, at the offsets the C compiler
+/// gives them: `glue/appshot_glue.c` asserts the same numbers with `offsetof`, so a
+/// layout on which bindgen and the C compiler disagree fails the build on one side.
+/// (They do disagree on `task_struct`, which is why Rust never reads it: an empty
+/// `struct sched_statistics` declared `____cacheline_aligned` keeps its 64-byte alignment
+/// in C but loses it in the bindings, so every field from `stats` to the next aligned
+/// member, `pid` and `tgid` among them, sits 16 bytes early in Rust.)
+const _: () = {
+    use core::mem::offset_of;
+    use kernel::bindings::pt_regs;
+    assert!(offset_of!(pt_regs, bp) == 32);
+    assert!(offset_of!(pt_regs, bx) == 40);
+    assert!(offset_of!(pt_regs, r10) == 56);
+    assert!(offset_of!(pt_regs, r9) == 64);
+    assert!(offset_of!(pt_regs, r8) == 72);
+    assert!(offset_of!(pt_regs, cx) == 88);
+    assert!(offset_of!(pt_regs, dx) == 96);
+    assert!(offset_of!(pt_regs, si) == 104);
+    assert!(offset_of!(pt_regs, di) == 112);
+    assert!(offset_of!(pt_regs, orig_ax) == 120);
+    assert!(core::mem::size_of::<pt_regs>() == 168);
+};

@@ -10,6 +10,7 @@
 //! after the call. Structure layouts differ between the 64-bit and the compat (i386,
 //! x32) entries; each handler picks its entry's.
 
+use kernel::bindings;
 use kernel::uaccess::UserSlice;
 
 use crate::syscalls::{read_user_i32, write_user_i32, Call, Outcome};
@@ -24,14 +25,14 @@ pub(crate) fn capabilities(c: &Call<'_>) -> Outcome {
 }
 
 // fcntl commands and socket ioctls that set or get a file's owner.
-const F_SETOWN: u32 = 8;
-const F_GETOWN: u32 = 9;
-const F_SETOWN_EX: u32 = 15;
-const F_GETOWN_EX: u32 = 16;
-const FIOSETOWN: u32 = 0x8901;
-const SIOCSPGRP: u32 = 0x8902;
-const FIOGETOWN: u32 = 0x8903;
-const SIOCGPGRP: u32 = 0x8904;
+const F_SETOWN: u32 = bindings::F_SETOWN;
+const F_GETOWN: u32 = bindings::F_GETOWN;
+const F_SETOWN_EX: u32 = bindings::F_SETOWN_EX;
+const F_GETOWN_EX: u32 = bindings::F_GETOWN_EX;
+const FIOSETOWN: u32 = bindings::FIOSETOWN;
+const SIOCSPGRP: u32 = bindings::SIOCSPGRP;
+const FIOGETOWN: u32 = bindings::FIOGETOWN;
+const SIOCGPGRP: u32 = bindings::SIOCGPGRP;
 
 /// fcntl(fd, cmd, arg) for the owner commands (SIGIO/SIGURG targets); others run as made.
 pub(crate) fn fcntl(c: &Call<'_>) -> Outcome {
@@ -95,7 +96,8 @@ fn rewrite_user_int(address: u64, f: impl Fn(i32) -> i32) {
 
 // CPU-time clock IDs: `~pid << 3 | kind`, kind bit 2 = per thread, low bits 3 = a
 // file-descriptor clock (no PID). See `include/linux/posix-timers_types.h`.
-const CPUCLOCK_FD: i32 = 3;
+const CPUCLOCK_FD: i32 = bindings::CLOCKFD as i32;
+/// `CPUCLOCK_CLOCK_MASK` (a macro the bindings lack; the glue asserts it).
 const CPUCLOCK_MASK: i32 = 3;
 /// A PID no process has, for a clock ID that must fail like one of a missing process
 /// (`PID_MAX_LIMIT`: every PID is smaller).
@@ -132,7 +134,7 @@ pub(crate) fn clock(c: &Call<'_>) -> Outcome {
     Outcome::Return(c.call(args))
 }
 
-const SIGEV_THREAD_ID: i32 = 4;
+const SIGEV_THREAD_ID: i32 = bindings::SIGEV_THREAD_ID as i32;
 
 /// timer_create(clock, sigevent, id): a CPU-time clock, and the thread a
 /// `SIGEV_THREAD_ID` signal goes to (glibc's `SIGEV_THREAD` timers use it).
@@ -153,9 +155,9 @@ pub(crate) fn timer_create(c: &Call<'_>) -> Outcome {
     }))
 }
 
-const SOL_SOCKET: i32 = 1;
-const SO_PEERCRED: i32 = 17;
-const SCM_CREDENTIALS: i32 = 2;
+const SOL_SOCKET: i32 = bindings::SOL_SOCKET as i32;
+const SO_PEERCRED: i32 = bindings::SO_PEERCRED as i32;
+const SCM_CREDENTIALS: i32 = bindings::SCM_CREDENTIALS as i32;
 
 /// getsockopt(fd, level, name, value, length): `SO_PEERCRED`'s `struct ucred` starts
 /// with the peer's PID, shown as its virtual PID (0 outside the AID).
@@ -310,11 +312,11 @@ fn sent(c: &Call<'_>, layout: MsgLayout, msgs: u64, count: Option<u64>) -> Outco
 }
 
 // socketcall(call, args) numbers (i386 only), see include/uapi/linux/net.h.
-const SYS_GETSOCKOPT: i32 = 15;
-const SYS_SENDMSG: i32 = 16;
-const SYS_RECVMSG: i32 = 17;
-const SYS_RECVMMSG: i32 = 19;
-const SYS_SENDMMSG: i32 = 20;
+const SYS_GETSOCKOPT: i32 = bindings::SYS_GETSOCKOPT as i32;
+const SYS_SENDMSG: i32 = bindings::SYS_SENDMSG as i32;
+const SYS_RECVMSG: i32 = bindings::SYS_RECVMSG as i32;
+const SYS_RECVMMSG: i32 = bindings::SYS_RECVMMSG as i32;
+const SYS_SENDMMSG: i32 = bindings::SYS_SENDMMSG as i32;
 
 /// The i386 socketcall(call, args) multiplexer: the calls above, with their arguments
 /// read from the caller's array of 32-bit words; the original (socketcall) runs with the

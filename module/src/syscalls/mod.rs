@@ -262,15 +262,17 @@ syscalls! {
 pub(crate) const NOBODY: u32 = i32::MAX as u32;
 
 const CLONE_NEWPID: u64 = bindings::CLONE_NEWPID as u64;
+// Not in the bindings (asm/ioctls.h, uapi/linux/wait.h are not bound): the glue asserts
+// these numbers against the kernel's headers at build time.
 const TIOCGPGRP: u32 = 0x540f;
 const TIOCSPGRP: u32 = 0x5410;
 const TIOCGSID: u32 = 0x5429;
 const P_PID: u64 = 1;
 const P_PGID: u64 = 2;
-const PRIO_PROCESS: u64 = 0;
-const PRIO_PGRP: u64 = 1;
-const IOPRIO_WHO_PROCESS: u64 = 1;
-const IOPRIO_WHO_PGRP: u64 = 2;
+const PRIO_PROCESS: u64 = bindings::PRIO_PROCESS as u64;
+const PRIO_PGRP: u64 = bindings::PRIO_PGRP as u64;
+const IOPRIO_WHO_PROCESS: u64 = bindings::IOPRIO_WHO_PROCESS as u64;
+const IOPRIO_WHO_PGRP: u64 = bindings::IOPRIO_WHO_PGRP as u64;
 /// `siginfo_t.si_pid`'s offset (after si_signo, si_errno, si_code and padding)...
 const SI_PID_OFFSET: u64 = 16;
 /// ... and `compat_siginfo_t`'s (no padding after si_code).
