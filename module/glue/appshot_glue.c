@@ -481,9 +481,18 @@ unsigned int appshot_glue_collect_processes(struct task_struct **out, u32 *paren
 	return n;
 }
 
-bool appshot_glue_task_in_init_pid_ns(struct task_struct *task)
+/* 1: the task's PID namespace is the initial one, 0: another, -1: none (it has been
+ * released and its PID detached). */
+int appshot_glue_task_pid_ns(struct task_struct *task)
 {
-	return task_active_pid_ns(task) == &init_pid_ns;
+	struct pid_namespace *ns;
+	int ret;
+
+	rcu_read_lock();
+	ns = task_active_pid_ns(task);
+	ret = !ns ? -1 : ns == &init_pid_ns;
+	rcu_read_unlock();
+	return ret;
 }
 
 /* ---- Thread IDs in user memory ------------------------------------------------------- */

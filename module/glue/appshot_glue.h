@@ -90,7 +90,7 @@ void appshot_glue_rcu_read_unlock(void);
 struct task_struct *appshot_glue_current_parent(void);
 struct task_struct *appshot_glue_task_parent(struct task_struct *task);
 unsigned int appshot_glue_collect_processes(struct task_struct **out, u32 *parents, unsigned int max);
-bool appshot_glue_task_in_init_pid_ns(struct task_struct *task);
+int appshot_glue_task_pid_ns(struct task_struct *task);
 
 /* Thread IDs the kernel writes to user memory (CLONE_CHILD_SETTID). */
 unsigned long appshot_glue_take_set_child_tid(struct task_struct *child);

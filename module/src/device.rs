@@ -36,8 +36,8 @@ enum Command {
 }
 
 impl Command {
-    /// Decodes `cmd`: `ENOTTY` for anything not ours, `EINVAL` for one of our numbers
-    /// with the wrong structure size.
+    /// Decodes `cmd`: `ENOTTY` for anything not ours. The size its number carries is
+    /// checked by [`with_request`] (structures grow).
     fn decode(cmd: u32) -> Result<Command> {
         if ioc_type(cmd) != IOC_MAGIC || ioc_dir(cmd) != 3 {
             return Err(ENOTTY);
@@ -53,8 +53,9 @@ impl Command {
             7 => (Command::Table, IOC_TABLE),
             _ => return Err(ENOTTY),
         };
-        if cmd != number {
-            return Err(EINVAL);
+        // Only the size bits may differ from this module's number.
+        if cmd & !IOC_SIZE_MASK != number & !IOC_SIZE_MASK {
+            return Err(ENOTTY);
         }
         Ok(command)
     }
@@ -66,9 +67,20 @@ impl Command {
     }
 }
 
-/// What every request structure shares: the size field, the flags it accepts, and its
-/// fields that must be zero.
-trait Request: FromBytes + AsBytes {
+/// The size bits of an ioctl number (`_IOC_SIZEMASK << _IOC_SIZESHIFT`).
+const IOC_SIZE_MASK: u32 = 0x3fff << 16;
+
+/// The largest request a caller may pass: a newer caller's larger structure is accepted
+/// when every byte this module does not know is zero, up to one page.
+const REQUEST_MAX: usize = 4096;
+
+/// What every request structure shares: the size field, the flags it accepts, its
+/// fields that must be zero, and the size of its first version.
+trait Request: FromBytes + AsBytes + Sized {
+    /// The structure's size in the ABI version that introduced it: an older caller's
+    /// smaller structure (at least this long) is zero-extended, as `clone3` and `openat2`
+    /// do. Every structure is still at its first version.
+    const SIZE_VER0: usize = core::mem::size_of::<Self>();
     const FLAGS: u32;
     fn size(&self) -> u32;
     fn flags(&self) -> u32;
@@ -134,20 +146,50 @@ fn is_zero<T: IsZero>(value: &T) -> bool {
     value.is_zero()
 }
 
-/// Copies a request in, validates its common fields, lets `handle` act on it, and copies
-/// it back out.
-fn with_request<T: Request>(arg: usize, handle: impl FnOnce(&mut T) -> Result) -> Result {
+/// Copies a request of `user_size` bytes (the size the ioctl number carries) in,
+/// validates its common fields, lets `handle` act on it, and copies it back out. A
+/// request shorter than the structure (an older caller's, at least [`Request::SIZE_VER0`]
+/// long) is zero-extended; a longer one (a newer caller's) must hold zeroes beyond what
+/// this module knows, or it is refused with `E2BIG`. Only the caller's `user_size` bytes
+/// are ever written back.
+fn with_request<T: Request>(arg: usize, user_size: usize, handle: impl FnOnce(&mut T) -> Result) -> Result {
     let size = core::mem::size_of::<T>();
-    let (mut reader, mut probe) = UserSlice::new(arg, size).reader_writer();
-    let mut request: T = reader.read()?;
-    if request.size() as usize != size || request.flags() & !T::FLAGS != 0 || !request.zero_fields_are_zero() {
+    if user_size < T::SIZE_VER0 {
         return Err(EINVAL);
     }
+    if user_size > REQUEST_MAX {
+        return Err(E2BIG);
+    }
+    let known = user_size.min(size);
+    // SAFETY: `T: FromBytes`: every bit pattern, all zeroes included, is a valid `T`.
+    let mut request: T = unsafe { core::mem::zeroed() };
+    let (mut reader, mut probe) = UserSlice::new(arg, user_size).reader_writer();
+    // SAFETY: `request` is `size >= known` bytes of plain data (`FromBytes`), borrowed
+    // mutably for the read only.
+    let bytes = unsafe { core::slice::from_raw_parts_mut((&mut request as *mut T).cast::<u8>(), known) };
+    reader.read_slice(bytes)?;
+    let mut tail = [0u8; 64];
+    let mut left = user_size - known;
+    while left > 0 {
+        let n = left.min(tail.len());
+        reader.read_slice(&mut tail[..n])?;
+        if tail[..n].iter().any(|&b| b != 0) {
+            return Err(E2BIG);
+        }
+        left -= n;
+    }
+    if request.size() as usize != user_size || request.flags() & !T::FLAGS != 0 || !request.zero_fields_are_zero() {
+        return Err(EINVAL);
+    }
+    let as_bytes = |request: &T| {
+        // SAFETY: `request` is `size >= known` initialised bytes (`AsBytes`: no padding).
+        unsafe { core::slice::from_raw_parts((request as *const T).cast::<u8>(), known) }
+    };
     // Prove the answer can be written back before acting (a read-only argument must not
     // register an AID the caller never learns about): write the request back unchanged.
-    probe.write(&request)?;
+    probe.write_slice(as_bytes(&request))?;
     handle(&mut request)?;
-    UserSlice::new(arg, size).writer().write(&request)
+    UserSlice::new(arg, known).writer().write_slice(as_bytes(&request))
 }
 
 fn name_of(field: &[u8; NAME_LEN]) -> Result<[u8; NAME_LEN]> {
@@ -312,20 +354,21 @@ fn privileged(file: *mut bindings::file) -> bool {
 
 fn ioctl(file: *mut bindings::file, cmd: u32, arg: usize) -> Result {
     let command = Command::decode(cmd)?;
+    let user_size = ioc_size(cmd) as usize;
     let viewer = Viewer { privileged: privileged(file), euid: glue::current_euid() };
     if command.privileged() && !viewer.privileged {
         return Err(EPERM);
     }
     let registry = registry::get().ok_or(ENODEV)?;
     match command {
-        Command::Version => with_request(arg, |req| version(registry, req)),
-        Command::Register => with_request(arg, |req| register(registry, req)),
-        Command::Link => with_request(arg, |req| link(registry, req)),
-        Command::Unlink => with_request(arg, |req| unlink(registry, req)),
-        Command::Unregister => with_request(arg, |req| unregister(registry, req)),
-        Command::List => with_request(arg, |req| list(registry, viewer, req)),
-        Command::Info => with_request(arg, |req| info(registry, viewer, req)),
-        Command::Table => with_request(arg, |req| table(registry, viewer, req)),
+        Command::Version => with_request(arg, user_size, |req| version(registry, req)),
+        Command::Register => with_request(arg, user_size, |req| register(registry, req)),
+        Command::Link => with_request(arg, user_size, |req| link(registry, req)),
+        Command::Unlink => with_request(arg, user_size, |req| unlink(registry, req)),
+        Command::Unregister => with_request(arg, user_size, |req| unregister(registry, req)),
+        Command::List => with_request(arg, user_size, |req| list(registry, viewer, req)),
+        Command::Info => with_request(arg, user_size, |req| info(registry, viewer, req)),
+        Command::Table => with_request(arg, user_size, |req| table(registry, viewer, req)),
     }
 }
 

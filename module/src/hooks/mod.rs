@@ -115,23 +115,32 @@ impl Hooked {
     }
 }
 
-/// Sites of the hooked functions (the return address of each one's fentry call, which
-/// the trampoline sees), sorted, with their index in the hook tables; `count` are used
-/// (functions this kernel does not have are left out). Written once by [`init`], before
-/// the hooks can be attached; read-only afterwards, so relaxed loads see the final values
-/// (attaching the hooks orders them before any hook call).
+/// Slots of the site hash: a power of two, at least twice the hooked functions, so a
+/// lookup ends after one or two probes.
+const SITE_SLOTS: usize = (2 * HOOKED).next_power_of_two();
+
+/// The sites of the hooked functions (the return address of each one's fentry call,
+/// which the trampoline sees), in an open-addressed hash to their index in the hook
+/// tables, so that a hook call finds its function in constant time; and the sites of
+/// the few kernel functions, compared directly (a handler's nested system call, which
+/// passes a copy of the registers, is told from them in a few compares). Written once
+/// by [`init`], before the hooks can be attached; read-only afterwards, so relaxed loads
+/// see the final values (attaching the hooks orders them before any hook call).
 struct Sites {
-    addresses: [AtomicUsize; HOOKED],
-    indexes: [AtomicU16; HOOKED],
-    count: AtomicUsize,
-    /// The getpid sites (x86-64 and i386), checked before the search on the hot path.
+    /// Site of each slot, 0 for an empty one.
+    slots: [AtomicUsize; SITE_SLOTS],
+    /// Index in the hook tables of each slot's function.
+    indexes: [AtomicU16; SITE_SLOTS],
+    /// Site of each of [`KERNEL_FUNCTIONS`], in its order.
+    kernel: [AtomicUsize; KERNEL_FUNCTIONS.len()],
+    /// The getpid sites (x86-64 and i386), checked first on the hot path.
     getpid: [AtomicUsize; 2],
 }
 
 static SITES: Sites = Sites {
-    addresses: [const { AtomicUsize::new(0) }; HOOKED],
-    indexes: [const { AtomicU16::new(0) }; HOOKED],
-    count: AtomicUsize::new(0),
+    slots: [const { AtomicUsize::new(0) }; SITE_SLOTS],
+    indexes: [const { AtomicU16::new(0) }; SITE_SLOTS],
+    kernel: [const { AtomicUsize::new(usize::MAX) }; KERNEL_FUNCTIONS.len()],
     getpid: [const { AtomicUsize::new(usize::MAX) }; 2],
 };
 
@@ -141,22 +150,44 @@ static SITES: Sites = Sites {
 static RELEASE_TASK_SITE: AtomicUsize = AtomicUsize::new(0);
 
 impl Sites {
-    /// The hooked function whose fentry call returns to `site`.
-    fn find(&self, site: usize) -> Option<Hooked> {
-        let (mut low, mut high) = (0, self.count.load(Ordering::Relaxed).min(HOOKED));
-        while low < high {
-            let middle = (low + high) / 2;
-            let at = self.addresses[middle].load(Ordering::Relaxed);
-            if at == site {
-                return Hooked::at(usize::from(self.indexes[middle].load(Ordering::Relaxed)));
-            }
-            if at < site {
-                low = middle + 1;
-            } else {
-                high = middle;
+    /// The first slot to probe for `site` (Fibonacci hashing).
+    fn home(site: usize) -> usize {
+        (site as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) as usize >> (usize::BITS - SITE_SLOTS.trailing_zeros())
+    }
+
+    /// Records `site` as the function at `index` (module load, before attaching).
+    fn insert(&self, site: usize, index: u16) {
+        let mut slot = Self::home(site);
+        while self.slots[slot].load(Ordering::Relaxed) != 0 {
+            slot = (slot + 1) % SITE_SLOTS;
+        }
+        self.slots[slot].store(site, Ordering::Relaxed);
+        self.indexes[slot].store(index, Ordering::Relaxed);
+    }
+
+    /// The system call whose fentry call returns to `site`.
+    #[inline]
+    fn syscall(&self, site: usize) -> Option<&'static Syscall> {
+        let mut slot = Self::home(site);
+        loop {
+            match self.slots[slot].load(Ordering::Relaxed) {
+                0 => return None,
+                at if at == site => {
+                    return match Hooked::at(usize::from(self.indexes[slot].load(Ordering::Relaxed))) {
+                        Some(Hooked::Syscall(syscall)) => Some(syscall),
+                        _ => None,
+                    };
+                }
+                _ => slot = (slot + 1) % SITE_SLOTS,
             }
         }
-        None
+    }
+
+    /// The kernel function (not a system call) whose fentry call returns to `site`.
+    #[inline]
+    fn kernel_function(&self, site: usize) -> Option<KernelHook> {
+        let at = self.kernel.iter().position(|kernel| kernel.load(Ordering::Relaxed) == site)?;
+        Some(KERNEL_FUNCTIONS[at].1)
     }
 
     #[inline]
@@ -189,13 +220,17 @@ pub(crate) fn init() -> Result {
         }
         pairs.push((site as usize, index as u16), GFP_KERNEL)?;
     }
-    pairs.sort_unstable_by_key(|&(site, _)| site);
     let mut getpid = 0;
-    for (i, &(site, index)) in pairs.iter().enumerate() {
-        SITES.addresses[i].store(site, Ordering::Relaxed);
-        SITES.indexes[i].store(index, Ordering::Relaxed);
+    for &(site, index) in pairs.iter() {
+        SITES.insert(site, index);
         match Hooked::at(usize::from(index)) {
-            Some(Hooked::Kernel(KernelHook::ReleaseTask)) => RELEASE_TASK_SITE.store(site, Ordering::Relaxed),
+            Some(Hooked::Kernel(hook)) => {
+                let at = usize::from(index);
+                SITES.kernel[at].store(site, Ordering::Relaxed);
+                if hook == KernelHook::ReleaseTask {
+                    RELEASE_TASK_SITE.store(site, Ordering::Relaxed);
+                }
+            }
             Some(Hooked::Syscall(syscall)) if syscall.own == OwnId::Pid && getpid < 2 => {
                 SITES.getpid[getpid].store(site, Ordering::Relaxed);
                 getpid += 1;
@@ -203,7 +238,6 @@ pub(crate) fn init() -> Result {
             _ => {}
         }
     }
-    SITES.count.store(pairs.len(), Ordering::Release);
     Ok(())
 }
 
@@ -274,7 +308,7 @@ fn syscall(
     let Some(ids) = registry.tasks.own_ids(task, slot) else {
         return false;
     };
-    let Some(Hooked::Syscall(syscall)) = SITES.find(site) else {
+    let Some(syscall) = SITES.syscall(site) else {
         return false;
     };
     if let Some(value) = syscalls::own_id(syscall.own, ids, task) {
@@ -311,7 +345,7 @@ fn syscall(
 /// As for [`appshot_rust_hook`].
 #[inline(never)]
 unsafe fn kernel_function(registry: &Registry, args: *const c_ulong, site: usize, out: *mut c_long) -> bool {
-    let Some(Hooked::Kernel(hook)) = SITES.find(site) else {
+    let Some(hook) = SITES.kernel_function(site) else {
         return false;
     };
     // SAFETY: six argument words (caller's promise).

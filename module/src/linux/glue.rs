@@ -69,7 +69,7 @@ extern "C" {
         parents: *mut u32,
         max: c_uint,
     ) -> c_uint;
-    pub(crate) fn appshot_glue_task_in_init_pid_ns(task: *mut bindings::task_struct) -> bool;
+    pub(crate) fn appshot_glue_task_pid_ns(task: *mut bindings::task_struct) -> c_int;
     pub(crate) fn appshot_glue_take_set_child_tid(child: *mut bindings::task_struct) -> c_ulong;
     pub(crate) fn appshot_glue_write_task_u32(task: *mut bindings::task_struct, addr: c_ulong, value: u32) -> c_int;
     pub(crate) fn appshot_glue_siginfo_fields(

@@ -95,10 +95,16 @@ impl<'a> Task<'a> {
         self.flags() & bindings::PF_KTHREAD != 0
     }
 
-    /// Whether the task's PID namespace is the initial one (the numbers tables hold).
-    pub(crate) fn in_initial_pid_namespace(self) -> bool {
-        // SAFETY: the task is valid (type invariant); the glue compares one pointer.
-        unsafe { glue::appshot_glue_task_in_init_pid_ns(self.ptr.as_ptr()) }
+    /// Whether the task's PID namespace is the initial one (the numbers tables hold):
+    /// `None` once it has been released (its PID detached), when it has none.
+    pub(crate) fn in_initial_pid_namespace(self) -> Option<bool> {
+        // SAFETY: the task is valid (type invariant); the glue reads its namespace under
+        // RCU and compares one pointer.
+        match unsafe { glue::appshot_glue_task_pid_ns(self.ptr.as_ptr()) } {
+            1 => Some(true),
+            0 => Some(false),
+            _ => None,
+        }
     }
 
     /// Takes the `CLONE_CHILD_SETTID` address of a new task that has not run yet, so

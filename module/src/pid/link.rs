@@ -146,10 +146,14 @@ fn link_subtree(registry: &Registry, aid: &Arc<Aid>, target: &TaskRef, linked: &
             if task.is_kernel_thread() {
                 return Err(EINVAL);
             }
-            if !task.in_initial_pid_namespace() {
+            match task.in_initial_pid_namespace() {
+                Some(true) => {}
                 // Tables hold initial-namespace PIDs; a process in another PID namespace
                 // sees other numbers natively, which appshot does not virtualize.
-                return Err(EINVAL);
+                Some(false) => return Err(EINVAL),
+                // Released meanwhile: a descendant that is gone; the target, ESRCH.
+                None if task.tgid() != target.task().tgid() => continue,
+                None => return Err(ESRCH),
             }
             let linked_before = match registry.tasks.lookup(task) {
                 Some(current) if Arc::ptr_eq(&current, aid) => true,

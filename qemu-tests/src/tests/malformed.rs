@@ -64,6 +64,10 @@ pub const TESTS: &[Test] = &[
         "malformed/bit_flips_leave_module_working",
         bit_flips_leave_module_working,
     ),
+    Test::new(
+        "malformed/larger_request_zero_tail_ok_else_e2big",
+        larger_request_zero_tail_ok_else_e2big,
+    ),
 ];
 
 /// A request as bytes, 8-byte aligned, with room to spare (for commands whose number
@@ -821,4 +825,44 @@ fn bit_flips_leave_module_working() -> Result<()> {
         "a process linked after the flips",
     )?;
     release(agent)
+}
+
+/// Issue #9 section 4: structures grow. A newer caller's larger request (number and
+/// `size` field both saying so) is accepted when every byte beyond the structure this
+/// module knows is zero, and answered exactly like the structure-sized one, with nothing
+/// written past what the module knows; a non-zero byte there is `E2BIG` (the caller
+/// asks for something this module does not have); a size beyond a page is `E2BIG`; a
+/// size below the structure's first version is `EINVAL` (`wrong_size_field_einval`,
+/// `command_size_mismatch_einval`). (Before: any size but the structure's was `EINVAL`.)
+fn larger_request_zero_tail_ok_else_e2big() -> Result<()> {
+    let fx = Fixture::new()?;
+    for cmd in [uapi::IOC_VERSION, uapi::IOC_INFO, uapi::IOC_LIST, uapi::IOC_TABLE] {
+        let size = uapi::ioc_size(cmd) as usize;
+        let name = commands().into_iter().find(|c| c.cmd == cmd).map_or("?", |c| c.name);
+        let mut exact = fx.good(cmd);
+        fx.issue(cmd, &mut exact).with_context(|| format!("{name} with its own size"))?;
+        for extra in [8, 64, 200] {
+            let bigger = uapi::iowr(uapi::ioc_nr(cmd), size + extra);
+            let mut raw = fx.good(cmd);
+            raw.set_u32(0, (size + extra) as u32);
+            // A marker after the zero tail: the module must not write there.
+            raw.set_u64(size + extra, 0x5a5a_5a5a_5a5a_5a5a);
+            fx.issue(bigger, &mut raw)
+                .with_context(|| format!("{name} {extra} bytes larger, zero tail"))?;
+            let answer = raw.bytes_mut()[4..size].to_vec();
+            let want = exact.bytes_mut()[4..size].to_vec();
+            ensure_eq!(answer, want, "{name} {extra} bytes larger: the answer");
+            let untouched = raw.bytes_mut()[size..size + extra].iter().all(|&b| b == 0)
+                && raw.bytes_mut()[size + extra..size + extra + 8] == [0x5a; 8];
+            ensure_eq!(untouched, true, "{name} {extra} bytes larger: nothing written past the structure");
+            let mut raw = fx.good(cmd);
+            raw.set_u32(0, (size + extra) as u32);
+            raw.bytes_mut()[size + extra - 1] = 1;
+            fx.expect(bigger, &mut raw, libc::E2BIG, &format!("{name} {extra} bytes larger, non-zero tail"))?;
+        }
+        let mut raw = fx.good(cmd);
+        raw.set_u32(0, 5000);
+        fx.expect(uapi::iowr(uapi::ioc_nr(cmd), 5000), &mut raw, libc::E2BIG, &format!("{name} of 5000 bytes"))?;
+    }
+    fx.finish()
 }
