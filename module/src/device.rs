@@ -309,15 +309,15 @@ fn table(registry: &Registry, viewer: Viewer, req: &mut TableRequest) -> Result 
         let room = TABLE_BATCH.min(capacity - written);
         let more = {
             let mut more = false;
-            let total = aid.state.lock().for_each_from(kind, from, |entry| {
+            let total = aid.state.lock().for_each_from(kind, from, |virtual_id, system_id, owner| {
                 if batch.len() == room {
                     more = true;
                     return false;
                 }
                 let mut out = uapi::TableEntry::zeroed();
-                out.virtual_id = entry.virtual_id.0;
-                out.system_id = entry.system_id.0;
-                out.owner_id = entry.owner;
+                out.virtual_id = virtual_id;
+                out.system_id = system_id;
+                out.owner_id = owner;
                 // Within the reserved capacity: never allocates.
                 batch.push(out, GFP_NOWAIT).is_ok()
             }).ok_or(EINVAL)?;

@@ -7,50 +7,135 @@
 //! hands the freed nodes back as a [`RemovedEntry`] for the caller to drop once the lock
 //! is released.
 
+use core::fmt;
+use core::marker::PhantomData;
+
 use kernel::prelude::*;
 use kernel::rbtree::{RBTree, RBTreeNode, RBTreeNodeReservation};
 
-/// A virtual ID: the value an application of the AID sees.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct VirtualId(pub(crate) u32);
+/// The kinds of resource ID, as marker types: an ID carries its kind, so a process ID can
+/// never be looked up in another kind's table, nor a virtual ID passed where a system ID
+/// is meant; mixing them does not compile.
+pub(crate) mod kind {
+    /// Process, thread, process-group and session IDs.
+    pub(crate) enum Pid {}
+    /// SysV semaphore set IDs.
+    pub(crate) enum Sem {}
+    /// SysV shared memory segment IDs.
+    pub(crate) enum Shm {}
+    /// SysV message queue IDs.
+    pub(crate) enum Msg {}
+    /// SysV IPC keys.
+    pub(crate) enum Key {}
+}
 
-/// A system ID: the value the kernel uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct SystemId(pub(crate) u32);
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub(crate) struct $name<K>(u32, PhantomData<K>);
+
+        impl<K> $name<K> {
+            /// The ID whose value is `raw`.
+            pub(crate) const fn new(raw: u32) -> Self {
+                $name(raw, PhantomData)
+            }
+
+            /// Its value, for the kernel, user memory or the ABI.
+            pub(crate) const fn raw(self) -> u32 {
+                self.0
+            }
+        }
+
+        // Written out rather than derived: a derive would require `K` to implement them,
+        // and the kinds are uninhabited markers.
+        impl<K> Clone for $name<K> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl<K> Copy for $name<K> {}
+        impl<K> PartialEq for $name<K> {
+            fn eq(&self, other: &Self) -> bool {
+                self.0 == other.0
+            }
+        }
+        impl<K> Eq for $name<K> {}
+        impl<K> PartialOrd for $name<K> {
+            fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+        impl<K> Ord for $name<K> {
+            fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+                self.0.cmp(&other.0)
+            }
+        }
+        impl<K> fmt::Debug for $name<K> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0)
+            }
+        }
+    };
+}
+
+id_type! {
+    /// A virtual ID of kind `K`: the value an application of the AID sees.
+    VirtualId
+}
+
+id_type! {
+    /// A system ID of kind `K`: the value the kernel uses.
+    SystemId
+}
+
+/// A virtual process (or thread, group, session) ID.
+pub(crate) type VirtualPid = VirtualId<kind::Pid>;
+/// A system process (or thread, group, session) ID.
+pub(crate) type SystemPid = SystemId<kind::Pid>;
 
 /// What the system-side tree stores for one system ID.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct SystemSide {
+pub(crate) struct SystemSide<K> {
     /// The virtual ID bound to this system ID.
-    pub(crate) virtual_id: VirtualId,
+    pub(crate) virtual_id: VirtualId<K>,
     /// Table-specific owner: for the PID table, the system thread-group ID.
     pub(crate) owner: u32,
 }
 
 /// What the virtual-side tree stores for one virtual ID.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct VirtualSide {
+pub(crate) struct VirtualSide<K> {
     /// The system ID bound to this virtual ID.
-    pub(crate) system_id: SystemId,
+    pub(crate) system_id: SystemId<K>,
     /// The same owner as the system side's.
     pub(crate) owner: u32,
 }
 
 /// One entry as reported to userspace.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Entry {
-    pub(crate) virtual_id: VirtualId,
-    pub(crate) system_id: SystemId,
+pub(crate) struct Entry<K> {
+    pub(crate) virtual_id: VirtualId<K>,
+    pub(crate) system_id: SystemId<K>,
     pub(crate) owner: u32,
 }
 
+// Plain copies whatever the kind (a derive would require the marker kinds to be `Copy`).
+macro_rules! copy_impl {
+    ($($name:ident),*) => {$(
+        impl<K> Clone for $name<K> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl<K> Copy for $name<K> {}
+    )*};
+}
+copy_impl!(SystemSide, VirtualSide, Entry);
+
 /// Memory for one entry, allocated before the table's lock is taken.
-pub(crate) struct EntryReservation {
-    by_virtual: RBTreeNodeReservation<VirtualId, VirtualSide>,
-    by_system: RBTreeNodeReservation<SystemId, SystemSide>,
+pub(crate) struct EntryReservation<K> {
+    by_virtual: RBTreeNodeReservation<VirtualId<K>, VirtualSide<K>>,
+    by_system: RBTreeNodeReservation<SystemId<K>, SystemSide<K>>,
 }
 
-impl EntryReservation {
+impl<K> EntryReservation<K> {
     /// Allocates the two tree nodes of one entry.
     pub(crate) fn new(flags: kernel::alloc::Flags) -> Result<Self> {
         Ok(EntryReservation {
@@ -61,10 +146,10 @@ impl EntryReservation {
 }
 
 /// The nodes of a removed entry; dropping it frees them (do so outside the lock).
-pub(crate) struct RemovedEntry {
-    pub(crate) entry: Entry,
-    _by_virtual: Option<RBTreeNode<VirtualId, VirtualSide>>,
-    _by_system: RBTreeNode<SystemId, SystemSide>,
+pub(crate) struct RemovedEntry<K> {
+    pub(crate) entry: Entry<K>,
+    _by_virtual: Option<RBTreeNode<VirtualId<K>, VirtualSide<K>>>,
+    _by_system: RBTreeNode<SystemId<K>, SystemSide<K>>,
 }
 
 /// Why an insertion was refused (the unused reservation is freed).
@@ -82,13 +167,13 @@ pub(crate) enum InsertError {
 /// `by_virtual` and `by_system` hold the same set of (virtual, system, owner) triples:
 /// `v -> (s, o)` is in `by_virtual` exactly when `s -> (v, o)` is in `by_system`; `len` is
 /// their size.
-pub(crate) struct IdTable {
-    by_virtual: RBTree<VirtualId, VirtualSide>,
-    by_system: RBTree<SystemId, SystemSide>,
+pub(crate) struct IdTable<K> {
+    by_virtual: RBTree<VirtualId<K>, VirtualSide<K>>,
+    by_system: RBTree<SystemId<K>, SystemSide<K>>,
     len: usize,
 }
 
-impl IdTable {
+impl<K> IdTable<K> {
     /// An empty table.
     pub(crate) fn new() -> Self {
         IdTable { by_virtual: RBTree::new(), by_system: RBTree::new(), len: 0 }
@@ -100,12 +185,12 @@ impl IdTable {
     }
 
     /// The system ID (and owner) behind a virtual ID.
-    pub(crate) fn to_system(&self, virtual_id: VirtualId) -> Option<VirtualSide> {
+    pub(crate) fn to_system(&self, virtual_id: VirtualId<K>) -> Option<VirtualSide<K>> {
         self.by_virtual.get(&virtual_id).copied()
     }
 
     /// The virtual ID (and owner) bound to a system ID.
-    pub(crate) fn to_virtual(&self, system_id: SystemId) -> Option<SystemSide> {
+    pub(crate) fn to_virtual(&self, system_id: SystemId<K>) -> Option<SystemSide<K>> {
         self.by_system.get(&system_id).copied()
     }
 
@@ -116,12 +201,12 @@ impl IdTable {
             return None;
         }
         let mut candidate = from;
-        let Some(mut cursor) = self.by_virtual.cursor_lower_bound(&VirtualId(from)) else {
+        let Some(mut cursor) = self.by_virtual.cursor_lower_bound(&VirtualId::new(from)) else {
             return Some(from);
         };
         loop {
             // Bound IDs come in increasing order, all >= candidate.
-            if cursor.current().0 .0 != candidate {
+            if cursor.current().0.raw() != candidate {
                 return Some(candidate);
             }
             if candidate == to {
@@ -138,8 +223,8 @@ impl IdTable {
     /// Binds `virtual_id` to `system_id`, using memory reserved earlier.
     pub(crate) fn insert(
         &mut self,
-        reservation: EntryReservation,
-        entry: Entry,
+        reservation: EntryReservation<K>,
+        entry: Entry<K>,
     ) -> core::result::Result<(), InsertError> {
         if self.to_system(entry.virtual_id).is_some() {
             return Err(InsertError::VirtualTaken);
@@ -159,7 +244,7 @@ impl IdTable {
     }
 
     /// Changes the owner of a system ID's entry; `false` when there is none.
-    pub(crate) fn set_owner(&mut self, system_id: SystemId, owner: u32) -> bool {
+    pub(crate) fn set_owner(&mut self, system_id: SystemId<K>, owner: u32) -> bool {
         let Some(side) = self.by_system.get_mut(&system_id) else {
             return false;
         };
@@ -173,7 +258,7 @@ impl IdTable {
     }
 
     /// Removes the entry of a system ID.
-    pub(crate) fn remove_system(&mut self, system_id: SystemId) -> Option<RemovedEntry> {
+    pub(crate) fn remove_system(&mut self, system_id: SystemId<K>) -> Option<RemovedEntry<K>> {
         let found = self.by_system.find_mut(&system_id)?;
         let side = *found.get();
         let by_system = found.remove_node();
@@ -190,8 +275,8 @@ impl IdTable {
 
     /// Calls `f` on every entry whose virtual ID is at least `from`, in virtual ID order,
     /// until it returns `false`.
-    pub(crate) fn for_each_from(&mut self, from: u32, mut f: impl FnMut(Entry) -> bool) {
-        let Some(mut cursor) = self.by_virtual.cursor_lower_bound(&VirtualId(from)) else {
+    pub(crate) fn for_each_from(&mut self, from: u32, mut f: impl FnMut(Entry<K>) -> bool) {
+        let Some(mut cursor) = self.by_virtual.cursor_lower_bound(&VirtualId::new(from)) else {
             return;
         };
         loop {
@@ -207,7 +292,7 @@ impl IdTable {
     }
 
     /// Calls `f` on every entry in virtual ID order until it returns `false`.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(Entry) -> bool) {
+    pub(crate) fn for_each(&self, mut f: impl FnMut(Entry<K>) -> bool) {
         for (&virtual_id, side) in self.by_virtual.iter() {
             if !f(Entry { virtual_id, system_id: side.system_id, owner: side.owner }) {
                 break;

@@ -7,7 +7,7 @@ use kernel::prelude::*;
 use kernel::sync::{new_spinlock, Arc, SpinLock};
 
 use crate::pid::PidTable;
-use crate::table::{Entry, IdTable};
+use crate::table::{kind, IdTable};
 use crate::uapi::{self, AidInfo, NAME_LEN, TABLE_KEY, TABLE_MSG, TABLE_PID, TABLE_SEM, TABLE_SHM};
 
 /// A registered application.
@@ -41,10 +41,10 @@ pub(crate) struct AidState {
     pub(crate) pids: PidTable,
     /// SysV semaphore sets, shared memory segments, message queues and IPC keys: empty
     /// until IPC virtualization fills them.
-    pub(crate) sems: IdTable,
-    pub(crate) shms: IdTable,
-    pub(crate) msgs: IdTable,
-    pub(crate) keys: IdTable,
+    pub(crate) sems: IdTable<kind::Sem>,
+    pub(crate) shms: IdTable<kind::Shm>,
+    pub(crate) msgs: IdTable<kind::Msg>,
+    pub(crate) keys: IdTable<kind::Key>,
 }
 
 impl AidState {
@@ -60,34 +60,38 @@ impl AidState {
         }
     }
 
-    /// The table a TABLE request names (`uapi::TABLE_*`).
-    pub(crate) fn table(&self, kind: u32) -> Option<&IdTable> {
+    /// The size of the table a TABLE request names (`uapi::TABLE_*`).
+    pub(crate) fn table_len(&self, kind: u32) -> Option<usize> {
         match kind {
-            TABLE_PID => Some(self.pids.ids()),
-            TABLE_SEM => Some(&self.sems),
-            TABLE_SHM => Some(&self.shms),
-            TABLE_MSG => Some(&self.msgs),
-            TABLE_KEY => Some(&self.keys),
+            TABLE_PID => Some(self.pids.len()),
+            TABLE_SEM => Some(self.sems.len()),
+            TABLE_SHM => Some(self.shms.len()),
+            TABLE_MSG => Some(self.msgs.len()),
+            TABLE_KEY => Some(self.keys.len()),
             _ => None,
         }
     }
 
-    /// Calls `f` on the entries of table `kind` whose virtual ID is at least `from`, in
-    /// order, until it returns `false`; returns the table's size (`None`: no such table).
-    pub(crate) fn for_each_from(&mut self, kind: u32, from: u32, f: impl FnMut(Entry) -> bool) -> Option<usize> {
-        let table = match kind {
+    /// Calls `f` with (virtual, system, owner) of the entries of table `kind` whose
+    /// virtual ID is at least `from`, in order, until it returns `false`; returns the
+    /// table's size (`None`: no such table). The values leave their kind here: they are
+    /// for the TABLE answer.
+    pub(crate) fn for_each_from(&mut self, kind: u32, from: u32, mut f: impl FnMut(u32, u32, u32) -> bool) -> Option<usize> {
+        fn walk<K>(table: &mut IdTable<K>, from: u32, f: &mut impl FnMut(u32, u32, u32) -> bool) -> usize {
+            table.for_each_from(from, |e| f(e.virtual_id.raw(), e.system_id.raw(), e.owner));
+            table.len()
+        }
+        match kind {
             TABLE_PID => {
-                self.pids.for_each_from(from, f);
-                return Some(self.pids.len());
+                self.pids.for_each_from(from, |e| f(e.virtual_id.raw(), e.system_id.raw(), e.owner));
+                Some(self.pids.len())
             }
-            TABLE_SEM => &mut self.sems,
-            TABLE_SHM => &mut self.shms,
-            TABLE_MSG => &mut self.msgs,
-            TABLE_KEY => &mut self.keys,
-            _ => return None,
-        };
-        table.for_each_from(from, f);
-        Some(table.len())
+            TABLE_SEM => Some(walk(&mut self.sems, from, &mut f)),
+            TABLE_SHM => Some(walk(&mut self.shms, from, &mut f)),
+            TABLE_MSG => Some(walk(&mut self.msgs, from, &mut f)),
+            TABLE_KEY => Some(walk(&mut self.keys, from, &mut f)),
+            _ => None,
+        }
     }
 }
 
@@ -134,7 +138,7 @@ impl Aid {
         info.nr_processes = state.pids.nr_processes();
         info.nr_threads = state.pids.nr_threads();
         for (kind, size) in info.table_sizes.iter_mut().enumerate() {
-            *size = state.table(kind as u32).map_or(0, |table| table.len() as u32);
+            *size = state.table_len(kind as u32).map_or(0, |len| len as u32);
         }
         info
     }

@@ -102,7 +102,7 @@ impl Registry {
             "AID {} '{}' registered by pid {} (uid {})\n",
             id,
             aid.name_str(),
-            caller.tgid(),
+            caller.tgid().raw(),
             aid.owner_uid
         );
         Ok(aid)

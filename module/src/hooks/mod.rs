@@ -280,9 +280,9 @@ pub(crate) unsafe extern "C" fn appshot_rust_hook(
     }
     if SITES.is_getpid(site as usize) {
         if let Some(ids) = registry.tasks.cached_own_ids(task as usize, fast_slot) {
-            if ids.virtual_tgid != 0 {
+            if let Some(virtual_tgid) = ids.virtual_tgid {
                 // SAFETY: `out` points to the trampoline's result slot.
-                unsafe { *out = ids.virtual_tgid as c_long };
+                unsafe { *out = virtual_tgid.raw() as c_long };
                 return true;
             }
         }

@@ -24,6 +24,7 @@ use kernel::uaccess::UserSlice;
 
 use crate::aid::Aid;
 use crate::linux::glue;
+use crate::table::{SystemPid, VirtualPid};
 
 const SI_USER: i32 = bindings::SI_USER as i32;
 const SI_TKILL: i32 = bindings::SI_TKILL;
@@ -46,7 +47,7 @@ pub(crate) unsafe fn copy_to_user(aid: &Aid, to: *mut kernel::ffi::c_void, from:
     if pid <= 0 || !kernel_wrote_pid(signo, code) {
         return None;
     }
-    let shown = aid.state.lock().pids.pid_to_virtual(pid as u32).unwrap_or(0) as i32;
+    let shown = aid.state.lock().pids.pid_to_virtual(SystemPid::new(pid as u32)).map_or(0, VirtualPid::raw) as i32;
     if shown == pid {
         return None;
     }
@@ -105,7 +106,7 @@ pub(crate) fn fix_signalfd_records(aid: &Aid, segments: &Segments, len: usize) {
         if pid <= 0 || !kernel_wrote_pid(signo, code) {
             continue;
         }
-        let mut shown = aid.state.lock().pids.pid_to_virtual(pid as u32).unwrap_or(0).to_ne_bytes();
+        let mut shown = aid.state.lock().pids.pid_to_virtual(SystemPid::new(pid as u32)).map_or(0, VirtualPid::raw).to_ne_bytes();
         logical_copy(segments, record + SSI_PID_OFFSET, &mut shown, true);
     }
 }

@@ -12,6 +12,7 @@ use kernel::bindings;
 use kernel::prelude::*;
 
 use crate::linux::glue;
+use crate::table::SystemPid;
 
 /// A task the caller knows to be alive for `'a`: a hook argument, `current`, or a task
 /// a [`TaskRef`] holds.
@@ -56,27 +57,27 @@ impl<'a> Task<'a> {
 
     /// System (initial namespace) thread ID. `de_thread` may exchange it with another
     /// thread of the group during exec, so it is read once, like `READ_ONCE`.
-    pub(crate) fn tid(self) -> u32 {
+    pub(crate) fn tid(self) -> SystemPid {
         // SAFETY: the task is valid (type invariant); the glue reads one field.
-        unsafe { glue::appshot_glue_task_tid(self.ptr.as_ptr()) as u32 }
+        SystemPid::new(unsafe { glue::appshot_glue_task_tid(self.ptr.as_ptr()) } as u32)
     }
 
     /// System thread-group ID (the process ID). Fixed for the task's life.
-    pub(crate) fn tgid(self) -> u32 {
+    pub(crate) fn tgid(self) -> SystemPid {
         // SAFETY: the task is valid (type invariant); the glue reads one field.
-        unsafe { glue::appshot_glue_task_tgid(self.ptr.as_ptr()) as u32 }
+        SystemPid::new(unsafe { glue::appshot_glue_task_tgid(self.ptr.as_ptr()) } as u32)
     }
 
     /// System ID of the task's process group (read under RCU by the glue).
-    pub(crate) fn pgrp(self) -> u32 {
+    pub(crate) fn pgrp(self) -> SystemPid {
         // SAFETY: the task is valid (type invariant).
-        unsafe { glue::appshot_glue_task_pgrp(self.ptr.as_ptr()) as u32 }
+        SystemPid::new(unsafe { glue::appshot_glue_task_pgrp(self.ptr.as_ptr()) } as u32)
     }
 
     /// System ID of the task's session (read under RCU by the glue).
-    pub(crate) fn session(self) -> u32 {
+    pub(crate) fn session(self) -> SystemPid {
         // SAFETY: the task is valid (type invariant).
-        unsafe { glue::appshot_glue_task_session(self.ptr.as_ptr()) as u32 }
+        SystemPid::new(unsafe { glue::appshot_glue_task_session(self.ptr.as_ptr()) } as u32)
     }
 
     fn flags(self) -> u32 {
@@ -248,7 +249,7 @@ impl TaskRef {
     pub(crate) fn subtree(&self) -> Result<KVec<TaskRef>> {
         let (processes, parents) = all_processes()?;
         let root = self.task().tgid();
-        let mut inside: KVec<u32> = KVec::with_capacity(processes.len(), GFP_KERNEL)?;
+        let mut inside: KVec<SystemPid> = KVec::with_capacity(processes.len(), GFP_KERNEL)?;
         let mut order: KVec<usize> = KVec::with_capacity(processes.len(), GFP_KERNEL)?;
         if let Some(at) = processes.iter().position(|p| p.task().tgid() == root) {
             inside.push(root, GFP_KERNEL)?;
@@ -261,7 +262,7 @@ impl TaskRef {
             checked += 1;
             for (i, process) in processes.iter().enumerate() {
                 let tgid = process.task().tgid();
-                if parents[i] == parent && tgid != parent && !inside.contains(&tgid) {
+                if parents[i] == parent.raw() && tgid != parent && !inside.contains(&tgid) {
                     inside.push(tgid, GFP_KERNEL)?;
                     order.push(i, GFP_KERNEL)?;
                 }

@@ -25,7 +25,8 @@ use crate::aid::{Aid, AidState};
 use crate::linux::glue::{self, PidUses};
 use crate::linux::task::{Task, TaskRef};
 use crate::aid::registry::Registry;
-use crate::table::{Entry, EntryReservation, InsertError, RemovedEntry, SystemId, VirtualId};
+use crate::pid::{PidEntry, PidReservation, RemovedPid};
+use crate::table::{InsertError, SystemPid, VirtualPid};
 use crate::pid::task_index::{IndexReservation, OwnIds, RemovedLink};
 
 /// Passes over a process's threads before LINK or UNLINK gives up chasing new threads.
@@ -33,14 +34,14 @@ const MAX_PASSES: usize = 16;
 
 /// Memory for linking one task, reserved before the AID's lock is taken.
 struct LinkReservation {
-    entry: EntryReservation,
+    entry: PidReservation,
     index: IndexReservation,
 }
 
 impl LinkReservation {
     fn new() -> Result<Self> {
         Ok(LinkReservation {
-            entry: EntryReservation::new(GFP_KERNEL)?,
+            entry: PidReservation::new(GFP_KERNEL)?,
             index: IndexReservation::new(GFP_KERNEL)?,
         })
     }
@@ -49,14 +50,14 @@ impl LinkReservation {
 /// The records of one unlinked task, freed when dropped (after the lock is released).
 struct Unlinked {
     _link: RemovedLink,
-    _entry: Option<RemovedEntry>,
+    _entry: Option<RemovedPid>,
 }
 
 /// A task [`link_locked`] linked: its virtual TID, and the group-only entry its TID
 /// replaced, if any (to drop once the lock is released).
 struct NewLink {
-    virtual_id: VirtualId,
-    evicted: Option<RemovedEntry>,
+    virtual_id: VirtualPid,
+    evicted: Option<RemovedPid>,
 }
 
 /// Links `task` to `aid` under a newly chosen virtual TID. Caller holds `aid`'s lock
@@ -76,9 +77,9 @@ fn link_locked(
     // once nothing holds it): the new task takes the number over.
     let evicted = state.pids.evict_group(tid);
     let virtual_id = state.pids.choose_virtual(tid).ok_or(ENOSPC)?;
-    let entry = Entry { virtual_id, system_id: SystemId(tid), owner: tgid };
-    let virtual_tgid = if tid == tgid { virtual_id.0 } else { state.pids.pid_to_virtual(tgid).unwrap_or(0) };
-    let ids = OwnIds { system_tid: tid, virtual_tid: virtual_id.0, virtual_tgid };
+    let entry = PidEntry { virtual_id, system_id: tid, owner: tgid.raw() };
+    let virtual_tgid = if tid == tgid { Some(virtual_id) } else { state.pids.pid_to_virtual(tgid) };
+    let ids = OwnIds { system_tid: tid, virtual_tid: virtual_id, virtual_tgid };
     if registry.tasks.insert(task, aid.clone(), ids, reservation.index).is_err() {
         // Linked already, to another AID (a LINK racing with ours).
         return Err(EBUSY);
@@ -89,7 +90,7 @@ fn link_locked(
             // The TID is in the table under another task: the tables and the index
             // disagree. Undo and refuse rather than bind one ID twice.
             let _ = registry.tasks.remove(task, aid);
-            pr_warn!("AID {}: TID {} is in the PID table already\n", aid.id, tid);
+            pr_warn!("AID {}: TID {} is in the PID table already\n", aid.id, tid.raw());
             Err(EBUSY)
         }
     }
@@ -106,7 +107,7 @@ fn unlink_locked(
     keep_for_group: bool,
 ) -> Option<Unlinked> {
     let link = registry.tasks.remove(task, aid)?;
-    let entry = state.pids.release(SystemId(task.tid()), keep_for_group);
+    let entry = state.pids.release(task.tid(), keep_for_group);
     Some(Unlinked { _link: link, _entry: entry })
 }
 
@@ -132,7 +133,7 @@ pub(crate) fn link_process(registry: &Registry, aid: &Arc<Aid>, target: &TaskRef
 /// by the new-task hook). Processes this call linked are added to `linked`.
 fn link_subtree(registry: &Registry, aid: &Arc<Aid>, target: &TaskRef, linked: &mut KVec<TaskRef>) -> Result {
     // Processes this call has dealt with (by process ID), as threads in `link_threads`.
-    let mut seen: KVec<u32> = KVec::new();
+    let mut seen: KVec<SystemPid> = KVec::new();
     for _ in 0..MAX_PASSES {
         let subtree = target.subtree()?;
         let mut found_new = false;
@@ -218,7 +219,7 @@ fn link_threads(registry: &Registry, aid: &Arc<Aid>, target: &TaskRef) -> Result
         // Records to free after the lock (declared first, so dropped last): group-only
         // entries the new links replace, and links undone. At most one each per thread:
         // never reallocates.
-        let mut evicted: KVec<RemovedEntry> = KVec::with_capacity(threads.len(), GFP_KERNEL)?;
+        let mut evicted: KVec<RemovedPid> = KVec::with_capacity(threads.len(), GFP_KERNEL)?;
         let mut undone: KVec<Unlinked> = KVec::with_capacity(threads.len(), GFP_KERNEL)?;
         let mut state = aid.state.lock();
         if state.unregistered {
@@ -309,14 +310,14 @@ static REFUSED: AtomicU64 = AtomicU64::new(0);
 fn refuse_new_task(registry: &Registry, aid: &Aid, child: Task<'_>, why: &str) {
     child.kill();
     // The creator's fork returns EAGAIN, and its wait hides the child (syscalls.rs).
-    registry.tasks.set_new_child(Task::current(), child.tid(), 0);
+    registry.tasks.set_new_child(Task::current(), child.tid(), None);
     let n = REFUSED.fetch_add(1, Ordering::Relaxed);
     if n < 10 || n % 1000 == 0 {
         pr_warn!(
             "AID {} '{}': new task {} killed before it ran: {} ({} refusals so far)\n",
             aid.id,
             aid.name_str(),
-            child.tid(),
+            child.tid().raw(),
             why,
             n + 1
         );
@@ -350,10 +351,12 @@ pub(crate) fn on_new_task(registry: &Registry, child: Task<'_>) {
     if registry.tasks.is_linked_to(child, &aid) {
         // A LINK of the creator's process found the new thread on its thread list and
         // linked it first.
-        let virtual_id = state.pids.pid_to_virtual_live(child.tid()).unwrap_or(0);
+        let virtual_id = state.pids.pid_to_virtual_live(child.tid());
         drop(state);
         registry.tasks.set_new_child(parent, child.tid(), virtual_id);
-        write_new_tid(registry, parent, child, VirtualId(virtual_id));
+        if let Some(virtual_id) = virtual_id {
+            write_new_tid(registry, parent, child, virtual_id);
+        }
         return;
     }
     let new = match link_locked(registry, &aid, &mut state, child, reservation) {
@@ -365,7 +368,7 @@ pub(crate) fn on_new_task(registry: &Registry, child: Task<'_>) {
     };
     drop(state);
     drop(new.evicted);
-    registry.tasks.set_new_child(parent, child.tid(), new.virtual_id.0);
+    registry.tasks.set_new_child(parent, child.tid(), Some(new.virtual_id));
     write_new_tid(registry, parent, child, new.virtual_id);
 }
 
@@ -374,12 +377,12 @@ pub(crate) fn on_new_task(registry: &Registry, child: Task<'_>) {
 /// its system TID. Both happen before the child runs its first instruction, so neither
 /// parent nor child can see the system value there. A failed write is ignored, as the
 /// kernel ignores its own.
-fn write_new_tid(registry: &Registry, parent: Task<'_>, child: Task<'_>, virtual_id: VirtualId) {
+fn write_new_tid(registry: &Registry, parent: Task<'_>, child: Task<'_>, virtual_id: VirtualPid) {
     if let Some(address) = registry.tasks.take_parent_tid(parent) {
-        let _ = parent.write_user_u32(address, virtual_id.0);
+        let _ = parent.write_user_u32(address, virtual_id.raw());
     }
     if let Some(address) = child.take_set_child_tid() {
-        let _ = child.write_user_u32(address, virtual_id.0);
+        let _ = child.write_user_u32(address, virtual_id.raw());
     }
 }
 
@@ -395,23 +398,23 @@ pub(crate) fn on_release_task(registry: &Registry, task: Task<'_>) {
     let Some(aid) = registry.tasks.lookup(task) else {
         if reaper_linked {
             // A task in no AID reaped by a linked one (a refused child).
-            registry.tasks.set_reaped(reaper, task.tid(), 0);
+            registry.tasks.set_reaped(reaper, Some((task.tid(), None)));
         }
         return;
     };
     let tid = task.tid();
     // Only process leaders are members of groups and sessions (threads are not).
-    let keep_for_group = tid == task.tgid() && PidUses::of(tid, Some(task)).group_or_session();
+    let keep_for_group = tid == task.tgid() && PidUses::of(tid.raw(), Some(task)).group_or_session();
     let groups = [task.pgrp(), task.session()];
     let (unlinked, pruned, virtual_id) = {
         let mut state = aid.state.lock();
-        let virtual_id = state.pids.pid_to_virtual_live(tid).unwrap_or(0);
+        let virtual_id = state.pids.pid_to_virtual_live(tid);
         let unlinked = unlink_locked(registry, &aid, &mut state, task, keep_for_group);
         let pruned = groups.map(|group| if group == tid { None } else { state.pids.prune_group(group, task) });
         (unlinked, pruned, virtual_id)
     };
     drop((unlinked, pruned));
     if reaper_linked {
-        registry.tasks.set_reaped(reaper, tid, virtual_id);
+        registry.tasks.set_reaped(reaper, Some((tid, virtual_id)));
     }
 }

@@ -20,7 +20,12 @@ pub(crate) mod task_index;
 
 use crate::linux::glue::PidUses;
 use crate::linux::task::Task;
-use crate::table::{Entry, EntryReservation, IdTable, InsertError, RemovedEntry, SystemId, VirtualId};
+use crate::table::{kind, Entry, EntryReservation, IdTable, InsertError, RemovedEntry, SystemPid, VirtualPid};
+
+/// The PID table's entries, removed entries and reservations.
+pub(crate) type PidEntry = Entry<kind::Pid>;
+pub(crate) type RemovedPid = RemovedEntry<kind::Pid>;
+pub(crate) type PidReservation = EntryReservation<kind::Pid>;
 
 /// The largest PID Linux hands out (`PID_MAX_LIMIT - 1` on 64-bit).
 pub(crate) const PID_MAX: u32 = 4 * 1024 * 1024 - 1;
@@ -83,7 +88,7 @@ impl ReleasedRing {
 /// at most `ids.len()`, and their sum too. Every change of `ids` goes through the
 /// methods here, which keep the counts.
 pub(crate) struct PidTable {
-    ids: IdTable,
+    ids: IdTable<kind::Pid>,
     nr_processes: u32,
     nr_group_only: u32,
     /// The virtual PID range, if the AID has one.
@@ -123,20 +128,15 @@ impl PidTable {
         self.ids.len() as u32 - self.nr_group_only
     }
 
-    /// The entries, for dumps.
-    pub(crate) fn ids(&self) -> &IdTable {
-        &self.ids
-    }
-
     /// [`IdTable::for_each_from`] on the entries (a cursor walk, hence `&mut`).
-    pub(crate) fn for_each_from(&mut self, from: u32, f: impl FnMut(Entry) -> bool) {
+    pub(crate) fn for_each_from(&mut self, from: u32, f: impl FnMut(PidEntry) -> bool) {
         self.ids.for_each_from(from, f)
     }
 
     /// Binds a new task's entry, using memory reserved earlier.
-    pub(crate) fn insert(&mut self, reservation: EntryReservation, entry: Entry) -> Result<(), InsertError> {
+    pub(crate) fn insert(&mut self, reservation: PidReservation, entry: PidEntry) -> Result<(), InsertError> {
         self.ids.insert(reservation, entry)?;
-        if entry.system_id.0 == entry.owner {
+        if entry.system_id.raw() == entry.owner {
             // INVARIANT: one more main-thread entry.
             self.nr_processes += 1;
         }
@@ -147,9 +147,9 @@ impl PidTable {
     /// translations. With `keep_for_group` (a process leader whose PID names other
     /// tasks' group or session) the entry stays as a group-only one instead, and `None`
     /// is returned, as when there is no entry.
-    pub(crate) fn release(&mut self, system: SystemId, keep_for_group: bool) -> Option<RemovedEntry> {
+    pub(crate) fn release(&mut self, system: SystemPid, keep_for_group: bool) -> Option<RemovedPid> {
         let side = self.ids.to_virtual(system)?;
-        let main_thread = side.owner == system.0;
+        let main_thread = side.owner == system.raw();
         if keep_for_group && main_thread && self.ids.set_owner(system, GROUP_ONLY) {
             // INVARIANT: one main-thread entry became a group-only one.
             self.nr_processes -= 1;
@@ -163,7 +163,7 @@ impl PidTable {
         } else if main_thread {
             self.nr_processes -= 1;
         }
-        self.released.push(system.0, removed.entry.virtual_id.0);
+        self.released.push(system.raw(), removed.entry.virtual_id.raw());
         Some(removed)
     }
 
@@ -171,12 +171,13 @@ impl PidTable {
     /// virtual ID is free. Without a range the system value is kept when it is free in
     /// this AID, otherwise the next free value after it; with a range every ID comes
     /// from it, handed out cyclically like the kernel does.
-    pub(crate) fn choose_virtual(&mut self, system: u32) -> Option<VirtualId> {
+    pub(crate) fn choose_virtual(&mut self, system: SystemPid) -> Option<VirtualPid> {
+        let system = system.raw();
         let range = self.range;
         let (min, max, start) = match range {
             None => {
-                if self.ids.to_system(VirtualId(system)).is_none() {
-                    return Some(VirtualId(system));
+                if self.ids.to_system(VirtualPid::new(system)).is_none() {
+                    return Some(VirtualPid::new(system));
                 }
                 (1, PID_MAX, system.saturating_add(1).min(PID_MAX))
             }
@@ -189,42 +190,46 @@ impl PidTable {
         if range.is_some() {
             self.next_virtual = if chosen == max { min } else { chosen + 1 };
         }
-        Some(VirtualId(chosen))
+        Some(VirtualPid::new(chosen))
     }
 
     /// The system PID behind a virtual PID of this AID.
-    pub(crate) fn pid_to_system(&mut self, virtual_id: u32) -> Option<u32> {
-        let side = self.ids.to_system(VirtualId(virtual_id))?;
-        translates(side.system_id.0, side.owner).then_some(side.system_id.0)
+    pub(crate) fn pid_to_system(&mut self, virtual_id: VirtualPid) -> Option<SystemPid> {
+        let side = self.ids.to_system(virtual_id)?;
+        translates(side.system_id.raw(), side.owner).then_some(side.system_id)
     }
 
     /// The virtual PID of a system PID: from the table, else from the recently removed
     /// entries. `None` for a process outside this AID.
-    pub(crate) fn pid_to_virtual(&mut self, system: u32) -> Option<u32> {
-        match self.ids.to_virtual(SystemId(system)) {
-            Some(side) if translates(system, side.owner) => Some(side.virtual_id.0),
+    pub(crate) fn pid_to_virtual(&mut self, system: SystemPid) -> Option<VirtualPid> {
+        match self.ids.to_virtual(system) {
+            Some(side) if translates(system.raw(), side.owner) => Some(side.virtual_id),
             // A stale group-only entry: the number is not this AID's any more.
             Some(_) => None,
             // A recently reaped task, unless its number has been reused since (by a
             // task outside the AID, which must not be shown under the old virtual PID).
-            None => self.released.find(system).filter(|_| !PidUses::of(system, None).process()),
+            None => self
+                .released
+                .find(system.raw())
+                .filter(|_| !PidUses::of(system.raw(), None).process())
+                .map(VirtualPid::new),
         }
     }
 
     /// The virtual PID of a system PID in the table (a task that has not been reaped, or
     /// a group whose leader has).
-    pub(crate) fn pid_to_virtual_live(&mut self, system: u32) -> Option<u32> {
-        let side = self.ids.to_virtual(SystemId(system))?;
-        translates(system, side.owner).then_some(side.virtual_id.0)
+    pub(crate) fn pid_to_virtual_live(&mut self, system: SystemPid) -> Option<VirtualPid> {
+        let side = self.ids.to_virtual(system)?;
+        translates(system.raw(), side.owner).then_some(side.virtual_id)
     }
 
     /// Removes the group-only entry of `system` when no task but `except` (a task being
     /// reaped) is left in that process group or session.
-    pub(crate) fn prune_group(&mut self, system: u32, except: Task<'_>) -> Option<RemovedEntry> {
+    pub(crate) fn prune_group(&mut self, system: SystemPid, except: Task<'_>) -> Option<RemovedPid> {
         if !self.is_group_only(system) {
             return None;
         }
-        let uses = PidUses::of(system, Some(except));
+        let uses = PidUses::of(system.raw(), Some(except));
         if uses.group_or_session() && !uses.process() {
             return None;
         }
@@ -233,19 +238,19 @@ impl PidTable {
 
     /// Removes the group-only entry of `system`, if there is one: its number belongs to a
     /// new task now, so the group has ended.
-    pub(crate) fn evict_group(&mut self, system: u32) -> Option<RemovedEntry> {
+    pub(crate) fn evict_group(&mut self, system: SystemPid) -> Option<RemovedPid> {
         if !self.is_group_only(system) {
             return None;
         }
         self.remove_group_only(system)
     }
 
-    fn is_group_only(&mut self, system: u32) -> bool {
-        matches!(self.ids.to_virtual(SystemId(system)), Some(side) if side.owner == GROUP_ONLY)
+    fn is_group_only(&mut self, system: SystemPid) -> bool {
+        matches!(self.ids.to_virtual(system), Some(side) if side.owner == GROUP_ONLY)
     }
 
-    fn remove_group_only(&mut self, system: u32) -> Option<RemovedEntry> {
-        let removed = self.ids.remove_system(SystemId(system))?;
+    fn remove_group_only(&mut self, system: SystemPid) -> Option<RemovedPid> {
+        let removed = self.ids.remove_system(system)?;
         // INVARIANT: a group-only entry went.
         self.nr_group_only -= 1;
         Some(removed)
@@ -253,14 +258,14 @@ impl PidTable {
 
     /// (system, virtual) PIDs of the AID's processes (main threads), as many as fit in
     /// `out`; returns how many were written.
-    pub(crate) fn processes(&mut self, out: &mut [(u32, u32)]) -> usize {
+    pub(crate) fn processes(&mut self, out: &mut [(SystemPid, VirtualPid)]) -> usize {
         let mut n = 0;
         self.ids.for_each(|entry| {
-            if entry.system_id.0 == entry.owner {
+            if entry.system_id.raw() == entry.owner {
                 if n == out.len() {
                     return false;
                 }
-                out[n] = (entry.system_id.0, entry.virtual_id.0);
+                out[n] = (entry.system_id, entry.virtual_id);
                 n += 1;
             }
             true

@@ -30,6 +30,7 @@ use kernel::sync::{new_spinlock, Arc, SpinLock};
 use crate::aid::Aid;
 use crate::linux::glue;
 use crate::linux::task::Task;
+use crate::table::{SystemPid, VirtualPid};
 
 /// Bits of a slot; `glue/appshot_trampoline.S` uses the same (checked at load).
 pub(crate) const SLOT_BITS: u32 = 14;
@@ -105,11 +106,15 @@ pub(crate) fn check_slot_bits() -> Result {
 pub(crate) struct OwnIds {
     /// The system TID `virtual_tid` belongs to. A thread that execs takes over its
     /// leader's TID (`de_thread`); a mismatch then sends `gettid` to the table.
-    pub(crate) system_tid: u32,
-    pub(crate) virtual_tid: u32,
+    pub(crate) system_tid: SystemPid,
+    pub(crate) virtual_tid: VirtualPid,
     /// The process's virtual PID; 0 while unknown (LINK may link a thread before its
     /// leader), then filled in by [`TaskIndex::set_virtual_tgid`].
-    pub(crate) virtual_tgid: u32,
+    pub(crate) virtual_tgid: Option<VirtualPid>,
+}
+
+impl OwnIds {
+    const NONE: OwnIds = OwnIds { system_tid: SystemPid::new(0), virtual_tid: VirtualPid::new(0), virtual_tgid: None };
 }
 
 /// One slot's cached [`OwnIds`], read locklessly (a sequence count, like the kernel's
@@ -143,7 +148,11 @@ impl CachedIds {
         if self.seq.load(Ordering::Relaxed) != seq {
             return None;
         }
-        Some(OwnIds { system_tid, virtual_tid: (ids >> 32) as u32, virtual_tgid: ids as u32 })
+        Some(OwnIds {
+            system_tid: SystemPid::new(system_tid),
+            virtual_tid: VirtualPid::new((ids >> 32) as u32),
+            virtual_tgid: Some(VirtualPid::new(ids as u32)).filter(|v| v.raw() != 0),
+        })
     }
 
     /// Caches `task`'s IDs (`task` 0: nothing). Caller holds the slot's bucket lock, which
@@ -154,15 +163,16 @@ impl CachedIds {
         // Orders the odd count before the field stores (smp_wmb).
         fence(Ordering::Release);
         self.task.store(task, Ordering::Relaxed);
-        self.ids.store(u64::from(ids.virtual_tid) << 32 | u64::from(ids.virtual_tgid), Ordering::Relaxed);
-        self.system_tid.store(ids.system_tid, Ordering::Relaxed);
+        let virtual_tgid = ids.virtual_tgid.map_or(0, VirtualPid::raw);
+        self.ids.store(u64::from(ids.virtual_tid.raw()) << 32 | u64::from(virtual_tgid), Ordering::Relaxed);
+        self.system_tid.store(ids.system_tid.raw(), Ordering::Relaxed);
         self.seq.store(seq.wrapping_add(2), Ordering::Release);
     }
 
     /// Empties the slot if it caches `task`. Caller holds the slot's bucket lock.
     fn forget(&self, task: usize) {
         if self.task.load(Ordering::Relaxed) == task {
-            self.write(0, OwnIds { system_tid: 0, virtual_tid: 0, virtual_tgid: 0 });
+            self.write(0, OwnIds::NONE);
         }
     }
 }
@@ -178,16 +188,16 @@ pub(crate) struct Linked {
     /// A hook handler of this task is calling the hooked function itself (signalfd): its
     /// hook lets that call through. Only the task itself sets and reads it.
     in_original: bool,
-    /// The last task this task created: (system TID, virtual TID), virtual 0 when it
+    /// The last task this task created: its system TID and virtual TID, `None` when it
     /// was refused (killed before it ran). Set by the new-task hook, which runs on this
     /// task, and taken by its fork/clone handler: the child's virtual TID is known even
     /// when the child has already exited and been reaped.
-    new_child: (u32, u32),
-    /// The last task this task reaped: (system TID, virtual TID), virtual 0 when it was
+    new_child: Option<(SystemPid, Option<VirtualPid>)>,
+    /// The last task this task reaped: its system PID and virtual PID, `None` when it was
     /// in no AID. Set by the release hook, which runs on this task inside its wait, and
-    /// taken by its wait handler: the reaped child's virtual PID is known after its
-    /// entry is gone, however many other tasks are reaped meanwhile.
-    reaped: (u32, u32),
+    /// taken by its wait handler: the reaped child's virtual PID is known after its entry
+    /// is gone, however many other tasks are reaped meanwhile.
+    reaped: Option<(SystemPid, Option<VirtualPid>)>,
 }
 
 /// Memory for one index entry, allocated before any lock is taken.
@@ -304,10 +314,10 @@ impl TaskIndex {
     }
 
     /// Records a linked task's virtual PID once it is known.
-    pub(crate) fn set_virtual_tgid(&self, task: Task<'_>, virtual_tgid: u32) {
+    pub(crate) fn set_virtual_tgid(&self, task: Task<'_>, virtual_tgid: VirtualPid) {
         let slot = Slot::of(task);
         self.with_entry(task, slot, |linked| {
-            linked.ids.virtual_tgid = virtual_tgid;
+            linked.ids.virtual_tgid = Some(virtual_tgid);
             slot.cached().forget(task.key());
         });
     }
@@ -338,27 +348,26 @@ impl TaskIndex {
 
     /// Records the task that `task`, the current task, has just created (see
     /// `Linked::new_child`).
-    pub(crate) fn set_new_child(&self, task: Task<'_>, system: u32, virtual_id: u32) {
-        self.with_entry(task, Slot::of(task), |linked| linked.new_child = (system, virtual_id));
+    pub(crate) fn set_new_child(&self, task: Task<'_>, system: SystemPid, virtual_id: Option<VirtualPid>) {
+        self.with_entry(task, Slot::of(task), |linked| linked.new_child = Some((system, virtual_id)));
     }
 
     /// Takes the record of [`Self::set_new_child`] if it is about system TID `system`:
-    /// `Some(virtual)`, 0 for a refused child.
-    pub(crate) fn take_new_child(&self, task: Task<'_>, system: u32) -> Option<u32> {
-        let (child, virtual_id) = self.with_entry(task, Slot::of(task), |linked| core::mem::take(&mut linked.new_child))?;
-        (child == system && system != 0).then_some(virtual_id)
+    /// `Some(None)` for a refused child.
+    pub(crate) fn take_new_child(&self, task: Task<'_>, system: SystemPid) -> Option<Option<VirtualPid>> {
+        let (child, virtual_id) = self.with_entry(task, Slot::of(task), |linked| linked.new_child.take())??;
+        (child == system).then_some(virtual_id)
     }
 
     /// Records the task that `task`, the current task, has just reaped (see
-    /// `Linked::reaped`); (0, 0) clears it.
-    pub(crate) fn set_reaped(&self, task: Task<'_>, system: u32, virtual_id: u32) {
-        self.with_entry(task, Slot::of(task), |linked| linked.reaped = (system, virtual_id));
+    /// `Linked::reaped`); `None` clears the record.
+    pub(crate) fn set_reaped(&self, task: Task<'_>, reaped: Option<(SystemPid, Option<VirtualPid>)>) {
+        self.with_entry(task, Slot::of(task), |linked| linked.reaped = reaped);
     }
 
-    /// Takes the record of [`Self::set_reaped`]: (system PID, virtual PID), virtual 0 for
-    /// a task that was in no AID, (0, 0) when nothing was reaped.
-    pub(crate) fn take_reaped(&self, task: Task<'_>) -> (u32, u32) {
-        self.with_entry(task, Slot::of(task), |linked| core::mem::take(&mut linked.reaped)).unwrap_or((0, 0))
+    /// Takes the record of [`Self::set_reaped`].
+    pub(crate) fn take_reaped(&self, task: Task<'_>) -> Option<(SystemPid, Option<VirtualPid>)> {
+        self.with_entry(task, Slot::of(task), |linked| linked.reaped.take()).flatten()
     }
 
     /// Whether `task` is linked to exactly `aid`. Caller holds `aid`'s lock.
@@ -381,7 +390,7 @@ impl TaskIndex {
         if tasks.get(&task.key()).is_some() {
             return Err(reservation);
         }
-        tasks.insert(reservation.into_node(task.key(), Linked { aid, ids, parent_tid: 0, in_original: false, new_child: (0, 0), reaped: (0, 0) }));
+        tasks.insert(reservation.into_node(task.key(), Linked { aid, ids, parent_tid: 0, in_original: false, new_child: None, reaped: None }));
         // INVARIANT: one entry added, under the bucket lock. A new task's first hooked
         // call comes after the scheduler has run it (full barriers), LINK's caller links
         // itself in program order: the count is seen by the task's next call.

@@ -34,6 +34,7 @@ use crate::linux::glue::{self, RcuReadLock};
 use crate::linux::task::Task;
 use crate::aid::registry::Registry;
 use crate::pid::task_index::OwnIds;
+use crate::table::{SystemPid, VirtualPid};
 
 /// What a handler decided.
 pub(crate) enum Outcome {
@@ -283,8 +284,8 @@ const COMPAT_SI_PID_OFFSET: u64 = 12;
 #[inline]
 pub(crate) fn own_id(own: OwnId, ids: OwnIds, task: Task<'_>) -> Option<i64> {
     match own {
-        OwnId::Pid if ids.virtual_tgid != 0 => Some(i64::from(ids.virtual_tgid)),
-        OwnId::Tid if ids.system_tid == task.tid() => Some(i64::from(ids.virtual_tid)),
+        OwnId::Pid => ids.virtual_tgid.map(|v| i64::from(v.raw())),
+        OwnId::Tid if ids.system_tid == task.tid() => Some(i64::from(ids.virtual_tid.raw())),
         _ => None,
     }
 }
@@ -292,7 +293,7 @@ pub(crate) fn own_id(own: OwnId, ids: OwnIds, task: Task<'_>) -> Option<i64> {
 fn getpid(c: &Call<'_>) -> Outcome {
     let virtual_tgid = c.virtual_or_zero(c.task.tgid());
     if virtual_tgid > 0 {
-        c.registry.tasks.set_virtual_tgid(c.task, virtual_tgid as u32);
+        c.registry.tasks.set_virtual_tgid(c.task, VirtualPid::new(virtual_tgid as u32));
     }
     Outcome::Return(virtual_tgid)
 }
@@ -307,11 +308,11 @@ fn getppid(c: &Call<'_>) -> Outcome {
         (parent.tgid(), c.registry.tasks.ids_in(parent, c.aid))
     };
     let virtual_id = match ids {
-        None => 0,
-        Some(ids) if ids.virtual_tgid != 0 => ids.virtual_tgid,
-        Some(_) => c.aid.state.lock().pids.pid_to_virtual_live(parent_tgid).unwrap_or(0),
+        None => None,
+        Some(OwnIds { virtual_tgid: Some(virtual_tgid), .. }) => Some(virtual_tgid),
+        Some(_) => c.aid.state.lock().pids.pid_to_virtual_live(parent_tgid),
     };
-    Outcome::Return(i64::from(virtual_id))
+    Outcome::Return(i64::from(virtual_id.map_or(0, VirtualPid::raw)))
 }
 
 /// One system call made by a linked task.
@@ -372,7 +373,7 @@ impl Call<'_> {
     }
 
     /// Virtual PID of a system PID, `None` when it is outside the AID.
-    fn to_virtual(&self, system: u32) -> Option<u32> {
+    fn to_virtual(&self, system: SystemPid) -> Option<VirtualPid> {
         self.aid.state.lock().pids.pid_to_virtual(system)
     }
 
@@ -380,20 +381,25 @@ impl Call<'_> {
     /// outside the AID, or unchanged when the caller itself left the AID during the call
     /// (a forced UNREGISTER or an UNLINK while it slept in `wait4`): it sees system IDs
     /// from then on.
-    pub(crate) fn virtual_or_zero(&self, system: u32) -> i64 {
+    pub(crate) fn virtual_or_zero(&self, system: SystemPid) -> i64 {
         match self.to_virtual(system) {
-            Some(virtual_id) => i64::from(virtual_id),
-            None if !self.still_linked() => i64::from(system),
+            Some(virtual_id) => i64::from(virtual_id.raw()),
+            None if !self.still_linked() => i64::from(system.raw()),
             None => 0,
         }
+    }
+
+    /// [`Self::virtual_or_zero`] of a system PID the kernel returned or wrote.
+    pub(crate) fn shown(&self, system: u32) -> i64 {
+        self.virtual_or_zero(SystemPid::new(system))
     }
 
     /// How a child's system PID that `fork` or a wait returned is shown: its virtual PID,
     /// or the system PID when the child is in no AID (a concurrent UNLINK and LINK of the
     /// caller's process can leave it so). Never 0, which would tell a parent it is the
     /// child (fork) or that no child changed state (wait).
-    fn virtual_or_system(&self, system: u32) -> i64 {
-        i64::from(self.to_virtual(system).unwrap_or(system))
+    fn virtual_or_system(&self, system: SystemPid) -> i64 {
+        i64::from(self.to_virtual(system).map_or(system.raw(), VirtualPid::raw))
     }
 
     /// Whether the caller is still linked to the AID its call started in.
@@ -403,13 +409,14 @@ impl Call<'_> {
     }
 
     /// System PID behind a virtual PID of the AID.
-    fn to_system(&self, virtual_id: u32) -> Option<u32> {
+    fn to_system(&self, virtual_id: VirtualPid) -> Option<SystemPid> {
         self.aid.state.lock().pids.pid_to_system(virtual_id)
     }
 
-    /// System PID for a virtual PID > 0 of the AID, [`NOBODY`] when it has no mapping.
+    /// The system PID for a PID > 0 a caller passed (a virtual PID of the AID), as the
+    /// value the kernel gets: [`NOBODY`] when it has no mapping.
     pub(crate) fn to_system_or_nobody(&self, virtual_id: u32) -> u32 {
-        self.to_system(virtual_id).unwrap_or(NOBODY)
+        self.to_system(VirtualPid::new(virtual_id)).map_or(NOBODY, SystemPid::raw)
     }
 
     /// Translates argument `i` in place if it is a PID > 0.
@@ -452,8 +459,8 @@ impl Call<'_> {
     /// A process-or-group value the kernel returned, as the caller sees it.
     pub(crate) fn owner_to_virtual(&self, value: i32) -> i32 {
         match value {
-            v if v > 0 => self.virtual_or_zero(v as u32) as i32,
-            v if v < 0 && v != i32::MIN => -(self.virtual_or_zero(v.unsigned_abs()) as i32),
+            v if v > 0 => self.shown(v as u32) as i32,
+            v if v < 0 && v != i32::MIN => -(self.shown(v.unsigned_abs()) as i32),
             v => v,
         }
     }
@@ -489,7 +496,7 @@ impl Call<'_> {
     /// Calls the original with `args` and shows a positive result as a virtual PID.
     fn call_out(&self, args: [u64; 6]) -> Outcome {
         let ret = self.call(args);
-        Outcome::Return(if ret > 0 { self.virtual_or_zero(ret as u32) } else { ret })
+        Outcome::Return(if ret > 0 { self.shown(ret as u32) } else { ret })
     }
 
     /// Translates PID argument `i`, then like [`Self::call_out`].
@@ -508,15 +515,15 @@ impl Call<'_> {
     /// table's; 0 for a task outside the AID.
     fn call_wait(&self, args: [u64; 6], reported: impl Fn(i64) -> Option<u32>) -> (i64, Option<i64>) {
         loop {
-            self.registry.tasks.set_reaped(self.task, 0, 0);
+            self.registry.tasks.set_reaped(self.task, None);
             let ret = self.call(args);
             // Whatever the result says (waitid without infop says only 0).
-            let (reaped, virtual_id) = self.registry.tasks.take_reaped(self.task);
-            if reaped != 0 && virtual_id == 0 && self.still_linked() {
+            let reaped = self.registry.tasks.take_reaped(self.task);
+            if matches!(reaped, Some((_, None))) && self.still_linked() {
                 continue;
             }
-            let shown = reported(ret).map(|system| match virtual_id {
-                v if reaped == system && v != 0 => i64::from(v),
+            let shown = reported(ret).map(SystemPid::new).map(|system| match reaped {
+                Some((child, Some(virtual_id))) if child == system => i64::from(virtual_id.raw()),
                 // Not reaped (WNOWAIT, a stop or a continue), or the caller left the AID.
                 _ => self.virtual_or_system(system),
             });
@@ -534,10 +541,11 @@ impl Call<'_> {
         // The new-task hook recorded the child, which may have exited and been reaped
         // already. A child that could not be linked was killed before it ran
         // (link.rs); its creator gets the error a failed fork gives, not a system PID.
-        Outcome::Return(match self.registry.tasks.take_new_child(self.task, ret as u32) {
-            Some(0) => EAGAIN.to_errno() as i64,
-            Some(virtual_id) => i64::from(virtual_id),
-            None => self.virtual_or_system(ret as u32),
+        let child = SystemPid::new(ret as u32);
+        Outcome::Return(match self.registry.tasks.take_new_child(self.task, child) {
+            Some(None) => EAGAIN.to_errno() as i64,
+            Some(Some(virtual_id)) => i64::from(virtual_id.raw()),
+            None => self.virtual_or_system(child),
         })
     }
 }
@@ -582,18 +590,18 @@ fn kill(c: &Call<'_>) -> Outcome {
 /// than EPERM, else 0).
 fn kill_all(c: &Call<'_>) -> Outcome {
     let capacity = c.aid.state.lock().pids.nr_processes() as usize;
-    let Ok(mut targets) = KVec::from_elem((0u32, 0u32), capacity, GFP_KERNEL) else {
+    let Ok(mut targets) = KVec::from_elem((SystemPid::new(0), VirtualPid::new(0)), capacity, GFP_KERNEL) else {
         return err(ENOMEM);
     };
     let n = c.aid.state.lock().pids.processes(&mut targets);
     let me = c.task.tgid();
     let (mut count, mut result) = (0, 0i64);
     for &(system, virtual_id) in targets[..n].iter() {
-        if system == me || virtual_id == 1 {
+        if system == me || virtual_id.raw() == 1 {
             continue;
         }
         let mut args = c.args();
-        args[0] = u64::from(system);
+        args[0] = u64::from(system.raw());
         let ret = c.call(args);
         count += 1;
         if ret != EPERM.to_errno() as i64 {
@@ -676,7 +684,7 @@ fn ioctl(c: &Call<'_>) -> Outcome {
             let ret = c.call(c.args());
             if ret == 0 {
                 if let Some(system) = read_user_i32(address).filter(|&pid| pid > 0) {
-                    write_user_i32(address, c.virtual_or_zero(system as u32) as i32);
+                    write_user_i32(address, c.shown(system as u32) as i32);
                 }
             }
             Outcome::Return(ret)
