@@ -338,8 +338,15 @@ impl Call<'_> {
     pub(crate) fn args(&self) -> [u64; 6] {
         let r = self.regs;
         match self.abi {
-            Abi::X64 | Abi::X32Compat => [r.di, r.si, r.dx, r.r10, r.r8, r.r9].map(|v| v as u64),
-            Abi::Ia32 => [r.bx, r.cx, r.dx, r.si, r.di, r.bp].map(|v| u64::from(v as u32)),
+            Abi::X64 | Abi::X32Compat => [r.di as u64, r.si as u64, r.dx as u64, r.r10 as u64, r.r8 as u64, r.r9 as u64],
+            Abi::Ia32 => [
+                u64::from(r.bx as u32),
+                u64::from(r.cx as u32),
+                u64::from(r.dx as u32),
+                u64::from(r.si as u32),
+                u64::from(r.di as u32),
+                u64::from(r.bp as u32),
+            ],
         }
     }
 
@@ -356,14 +363,16 @@ impl Call<'_> {
     /// Runs the original system call with `args`, on a copy of the caller's registers.
     pub(crate) fn call(&self, args: [u64; 6]) -> i64 {
         let mut regs = *self.regs;
-        let slots = match self.abi {
+        // Plain stores (an iterator over the registers was not inlined: this is every
+        // translated call's path).
+        let [a0, a1, a2, a3, a4, a5] = args.map(|v| v as c_ulong);
+        match self.abi {
             Abi::X64 | Abi::X32Compat => {
-                [&mut regs.di, &mut regs.si, &mut regs.dx, &mut regs.r10, &mut regs.r8, &mut regs.r9]
+                (regs.di, regs.si, regs.dx, regs.r10, regs.r8, regs.r9) = (a0, a1, a2, a3, a4, a5);
             }
-            Abi::Ia32 => [&mut regs.bx, &mut regs.cx, &mut regs.dx, &mut regs.si, &mut regs.di, &mut regs.bp],
-        };
-        for (slot, value) in slots.into_iter().zip(args) {
-            *slot = value as c_ulong;
+            Abi::Ia32 => {
+                (regs.bx, regs.cx, regs.dx, regs.si, regs.di, regs.bp) = (a0, a1, a2, a3, a4, a5);
+            }
         }
         // The copy is not the task's saved registers, so the hook lets this nested call
         // through. `original` is the entry of the system call this hook fired for (the
