@@ -31,7 +31,7 @@ pub(crate) mod attach;
 pub(crate) mod signals;
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use kernel::bindings;
 use kernel::ffi::{c_char, c_long, c_ulong, c_void};
@@ -129,8 +129,8 @@ const SITE_SLOTS: usize = (2 * HOOKED).next_power_of_two();
 struct Sites {
     /// Site of each slot, 0 for an empty one.
     slots: [AtomicUsize; SITE_SLOTS],
-    /// Index in the hook tables of each slot's function.
-    indexes: [AtomicU16; SITE_SLOTS],
+    /// The system call of each slot (only system calls are in the hash).
+    syscalls: [AtomicPtr<Syscall>; SITE_SLOTS],
     /// Site of each of [`KERNEL_FUNCTIONS`], in its order.
     kernel: [AtomicUsize; KERNEL_FUNCTIONS.len()],
     /// The getpid sites (x86-64 and i386), checked first on the hot path.
@@ -139,7 +139,7 @@ struct Sites {
 
 static SITES: Sites = Sites {
     slots: [const { AtomicUsize::new(0) }; SITE_SLOTS],
-    indexes: [const { AtomicU16::new(0) }; SITE_SLOTS],
+    syscalls: [const { AtomicPtr::new(core::ptr::null_mut()) }; SITE_SLOTS],
     kernel: [const { AtomicUsize::new(usize::MAX) }; KERNEL_FUNCTIONS.len()],
     getpid: [const { AtomicUsize::new(usize::MAX) }; 2],
 };
@@ -155,14 +155,14 @@ impl Sites {
         (site as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) as usize >> (usize::BITS - SITE_SLOTS.trailing_zeros())
     }
 
-    /// Records `site` as the function at `index` (module load, before attaching).
-    fn insert(&self, site: usize, index: u16) {
+    /// Records `site` as `syscall`'s (module load, before attaching).
+    fn insert(&self, site: usize, syscall: &'static Syscall) {
         let mut slot = Self::home(site);
         while self.slots[slot].load(Ordering::Relaxed) != 0 {
             slot = (slot + 1) % SITE_SLOTS;
         }
         self.slots[slot].store(site, Ordering::Relaxed);
-        self.indexes[slot].store(index, Ordering::Relaxed);
+        self.syscalls[slot].store(syscall as *const Syscall as *mut Syscall, Ordering::Relaxed);
     }
 
     /// The system call whose fentry call returns to `site`.
@@ -173,10 +173,9 @@ impl Sites {
             match self.slots[slot].load(Ordering::Relaxed) {
                 0 => return None,
                 at if at == site => {
-                    return match Hooked::at(usize::from(self.indexes[slot].load(Ordering::Relaxed))) {
-                        Some(Hooked::Syscall(syscall)) => Some(syscall),
-                        _ => None,
-                    };
+                    // SAFETY: `insert` stored a pointer to an element of the static
+                    // `SYSCALLS` table with this site.
+                    return unsafe { self.syscalls[slot].load(Ordering::Relaxed).as_ref() };
                 }
                 _ => slot = (slot + 1) % SITE_SLOTS,
             }
@@ -222,7 +221,6 @@ pub(crate) fn init() -> Result {
     }
     let mut getpid = 0;
     for &(site, index) in pairs.iter() {
-        SITES.insert(site, index);
         match Hooked::at(usize::from(index)) {
             Some(Hooked::Kernel(hook)) => {
                 let at = usize::from(index);
@@ -231,11 +229,14 @@ pub(crate) fn init() -> Result {
                     RELEASE_TASK_SITE.store(site, Ordering::Relaxed);
                 }
             }
-            Some(Hooked::Syscall(syscall)) if syscall.own == OwnId::Pid && getpid < 2 => {
-                SITES.getpid[getpid].store(site, Ordering::Relaxed);
-                getpid += 1;
+            Some(Hooked::Syscall(syscall)) => {
+                SITES.insert(site, syscall);
+                if syscall.own == OwnId::Pid && getpid < 2 {
+                    SITES.getpid[getpid].store(site, Ordering::Relaxed);
+                    getpid += 1;
+                }
             }
-            _ => {}
+            None => {}
         }
     }
     Ok(())
@@ -271,8 +272,14 @@ pub(crate) unsafe extern "C" fn appshot_rust_hook(
     // SAFETY: the trampoline passes its saved argument registers (caller's promise).
     let first = unsafe { *args };
     if first as usize != user_regs as usize {
+        // One of the kernel functions, or a handler's nested system call on a copy of the
+        // registers (which runs unhooked: the recursion guard), told apart here in a few
+        // compares before the heavier dispatch.
+        let Some(hook) = SITES.kernel_function(site as usize) else {
+            return false;
+        };
         // SAFETY: as promised by the caller.
-        return unsafe { kernel_function(registry, args, site as usize, out) };
+        return unsafe { kernel_function(registry, hook, args, site as usize, out) };
     }
     let fast_slot = Slot::from_trampoline(slot as usize);
     if !fast_slot.any_linked() {
@@ -344,10 +351,7 @@ fn syscall(
 /// # Safety
 /// As for [`appshot_rust_hook`].
 #[inline(never)]
-unsafe fn kernel_function(registry: &Registry, args: *const c_ulong, site: usize, out: *mut c_long) -> bool {
-    let Some(hook) = SITES.kernel_function(site) else {
-        return false;
-    };
+unsafe fn kernel_function(registry: &Registry, hook: KernelHook, args: *const c_ulong, site: usize, out: *mut c_long) -> bool {
     // SAFETY: six argument words (caller's promise).
     let arg = |i: usize| unsafe { *args.add(i) };
     match hook {
