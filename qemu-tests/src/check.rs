@@ -45,10 +45,14 @@ impl Errno {
             libc::EINVAL => "EINVAL",
             libc::ENOTTY => "ENOTTY",
             libc::ENOSPC => "ENOSPC",
+            libc::ESPIPE => "ESPIPE",
             libc::ERANGE => "ERANGE",
+            libc::EDEADLK => "EDEADLK",
             libc::ENOSYS => "ENOSYS",
             libc::EOVERFLOW => "EOVERFLOW",
             libc::EOPNOTSUPP => "EOPNOTSUPP",
+            libc::ETIMEDOUT => "ETIMEDOUT",
+            libc::EOWNERDEAD => "EOWNERDEAD",
             _ => return format!("errno {}", self.0),
         };
         name.to_string()

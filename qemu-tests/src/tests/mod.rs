@@ -12,6 +12,7 @@ mod cleanup;
 mod cli;
 mod concurrency;
 mod inheritance;
+mod interfaces;
 mod lifetimes;
 mod limits;
 mod load_unload;
@@ -70,6 +71,7 @@ pub fn all() -> Vec<&'static Test> {
         pid_calls::TESTS,
         bypass::TESTS,
         signals::TESTS,
+        interfaces::TESTS,
         programs::TESTS,
         pid_stress::TESTS,
         lifetimes::TESTS,
