@@ -13,6 +13,7 @@
 use kernel::bindings;
 use kernel::uaccess::UserSlice;
 
+use crate::linux::glue;
 use crate::syscalls::{read_user_i32, write_user_i32, Call, Outcome};
 use kernel::prelude::*;
 
@@ -45,9 +46,12 @@ pub(crate) fn fcntl(c: &Call<'_>) -> Outcome {
         }
         F_GETOWN => {
             let ret = c.call(c.args());
-            // -1..-4095 is an errno (a group whose ID is below 4096 cannot be told from
-            // one, as natively: glibc's fcntl says the same).
-            Outcome::Return(if ret >= 0 || ret < -4095 { i64::from(c.owner_to_virtual(ret as i32)) } else { ret })
+            // A process group owner is returned as -pgid, which for a group below 4096
+            // looks like an errno (F_GETOWN itself fails only for a bad descriptor, before
+            // reading the owner). A value in that range is a group when such a group
+            // exists: then it is translated, else it is the errno.
+            let group = ret < 0 && ret >= -4095 && glue::PidUses::of((-ret) as u32, None).group_or_session();
+            Outcome::Return(if ret >= 0 || ret < -4095 || group { i64::from(c.owner_to_virtual(ret as i32)) } else { ret })
         }
         // struct f_owner_ex { int type; pid_t pid; }: the type says thread, process or
         // group; the PID is positive in each case.
