@@ -359,10 +359,10 @@ unsafe fn kernel_function(registry: &Registry, hook: KernelHook, args: *const c_
             let Some(task) = NonNull::new(arg(0) as *mut bindings::task_struct) else {
                 return false;
             };
-            // SAFETY: `wake_up_new_task` is called with a fully created task that its
-            // creator holds until the call returns; `release_task` on a task whose
-            // reference its caller holds until the call returns (it drops it at the very
-            // end). Either way it is valid for the handler.
+            // `wake_up_new_task` is called with a fully created task that its creator
+            // holds until the call returns; `release_task` on a task whose reference its
+            // caller holds until the call returns (it drops it at the very end).
+            // SAFETY: either way the task is valid for the handler.
             let task = unsafe { Task::from_raw(task) };
             // Counted, so the module's exit waits for a handler that sleeps.
             let _inflight = glue::Inflight::enter();
