@@ -197,12 +197,13 @@ fn name_of(field: &[u8; NAME_LEN]) -> Result<[u8; NAME_LEN]> {
     Ok(*field)
 }
 
-fn version(registry: &Registry, req: &mut VersionRequest) -> Result {
+fn version(registry: &Registry, viewer: Viewer, req: &mut VersionRequest) -> Result {
     req.abi_version = ABI_VERSION;
     req.name_max = NAME_MAX as u32;
     req.features = FEATURES;
     req.entry_limit = glue::max_entries().min(u32::MAX as usize) as u32;
-    req.nr_aids = registry.count() as u32;
+    // As LIST counts: the AIDs the caller may see.
+    req.nr_aids = registry.list()?.iter().filter(|aid| viewer.sees(aid)).count() as u32;
     Ok(())
 }
 
@@ -361,7 +362,7 @@ fn ioctl(file: *mut bindings::file, cmd: u32, arg: usize) -> Result {
     }
     let registry = registry::get().ok_or(ENODEV)?;
     match command {
-        Command::Version => with_request(arg, user_size, |req| version(registry, req)),
+        Command::Version => with_request(arg, user_size, |req| version(registry, viewer, req)),
         Command::Register => with_request(arg, user_size, |req| register(registry, req)),
         Command::Link => with_request(arg, user_size, |req| link(registry, req)),
         Command::Unlink => with_request(arg, user_size, |req| unlink(registry, req)),

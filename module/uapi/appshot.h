@@ -81,7 +81,7 @@ struct appshot_version {
 	__u64 features; /* offset 16 */
 	/* Out: the per-AID table entry limit (module parameter `max_entries`). */
 	__u32 entry_limit; /* offset 24 */
-	/* Out: number of registered AIDs. */
+	/* Out: number of registered AIDs the caller may see (all for a privileged opener). */
 	__u32 nr_aids; /* offset 28 */
 	/* Zero. */
 	__u64 reserved[4]; /* offset 32 */
@@ -210,7 +210,7 @@ struct appshot_list {
 	__u64 entries; /* offset 8 */
 	/* In: number of elements the array holds. */
 	__u32 capacity; /* offset 16 */
-	/* Out: number of registered AIDs; when it exceeds `capacity`, only `capacity` */
+	/* Out: number of registered AIDs the caller may see (all for a privileged opener). when it exceeds `capacity`, only `capacity` */
 	/* were written: grow the array and ask again. */
 	__u32 count; /* offset 20 */
 	/* Zero. */

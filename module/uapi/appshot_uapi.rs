@@ -206,7 +206,7 @@ abi_structs! {
         features: u64,
         /// Out: the per-AID table entry limit (module parameter `max_entries`).
         entry_limit: u32,
-        /// Out: number of registered AIDs.
+        /// Out: number of registered AIDs the caller may see (all for a privileged opener).
         nr_aids: u32,
         /// Zero.
         reserved: [u64; 4],
@@ -328,7 +328,7 @@ abi_structs! {
         entries: u64,
         /// In: number of elements the array holds.
         capacity: u32,
-        /// Out: number of registered AIDs; when it exceeds `capacity`, only `capacity`
+        /// Out: number of registered AIDs the caller may see (all for a privileged opener). when it exceeds `capacity`, only `capacity`
         /// were written: grow the array and ask again.
         count: u32,
         /// Zero.

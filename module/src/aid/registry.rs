@@ -128,11 +128,6 @@ impl Registry {
         Ok(out)
     }
 
-    /// Number of registered AIDs.
-    pub(crate) fn count(&self) -> usize {
-        self.aids.lock().by_id.values().count()
-    }
-
     /// Unregisters an AID. Without `force`, refuses with `EBUSY` while tasks are linked;
     /// with it, unlinks them (they keep running, unlinked). Returns how many threads were
     /// unlinked.
