@@ -648,6 +648,39 @@ pub fn wait_for_zombie_thread(pid: i32) -> Result<()> {
     })
 }
 
+/// A signal set holding `signals`.
+pub fn sigset(signals: &[i32]) -> libc::sigset_t {
+    // SAFETY: sigemptyset initializes the set; sigaddset only sets bits.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// `len` bytes of fresh private anonymous read-write memory (`extra_flags`, such as
+/// `MAP_32BIT`, added); the caller unmaps it.
+pub fn map_anonymous(len: usize, extra_flags: i32) -> Result<*mut libc::c_void> {
+    // SAFETY: a fresh anonymous mapping; no existing memory is affected.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra_flags,
+            -1,
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(Errno::last()).context("mmap");
+    }
+    Ok(addr)
+}
+
 /// `execv(path, argv)` in a forked child; returns only on failure (with 127 to `_exit`).
 pub fn exec(argv: &[&str]) -> i32 {
     let Ok(args) = argv

@@ -9,6 +9,7 @@ use core::marker::PhantomData;
 use core::ptr::NonNull;
 
 use kernel::bindings;
+use kernel::ffi::c_uint;
 use kernel::prelude::*;
 
 use crate::linux::glue;
@@ -207,30 +208,44 @@ impl TaskRef {
 
     /// Every thread of this task's process, referenced.
     pub(crate) fn threads(&self) -> Result<KVec<TaskRef>> {
-        let mut capacity: usize = 8;
-        loop {
-            let mut raw: KVec<*mut bindings::task_struct> = KVec::with_capacity(capacity, GFP_KERNEL)?;
-            let mut threads = KVec::with_capacity(capacity, GFP_KERNEL)?;
-            // SAFETY: `raw` has room for `capacity` pointers; the glue writes at most that
-            // many, each with a reference taken, and returns the total number of threads.
-            let total = unsafe {
-                glue::appshot_glue_collect_threads(self.ptr.as_ptr(), raw.as_mut_ptr(), capacity as u32)
-            } as usize;
-            // SAFETY: the glue initialised the first `min(total, capacity)` elements.
-            unsafe { raw.set_len(total.min(capacity)) };
-            for &ptr in raw.iter() {
-                // SAFETY: every written pointer is a valid task with a reference we own.
-                let task = unsafe { TaskRef::from_owned(NonNull::new_unchecked(ptr)) };
-                // Never allocates (the capacity is reserved); on failure the value is
-                // dropped, which releases its reference.
-                let _ = threads.push(task, GFP_NOWAIT);
-            }
-            if total <= capacity {
-                return Ok(threads);
-            }
-            // More threads than room: `threads` drops its references; ask again.
-            capacity = total + 8;
+        let (threads, _) = collect(8, |out, _, max| {
+            // SAFETY: `out` has room for `max` pointers; the glue writes at most that many,
+            // each with a reference taken, and returns the total number of threads.
+            unsafe { glue::appshot_glue_collect_threads(self.ptr.as_ptr(), out, max) }
+        })?;
+        Ok(threads)
+    }
+}
+
+/// Calls `fill(tasks, extras, max)`, a glue collector that writes at most `max`
+/// referenced tasks (and one `u32` about each) and returns how many there are in all,
+/// with room for `capacity`, and again with more room until all fit; returns the tasks,
+/// owned, and their `u32`s.
+fn collect(
+    mut capacity: usize,
+    fill: impl Fn(*mut *mut bindings::task_struct, *mut u32, c_uint) -> c_uint,
+) -> Result<(KVec<TaskRef>, KVec<u32>)> {
+    loop {
+        let mut raw: KVec<*mut bindings::task_struct> = KVec::with_capacity(capacity, GFP_KERNEL)?;
+        let mut extras: KVec<u32> = KVec::from_elem(0, capacity, GFP_KERNEL)?;
+        let mut tasks = KVec::with_capacity(capacity, GFP_KERNEL)?;
+        let total = fill(raw.as_mut_ptr(), extras.as_mut_ptr(), capacity as c_uint) as usize;
+        // SAFETY: the glue initialised the first `min(total, capacity)` elements.
+        unsafe { raw.set_len(total.min(capacity)) };
+        for &ptr in raw.iter() {
+            // SAFETY: every written pointer is a valid task with a reference we own.
+            let task = unsafe { TaskRef::from_owned(NonNull::new_unchecked(ptr)) };
+            // Never allocates (the capacity is reserved); on failure the value is dropped,
+            // which releases its reference.
+            let _ = tasks.push(task, GFP_NOWAIT);
         }
+        if total <= capacity {
+            // SAFETY: shrinking to the collected length; u32 has nothing to drop.
+            unsafe { extras.set_len(total) };
+            return Ok((tasks, extras));
+        }
+        // More than room: `tasks` drops its references; ask again.
+        capacity = total + 16;
     }
 }
 
@@ -286,32 +301,11 @@ impl TaskRef {
 /// Every process (thread group leader) of the system, referenced, with its parent's
 /// process ID.
 fn all_processes() -> Result<(KVec<TaskRef>, KVec<u32>)> {
-    let mut capacity: usize = 256;
-    loop {
-        let mut raw: KVec<*mut bindings::task_struct> = KVec::with_capacity(capacity, GFP_KERNEL)?;
-        let mut parents: KVec<u32> = KVec::from_elem(0, capacity, GFP_KERNEL)?;
-        let mut processes = KVec::with_capacity(capacity, GFP_KERNEL)?;
-        // SAFETY: `raw` and `parents` have room for `capacity` entries; the glue writes at
-        // most that many, each task with a reference taken, and returns the total count.
-        let total = unsafe {
-            glue::appshot_glue_collect_processes(raw.as_mut_ptr(), parents.as_mut_ptr(), capacity as u32)
-        } as usize;
-        // SAFETY: the glue initialised the first `min(total, capacity)` elements.
-        unsafe { raw.set_len(total.min(capacity)) };
-        for &ptr in raw.iter() {
-            // SAFETY: every written pointer is a valid task with a reference we own.
-            let task = unsafe { TaskRef::from_owned(NonNull::new_unchecked(ptr)) };
-            // Never allocates (the capacity is reserved).
-            let _ = processes.push(task, GFP_NOWAIT);
-        }
-        if total <= capacity {
-            // SAFETY: shrinking to the initialised length; u32 has nothing to drop.
-            unsafe { parents.set_len(total) };
-            return Ok((processes, parents));
-        }
-        // More processes than room: `processes` drops its references; ask again.
-        capacity = total + 64;
-    }
+    collect(256, |out, parents, max| {
+        // SAFETY: `out` and `parents` have room for `max` entries; the glue writes at most
+        // that many, each task with a reference taken, and returns the total count.
+        unsafe { glue::appshot_glue_collect_processes(out, parents, max) }
+    })
 }
 
 impl Drop for TaskRef {

@@ -598,20 +598,7 @@ impl LowPage {
     const SIZE: usize = 4096;
 
     fn new() -> Result<LowPage> {
-        // SAFETY: a fresh anonymous mapping, owned by the LowPage.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                Self::SIZE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(Errno::last()).context("mmap(MAP_32BIT)");
-        }
+        let p = proc::map_anonymous(Self::SIZE, libc::MAP_32BIT).context("mmap(MAP_32BIT)")?;
         let page = LowPage(p.cast());
         if page.addr() + Self::SIZE as i64 > 1 << 32 {
             bail!("mmap(MAP_32BIT) gave {:#x}, above 4 GiB", page.addr());

@@ -302,29 +302,17 @@ fn getown_raw(fd: RawFd) -> i64 {
     ret
 }
 
-/// A signal set holding `signals`.
-fn sigset(signals: &[i32]) -> libc::sigset_t {
-    // SAFETY: sigemptyset initializes the set; sigaddset only sets bits.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for &s in signals {
-            libc::sigaddset(&mut set, s);
-        }
-        set
-    }
-}
 
 /// Blocks `signals` in the calling thread (and in threads and children it creates).
 fn block(signals: &[i32]) {
-    let set = sigset(signals);
+    let set = proc::sigset(signals);
     // SAFETY: valid set; the old mask is not wanted.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 }
 
 /// Waits up to `timeout` for one of `signals` (blocked); `None` when none came.
 fn wait_sig(signals: &[i32], timeout: Duration) -> Result<Option<libc::siginfo_t>> {
-    let set = sigset(signals);
+    let set = proc::sigset(signals);
     let ts = libc::timespec {
         tv_sec: timeout.as_secs() as i64,
         tv_nsec: timeout.subsec_nanos() as i64,
@@ -1974,7 +1962,7 @@ fn signalfd_readv_ssi_pid() -> Result<()> {
 fn signalfd_body(env: &Env, chan: &Channel) -> Result<()> {
     let mut w = Wrong::new();
     block(&[libc::SIGUSR1, libc::SIGUSR2]);
-    let set = sigset(&[libc::SIGUSR1, libc::SIGUSR2]);
+    let set = proc::sigset(&[libc::SIGUSR1, libc::SIGUSR2]);
     // SAFETY: a new signalfd for the blocked signals.
     let sfd = sys(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })
         .context("signalfd")?;

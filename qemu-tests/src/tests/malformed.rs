@@ -17,7 +17,7 @@ use uapi::{
 };
 
 use super::Test;
-use crate::check::{expect_errno, Errno, SysResult};
+use crate::check::{expect_errno, SysResult};
 use crate::device::{size_of, AidGuard, Device};
 use crate::ensure_eq;
 use crate::fixtures::{entries_of, expect_pid_table, release, sleeper};
@@ -490,20 +490,7 @@ impl Pages {
 
     fn map(n: usize) -> Result<Pages> {
         let len = n * Pages::page();
-        // SAFETY: a fresh private anonymous mapping.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(Errno::last()).context("mmap");
-        }
+        let addr = crate::proc::map_anonymous(len, 0)?;
         Ok(Pages {
             addr: addr as usize,
             len,

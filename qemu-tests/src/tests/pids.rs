@@ -494,22 +494,10 @@ fn take(fd: i32, n: usize) -> Result<Vec<i64>> {
         .collect())
 }
 
-/// A signal set holding `signals`.
-fn sigset(signals: &[i32]) -> libc::sigset_t {
-    // SAFETY: sigemptyset initializes the set; sigaddset only sets bits.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for &s in signals {
-            libc::sigaddset(&mut set, s);
-        }
-        set
-    }
-}
 
 /// Waits for one of `signals` (blocked by the caller) for at most 30 s: (signal, si_pid).
 pub fn wait_signal(signals: &[i32]) -> Result<(i32, i32)> {
-    let set = sigset(signals);
+    let set = proc::sigset(signals);
     let ts = libc::timespec {
         tv_sec: step_timeout().as_secs() as i64,
         tv_nsec: 0,
@@ -527,7 +515,7 @@ pub fn wait_signal(signals: &[i32]) -> Result<(i32, i32)> {
 
 /// Blocks `signals` in the calling thread (and so in children forked from it).
 pub fn block(signals: &[i32]) {
-    let set = sigset(signals);
+    let set = proc::sigset(signals);
     // SAFETY: valid set; the old mask is not wanted.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 }

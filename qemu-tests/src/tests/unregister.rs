@@ -279,20 +279,7 @@ struct Mapping {
 impl Mapping {
     /// `len` bytes of private anonymous read-write memory.
     fn new(len: usize) -> Result<Mapping> {
-        // SAFETY: a fresh anonymous mapping; no existing memory is affected.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(Errno::last()).context("mmap");
-        }
+        let addr = proc::map_anonymous(len, 0)?;
         Ok(Mapping { addr, len })
     }
 }
