@@ -300,7 +300,7 @@ impl TaskRef {
 
 /// Every process (thread group leader) of the system, referenced, with its parent's
 /// process ID.
-fn all_processes() -> Result<(KVec<TaskRef>, KVec<u32>)> {
+pub(crate) fn all_processes() -> Result<(KVec<TaskRef>, KVec<u32>)> {
     collect(256, |out, parents, max| {
         // SAFETY: `out` and `parents` have room for `max` entries; the glue writes at most
         // that many, each task with a reference taken, and returns the total count.

@@ -594,27 +594,67 @@ fn kill(c: &Call<'_>) -> Outcome {
     Outcome::Return(c.call(args))
 }
 
+/// Passes of [`kill_all`] over processes created while it signals.
+const KILL_ALL_PASSES: usize = 8;
+
 /// kill(-1, sig): every process of the AID except the caller and virtual PID 1, with the
 /// kernel's rule for the result (ESRCH when none was tried, else the last error other
 /// than EPERM, else 0).
+///
+/// The kernel signals under `tasklist_lock`, so a fork cannot complete during the call
+/// (one under way fails once its parent has the signal: the kernel checks under the
+/// parent's signal lock before it attaches the child). Here the list is taken first and
+/// signalled after, so a child that a listed process created before it got the signal
+/// would escape, the more so as a new child enters the AID's table only when it is
+/// woken, after the kernel attached it. So each round also signals, from the kernel's
+/// own list of processes, every child of a process signalled so far, and rounds go on
+/// until one signals nobody new. (A process created during the call is signalled even
+/// where the kernel would have had its parent's fork restart after a signal the parent
+/// handles.)
 fn kill_all(c: &Call<'_>) -> Outcome {
-    let capacity = c.aid.state.lock().pids.nr_processes() as usize;
-    let Ok(mut targets) = KVec::from_elem((SystemPid::new(0), VirtualPid::new(0)), capacity, GFP_KERNEL) else {
-        return err(ENOMEM);
-    };
-    let n = c.aid.state.lock().pids.processes(&mut targets);
     let me = c.task.tgid();
+    let mut signalled: KVec<SystemPid> = KVec::new();
     let (mut count, mut result) = (0, 0i64);
-    for &(system, virtual_id) in targets[..n].iter() {
-        if system == me || virtual_id.raw() == 1 {
-            continue;
-        }
+    let mut signal = |system: SystemPid, signalled: &mut KVec<SystemPid>| -> Result {
+        signalled.push(system, GFP_KERNEL)?;
         let mut args = c.args();
         args[0] = u64::from(system.raw());
         let ret = c.call(args);
         count += 1;
         if ret != EPERM.to_errno() as i64 {
             result = ret;
+        }
+        Ok(())
+    };
+    for _ in 0..KILL_ALL_PASSES {
+        let before = signalled.len();
+        let capacity = c.aid.state.lock().pids.nr_processes() as usize;
+        let Ok(mut targets) = KVec::from_elem((SystemPid::new(0), VirtualPid::new(0)), capacity, GFP_KERNEL) else {
+            return err(ENOMEM);
+        };
+        let n = c.aid.state.lock().pids.processes(&mut targets);
+        for &(system, virtual_id) in targets[..n].iter() {
+            if system == me || virtual_id.raw() == 1 || signalled.contains(&system) {
+                continue;
+            }
+            if signal(system, &mut signalled).is_err() {
+                return err(ENOMEM);
+            }
+        }
+        // Children the kernel has attached that the table may not hold yet.
+        let Ok((processes, parents)) = crate::linux::task::all_processes() else {
+            return err(ENOMEM);
+        };
+        for (process, &parent) in processes.iter().zip(parents.iter()) {
+            let system = process.task().tgid();
+            if signalled.contains(&SystemPid::new(parent)) && system != me && !signalled.contains(&system) {
+                if signal(system, &mut signalled).is_err() {
+                    return err(ENOMEM);
+                }
+            }
+        }
+        if signalled.len() == before {
+            break;
         }
     }
     if count == 0 {
