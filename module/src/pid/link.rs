@@ -27,7 +27,7 @@ use crate::linux::task::{Task, TaskRef};
 use crate::aid::registry::Registry;
 use crate::pid::{PidEntry, PidReservation, RemovedPid};
 use crate::table::{InsertError, SystemPid, VirtualPid};
-use crate::pid::task_index::{IndexReservation, OwnIds, RemovedLink};
+use crate::pid::task_index::{IndexReservation, OwnIds, Reaped, RemovedLink};
 
 /// Passes over a process's threads before LINK or UNLINK gives up chasing new threads.
 const MAX_PASSES: usize = 16;
@@ -309,6 +309,7 @@ static REFUSED: AtomicU64 = AtomicU64::new(0);
 
 fn refuse_new_task(registry: &Registry, aid: &Aid, child: Task<'_>, why: &str) {
     child.kill();
+    aid.state.lock().pids.remember_refused(child.tid());
     // The creator's fork returns EAGAIN, and its wait hides the child (syscalls.rs).
     registry.tasks.set_new_child(Task::current(), child.tid(), None);
     let n = REFUSED.fetch_add(1, Ordering::Relaxed);
@@ -394,11 +395,14 @@ fn write_new_tid(registry: &Registry, parent: Task<'_>, child: Task<'_>, virtual
 /// the last one in go.
 pub(crate) fn on_release_task(registry: &Registry, task: Task<'_>) {
     let reaper = Task::current();
-    let reaper_linked = reaper.key() != task.key() && registry.tasks.lookup(reaper).is_some();
+    let reaper_aid = if reaper.key() != task.key() { registry.tasks.lookup(reaper) } else { None };
     let Some(aid) = registry.tasks.lookup(task) else {
-        if reaper_linked {
-            // A task in no AID reaped by a linked one (a refused child).
-            registry.tasks.set_reaped(reaper, Some((task.tid(), None)));
+        if let Some(reaper_aid) = reaper_aid {
+            // A task in no AID reaped by a linked one: one the AID refused, or a child
+            // that had exited before LINK took its parent.
+            let refused = reaper_aid.state.lock().pids.take_refused(task.tid());
+            let what = if refused { Reaped::Refused } else { Reaped::Outside };
+            registry.tasks.set_reaped(reaper, Some((task.tid(), what)));
         }
         return;
     };
@@ -414,7 +418,8 @@ pub(crate) fn on_release_task(registry: &Registry, task: Task<'_>) {
         (unlinked, pruned, virtual_id)
     };
     drop((unlinked, pruned));
-    if reaper_linked {
-        registry.tasks.set_reaped(reaper, Some((tid, virtual_id)));
+    if reaper_aid.is_some() {
+        let what = virtual_id.map_or(Reaped::Outside, Reaped::Linked);
+        registry.tasks.set_reaped(reaper, Some((tid, what)));
     }
 }

@@ -97,7 +97,15 @@ pub(crate) struct PidTable {
     next_virtual: u32,
     /// The most recently removed entries.
     released: ReleasedRing,
+    /// New tasks refused (killed before they ran) and not reaped yet, 0 for a free
+    /// place. They are rare (a full table, an exhausted range, no memory); past
+    /// [`REFUSED`] outstanding ones, the oldest is forgotten and its wait reports it by
+    /// system PID.
+    refused: [u32; REFUSED],
 }
+
+/// Refused tasks remembered per AID until they are reaped.
+const REFUSED: usize = 16;
 
 impl PidTable {
     /// An empty table for an AID with virtual PID range `range`.
@@ -109,6 +117,30 @@ impl PidTable {
             range,
             next_virtual: range.map_or(1, |(min, _)| min),
             released: ReleasedRing::new(),
+            refused: [0; REFUSED],
+        }
+    }
+
+    /// Remembers a new task that was refused, until it is reaped.
+    pub(crate) fn remember_refused(&mut self, system: SystemPid) {
+        match self.refused.iter().position(|&s| s == 0) {
+            Some(at) => self.refused[at] = system.raw(),
+            None => {
+                // Full: forget the oldest.
+                self.refused.rotate_left(1);
+                self.refused[REFUSED - 1] = system.raw();
+            }
+        }
+    }
+
+    /// Whether `system` is a refused task being reaped (it is forgotten then).
+    pub(crate) fn take_refused(&mut self, system: SystemPid) -> bool {
+        match self.refused.iter().position(|&s| s == system.raw() && s != 0) {
+            Some(at) => {
+                self.refused[at] = 0;
+                true
+            }
+            None => false,
         }
     }
 

@@ -177,6 +177,18 @@ impl CachedIds {
     }
 }
 
+/// What a reaped task was, for the wait that reaped it.
+#[derive(Clone, Copy)]
+pub(crate) enum Reaped {
+    /// A task of the AID, with its virtual PID.
+    Linked(VirtualPid),
+    /// A new task that could not be linked and was killed before it ran: its creator's
+    /// fork failed, so its wait must not report it.
+    Refused,
+    /// A task in no AID (a child that had exited before LINK took its parent).
+    Outside,
+}
+
 /// What the index holds for one linked task.
 pub(crate) struct Linked {
     aid: Arc<Aid>,
@@ -193,11 +205,11 @@ pub(crate) struct Linked {
     /// task, and taken by its fork/clone handler: the child's virtual TID is known even
     /// when the child has already exited and been reaped.
     new_child: Option<(SystemPid, Option<VirtualPid>)>,
-    /// The last task this task reaped: its system PID and virtual PID, `None` when it was
-    /// in no AID. Set by the release hook, which runs on this task inside its wait, and
-    /// taken by its wait handler: the reaped child's virtual PID is known after its entry
-    /// is gone, however many other tasks are reaped meanwhile.
-    reaped: Option<(SystemPid, Option<VirtualPid>)>,
+    /// The last task this task reaped, and what it was. Set by the release hook, which
+    /// runs on this task inside its wait, and taken by its wait handler: the reaped
+    /// child's virtual PID is known after its entry is gone, however many other tasks are
+    /// reaped meanwhile.
+    reaped: Option<(SystemPid, Reaped)>,
 }
 
 /// Memory for one index entry, allocated before any lock is taken.
@@ -361,12 +373,12 @@ impl TaskIndex {
 
     /// Records the task that `task`, the current task, has just reaped (see
     /// `Linked::reaped`); `None` clears the record.
-    pub(crate) fn set_reaped(&self, task: Task<'_>, reaped: Option<(SystemPid, Option<VirtualPid>)>) {
+    pub(crate) fn set_reaped(&self, task: Task<'_>, reaped: Option<(SystemPid, Reaped)>) {
         self.with_entry(task, Slot::of(task), |linked| linked.reaped = reaped);
     }
 
     /// Takes the record of [`Self::set_reaped`].
-    pub(crate) fn take_reaped(&self, task: Task<'_>) -> Option<(SystemPid, Option<VirtualPid>)> {
+    pub(crate) fn take_reaped(&self, task: Task<'_>) -> Option<(SystemPid, Reaped)> {
         self.with_entry(task, Slot::of(task), |linked| linked.reaped.take()).flatten()
     }
 

@@ -33,7 +33,7 @@ use crate::aid::Aid;
 use crate::linux::glue::{self, RcuReadLock};
 use crate::linux::task::Task;
 use crate::aid::registry::Registry;
-use crate::pid::task_index::OwnIds;
+use crate::pid::task_index::{OwnIds, Reaped};
 use crate::table::{SystemPid, VirtualPid};
 
 /// What a handler decided.
@@ -528,11 +528,14 @@ impl Call<'_> {
             let ret = self.call(args);
             // Whatever the result says (waitid without infop says only 0).
             let reaped = self.registry.tasks.take_reaped(self.task);
-            if matches!(reaped, Some((_, None))) && self.still_linked() {
+            if matches!(reaped, Some((_, Reaped::Refused))) && self.still_linked() {
                 continue;
             }
             let shown = reported(ret).map(SystemPid::new).map(|system| match reaped {
-                Some((child, Some(virtual_id))) if child == system => i64::from(virtual_id.raw()),
+                Some((child, Reaped::Linked(virtual_id))) if child == system => i64::from(virtual_id.raw()),
+                // A child in no AID (it had exited before LINK took this process): its
+                // system PID, never 0 (which would say no child changed state).
+                Some((child, Reaped::Outside)) if child == system => i64::from(system.raw()),
                 // Not reaped (WNOWAIT, a stop or a continue), or the caller left the AID.
                 _ => self.virtual_or_system(system),
             });

@@ -19,6 +19,7 @@ pub const TESTS: &[Test] = &[
     Test::new("lifetimes/link_racing_thread_exit_leaves_no_entry", link_racing_thread_exit_leaves_no_entry).slow(600),
     Test::new("lifetimes/wait_never_loses_a_status", wait_never_loses_a_status).slow(600),
     Test::new("lifetimes/fork_of_auto_reaped_child_returns_its_pid", fork_of_auto_reaped_child_returns_its_pid),
+    Test::new("lifetimes/child_exited_before_link_keeps_its_status", child_exited_before_link_keeps_its_status),
     Test::new("lifetimes/stack_trace_crosses_the_trampoline", stack_trace_crosses_the_trampoline),
     Test::new("lifetimes/signalfd_read_under_a_kretprobe", signalfd_read_under_a_kretprobe),
     Test::new("lifetimes/kill_all_reaches_children_forked_meanwhile", kill_all_reaches_children_forked_meanwhile)
@@ -386,4 +387,37 @@ fn kill_all_reaches_children_forked_meanwhile() -> Result<()> {
     killer.finish(step_timeout())?;
     ensure!(left == 0, "{left} processes survived");
     Ok(())
+}
+
+/// Defect (found by the ioctl fuzzer): a child that had already exited (a zombie) when
+/// LINK took its parent is not linked (it has no thread left to link), and the parent's
+/// wait took its reaping for that of a refused child and hid it: the status was lost
+/// and `waitpid` said `ECHILD`. Now only children the AID refused are hidden; such a
+/// child is reported by its system PID (it is in no AID), with its status.
+fn child_exited_before_link_keeps_its_status() -> Result<()> {
+    let dev = Device::open()?;
+    let g = register(&dev, "zombie-child", Some(RANGE))?;
+    let aid = g.aid;
+    let agent = proc::Agent::spawn(|_| {
+        // SAFETY: the child only exits, with a status naming it.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: ends the child at once.
+            unsafe { libc::_exit(42) };
+        }
+        ensure!(child > 0, "fork: {}", Errno::last());
+        proc::wait_for_zombie(child)?;
+        dev.link(aid, 0).context("LINK self with a zombie child")?;
+        let mut status = 0;
+        // SAFETY: waits for that child into a local.
+        let got = unsafe { libc::waitpid(-1, &mut status, 0) };
+        ensure!(got > 0, "waitpid after LINK: {} (the child's status was lost)", Errno::last());
+        ensure!(got == child, "waitpid returned {got}, the child is {child} (system PID: it is in no AID)");
+        ensure!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 42,
+            "the child's status: raw {status:#x}, expected exit 42"
+        );
+        Ok(())
+    })?;
+    agent.finish(step_timeout())
 }
