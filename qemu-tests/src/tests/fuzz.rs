@@ -90,7 +90,7 @@ const TARGET_CALLS: u64 = 100_000;
 const TIME_BUDGET: Duration = Duration::from_secs(240);
 /// Threads making calls at once.
 const THREADS: usize = 8;
-/// Children the forking thread keeps alive at most.
+/// Children the fork helper keeps alive at most.
 const MAX_CHILDREN: usize = 8;
 /// Successful REGISTERs per run. The module logs every REGISTER and UNREGISTER, and the
 /// guest's kernel log ring (128 KiB) must still hold the rest of the suite's log when the
@@ -866,6 +866,24 @@ impl Stats {
         }
     }
 
+    /// What the run did, in one line.
+    fn stats_text(&self) -> String {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "{} children forked ({} reaped, {} lost), {} REGISTERs, {} UNREGISTERs ({} forced), {} LINKs, {} UNLINKs succeeded; at most {} live AIDs",
+            l(&self.forks),
+            l(&self.exits),
+            l(&self.lost),
+            l(&self.registered),
+            l(&self.unregistered),
+            l(&self.forced),
+            l(&self.links),
+            l(&self.unlinks),
+            l(&self.max_live)
+        )
+    }
+
+    /// Outcomes, overall and per command.
     fn summary(&self) -> String {
         let mut outcomes = vec![0u64; 12];
         let mut per_cmd = Vec::new();
@@ -2231,9 +2249,13 @@ fn fuzzer(cfg: &Config, log: &SharedLog, chan: &Channel) -> Result<()> {
     let millis = millis_since(start) as u64;
     // Stop the helper; it reaps its children and exits. Count what it reports.
     drop(control_tx);
+    let helper_pid = helper.pid();
     let mut helper_done = false;
+    let mut helper_gone = false;
     let deadline = Instant::now() + Duration::from_secs(40);
-    while !helper_done && Instant::now() < deadline {
+    while !helper_done && !helper_gone && Instant::now() < deadline {
+        // Gone already (it died during the run): what it wrote is in the pipe by now.
+        helper_gone = matches!(proc::state_of(helper_pid), None | Some('Z'));
         proc::wait_readable(events, Duration::from_millis(100))?;
         for (_, event) in read_events(events) {
             let counter = match event {
@@ -2251,7 +2273,6 @@ fn fuzzer(cfg: &Config, log: &SharedLog, chan: &Channel) -> Result<()> {
     }
     // Then reap the helper (and any orphan), to ECHILD: the helper's own status may be
     // hidden like its children's.
-    let helper_pid = helper.pid();
     let mut helper_status = None;
     let deadline = Instant::now() + Duration::from_secs(20);
     let reaped_all = loop {
@@ -2305,9 +2326,9 @@ fn fuzzer(cfg: &Config, log: &SharedLog, chan: &Channel) -> Result<()> {
     let lost = st.lost.load(Ordering::Relaxed);
     if lost > 0 {
         diag!(
-            "{lost} children were reaped without any wait reporting them: LINK skips a child that is \
-             a zombie at that moment, and the linked parent's wait then hides it as a refused child \
-             (module defect, reported; not checked here)"
+            "{lost} children were reaped without any wait reporting them: LINK skips a child that \
+             is exiting or a zombie at that moment, and the linked parent's wait then hides it as \
+             a refused child (module defect, reported; not checked here)"
         );
     }
     if let Some(e) = sh.failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -2332,24 +2353,6 @@ fn fuzzer(cfg: &Config, log: &SharedLog, chan: &Channel) -> Result<()> {
     // Quiescent until the test has checked the tables.
     chan.recv(Duration::from_secs(3600))?;
     Ok(())
-}
-
-impl Stats {
-    fn stats_text(&self) -> String {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        format!(
-            "{} children forked ({} reaped, {} lost), {} REGISTERs, {} UNREGISTERs ({} forced), {} LINKs, {} UNLINKs succeeded; at most {} live AIDs",
-            l(&self.forks),
-            l(&self.exits),
-            l(&self.lost),
-            l(&self.registered),
-            l(&self.unregistered),
-            l(&self.forced),
-            l(&self.links),
-            l(&self.unlinks),
-            l(&self.max_live)
-        )
-    }
 }
 
 /// Force-unregisters every AID that was not there before, whatever happened.
