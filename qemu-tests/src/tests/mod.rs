@@ -11,6 +11,7 @@ mod bypass;
 mod cleanup;
 mod cli;
 mod concurrency;
+mod fuzz;
 mod inheritance;
 mod interfaces;
 mod lifetimes;
@@ -75,6 +76,7 @@ pub fn all() -> Vec<&'static Test> {
         programs::TESTS,
         pid_stress::TESTS,
         lifetimes::TESTS,
+        fuzz::TESTS,
         cli::TESTS,
         load_unload::TESTS,
     ]
