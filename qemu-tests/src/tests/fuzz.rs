@@ -24,8 +24,9 @@
 //! write a kernel log line, and the log must not wrap).
 //!
 //! Every call must return 0 or a documented errno ([`ALLOWED`]); where the ABI fixes the
-//! answer (a number that is not ours: `ENOTTY`; ours with another size, a malformed
-//! structure, an invalid name or table type: `EINVAL`; an argument the kernel cannot
+//! answer (a number that is not ours: `ENOTTY`; ours with a size below the structure's
+//! first version, a malformed structure, an invalid name or table type: `EINVAL`; ours
+//! with a size over a page: `E2BIG`; an argument the kernel cannot
 //! read, or a well-formed one it cannot write: `EFAULT`) it must be that errno; what
 //! VERSION, REGISTER, LIST, INFO and TABLE return must be well-formed (LIST in AID order,
 //! `nr_processes <= nr_threads <= PID table size`, valid names, ...). Afterwards, with the
@@ -105,9 +106,13 @@ const LIVE_FLOOR: usize = 3;
 /// Above this many live AIDs the well-formed calls stop registering.
 const MAX_LIVE_AIDS: usize = 16;
 
+/// Outcomes counted per command: success, then each of [`ALLOWED`].
+const OUTCOMES: usize = ALLOWED.len() + 1;
+
 /// The errnos an appshot ioctl may answer with.
-const ALLOWED: [i32; 11] = [
+const ALLOWED: [i32; 12] = [
     libc::EINVAL,
+    libc::E2BIG,
     libc::EFAULT,
     libc::ENOTTY,
     libc::ENOENT,
@@ -402,7 +407,19 @@ fn expected_errno(cmd: u32, access: Access, b: &Bytes) -> Option<i32> {
         return Some(libc::ENOTTY);
     }
     let Some(kind) = Kind::of_cmd(cmd) else {
-        return Some(libc::EINVAL);
+        // Ours with another size (structures grow, docs/abi.md): smaller than the first
+        // version is EINVAL, over a page E2BIG; in between, the answer depends on the
+        // caller's bytes past this module's structure (zero: it goes on and the size
+        // field decides; not zero: E2BIG; unreadable: EFAULT), which lie beyond the
+        // generated request.
+        let size = uapi::ioc_size(cmd) as usize;
+        let ours = KINDS.iter().copied().find(|k| uapi::ioc_nr(k.cmd()) == uapi::ioc_nr(cmd));
+        return match ours {
+            Some(kind) if size < kind.size() => Some(libc::EINVAL),
+            Some(_) if size > 4096 => Some(libc::E2BIG),
+            Some(_) => None,
+            None => Some(libc::EINVAL),
+        };
     };
     if access == Access::None {
         return Some(libc::EFAULT);
@@ -834,7 +851,7 @@ impl Pool {
 /// Counts per command and outcome.
 struct Stats {
     /// `[command (8 = not an appshot command)][0 = success, 1.. = ALLOWED]`.
-    by: [[AtomicU64; 12]; 9],
+    by: [[AtomicU64; OUTCOMES]; 9],
     forks: AtomicU64,
     registered: AtomicU64,
     unregistered: AtomicU64,
@@ -885,7 +902,7 @@ impl Stats {
 
     /// Outcomes, overall and per command.
     fn summary(&self) -> String {
-        let mut outcomes = vec![0u64; 12];
+        let mut outcomes = vec![0u64; OUTCOMES];
         let mut per_cmd = Vec::new();
         for (k, row) in self.by.iter().enumerate() {
             let counts: Vec<u64> = row.iter().map(|c| c.load(Ordering::Relaxed)).collect();
@@ -2315,21 +2332,21 @@ fn fuzzer(cfg: &Config, log: &SharedLog, chan: &Channel) -> Result<()> {
     );
     diag!("{}", st.stats_text());
     diag!("{}", st.summary());
+    // A module defect this fuzzer found (issue #9): a fork returning 0 in the parent
+    // when a LINK raced it. It may not happen.
     let fork_zero = st.fork_zero.load(Ordering::Relaxed);
     if fork_zero > 0 {
-        diag!(
-            "{fork_zero} times the helper's fork() returned 0 in the helper itself: a LINK of \
-             a forking process links it before its new child, and the fork's result, translated \
-             in between, is 0 (module defect, reported; not checked here)"
-        );
+        bail!("{fork_zero} times the helper's fork() returned 0 in the helper itself (a LINK raced the fork)");
     }
+    // A child the helper forked while linked to an AID with a PID range has a virtual PID;
+    // when LINK/UNLINK churn takes the helper out of that AID before it waits, the wait
+    // reports the system PID, which the helper cannot match: counted as lost. That is
+    // UNLINK's documented effect, not a lost status, so it is reported, not failed on.
+    // (The defect this count first exposed, children that had exited before LINK, has
+    // its own test: lifetimes/child_exited_before_link_keeps_its_status.)
     let lost = st.lost.load(Ordering::Relaxed);
     if lost > 0 {
-        diag!(
-            "{lost} children were reaped without any wait reporting them: LINK skips a child that \
-             is exiting or a zombie at that moment, and the linked parent's wait then hides it as \
-             a refused child (module defect, reported; not checked here)"
-        );
+        diag!("{lost} children's ends were not matched to a fork (see above)");
     }
     if let Some(e) = sh.failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
         bail!("{e}");
