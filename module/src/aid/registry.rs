@@ -139,7 +139,9 @@ impl Registry {
         let empty = AidState::new(aid.pid_range, true);
         let (unlinked, old) = {
             let mut state = aid.state.lock();
-            if state.pids.len() > 0 && !force {
+            // Linked threads make it busy; group-only entries do not (a group whose last
+            // members left unseen keeps its entry until then, and must not hold the AID).
+            if state.pids.nr_threads() > 0 && !force {
                 return Err(EBUSY);
             }
             let unlinked = self.tasks.remove_all(&aid);

@@ -288,6 +288,16 @@ impl Kind {
     fn of_cmd(cmd: u32) -> Option<Kind> {
         KINDS.iter().copied().find(|k| k.cmd() == cmd)
     }
+
+    /// The command the module runs for `cmd`, whatever size the number carries (a
+    /// larger structure with a zero tail is a newer caller's, docs/abi.md): what
+    /// `sanitize` must make safe, names and PIDs at this kind's offsets included.
+    fn dispatched(cmd: u32) -> Option<Kind> {
+        let size = uapi::ioc_size(cmd) as usize;
+        KINDS.iter().copied().find(|k| {
+            cmd & !(0x3fff << 16) == k.cmd() & !(0x3fff << 16) && size >= k.size() && size <= 4096
+        })
+    }
 }
 
 /// `_IOC(dir, type, nr, size)`.
@@ -1472,7 +1482,7 @@ impl<'s, 'a> Worker<'s, 'a> {
     /// Makes the bytes safe for the command the kernel will actually run (which may not
     /// be the one they were built as): see the module documentation, "Containment".
     fn sanitize(&mut self, call: &mut Call) {
-        let Some(kind) = Kind::of_cmd(call.cmd as u32) else {
+        let Some(kind) = Kind::dispatched(call.cmd as u32) else {
             return; // the module dispatches nothing
         };
         let b = &mut call.bytes;
