@@ -89,7 +89,7 @@ pub(crate) fn socket_owner_ioctl(c: &Call<'_>, request: u32, address: u64) -> Op
 }
 
 /// Rewrites the `int` at `address` with `f` of its value (left alone if unreadable).
-fn rewrite_user_int(address: u64, f: impl Fn(i32) -> i32) {
+pub(crate) fn rewrite_user_int(address: u64, f: impl Fn(i32) -> i32) {
     if let Some(value) = read_user_i32(address) {
         let shown = f(value);
         if shown != value {

@@ -441,11 +441,9 @@ impl Call<'_> {
     /// Translates `-pgid` or a PID in argument `i` (other values stay).
     fn translate_pid_or_group(&self, args: &mut [u64; 6], i: usize) {
         let pid = args[i] as u32 as i32;
-        if pid < -1 && pid != i32::MIN {
-            let system = self.to_system_or_nobody(pid.unsigned_abs()) as i32;
-            args[i] = (args[i] & !0xffff_ffff) | u64::from((-system) as u32);
-        } else {
-            self.translate_arg(args, i);
+        // -1 keeps its meaning (every process, or any child): it names no group.
+        if pid != -1 {
+            args[i] = (args[i] & !0xffff_ffff) | u64::from(self.owner_to_system(pid) as u32);
         }
     }
 
@@ -735,9 +733,7 @@ fn ioctl(c: &Call<'_>) -> Outcome {
         TIOCGPGRP | TIOCGSID => {
             let ret = c.call(c.args());
             if ret == 0 {
-                if let Some(system) = read_user_i32(address).filter(|&pid| pid > 0) {
-                    write_user_i32(address, c.shown(system as u32) as i32);
-                }
+                interfaces::rewrite_user_int(address, |pid| if pid > 0 { c.shown(pid as u32) as i32 } else { pid });
             }
             Outcome::Return(ret)
         }
