@@ -234,8 +234,13 @@ fn flush_stdout() {
 
 /// Forks; the child runs `body` and `_exit`s with its return value (101 if it panics).
 /// The child dies with its parent thread (`PR_SET_PDEATHSIG`).
+///
+/// Returns once the child has armed that and checked its parent: a test may LINK the
+/// child as soon as `fork` returns, and a linked child's `getppid` names no process
+/// outside its AID, so the check must not run after that.
 pub fn fork(body: impl FnOnce() -> i32) -> Result<Child> {
     flush_stdout();
+    let (ready_rx, ready_tx) = pipe()?;
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     // SAFETY: fork has no memory-safety preconditions; the child only runs `body` and
@@ -245,6 +250,7 @@ pub fn fork(body: impl FnOnce() -> i32) -> Result<Child> {
         return Err(Errno::last()).context("fork");
     }
     if pid == 0 {
+        drop(ready_rx);
         // SAFETY: prctl with integer arguments; getppid has no preconditions.
         unsafe {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
@@ -252,11 +258,23 @@ pub fn fork(body: impl FnOnce() -> i32) -> Result<Child> {
                 libc::_exit(102);
             }
         }
+        write_raw(ready_tx.as_raw_fd(), b"r");
+        drop(ready_tx);
         let code = catch_unwind(AssertUnwindSafe(body)).unwrap_or(101);
         // SAFETY: _exit ends the process without running the parent's destructors.
         unsafe { libc::_exit(code) };
     }
-    Ok(Child::adopt(pid))
+    drop(ready_tx);
+    let child = Child::adopt(pid);
+    // The byte, or EOF if the child died first (a child the AID refused is killed before
+    // it runs). The write end may also live on in a child another thread forked
+    // meanwhile, so the wait is bounded rather than relying on EOF alone.
+    if wait_readable(ready_rx.as_raw_fd(), Duration::from_secs(30))? {
+        let mut byte = [0u8; 1];
+        // SAFETY: reads at most one byte into a local.
+        unsafe { libc::read(ready_rx.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
+    }
+    Ok(child)
 }
 
 /// A pipe: `(read end, write end)`, both close-on-exec.
