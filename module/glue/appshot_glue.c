@@ -28,6 +28,7 @@
 #include <linux/ns_common.h>
 #include <linux/proc_ns.h>
 #include <linux/ftrace.h>
+#include <linux/futex.h>
 #include <linux/kprobes.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
@@ -46,6 +47,7 @@
 #include <linux/string.h>
 #include <linux/uidgid.h>
 #include <linux/wait_bit.h>
+#include <asm/futex.h>
 #include <asm/ibt.h>
 #include <asm/nospec-branch.h>
 
@@ -515,6 +517,31 @@ int appshot_glue_write_task_u32(struct task_struct *task, unsigned long addr, u3
 	return 0;
 }
 
+/* ---- Robust futexes ----------------------------------------------------------------- */
+
+void appshot_glue_current_robust_lists(unsigned long *native, unsigned long *compat)
+{
+	*native = (unsigned long)current->robust_list;
+#ifdef CONFIG_COMPAT
+	*compat = (unsigned long)current->compat_robust_list;
+#else
+	*compat = 0;
+#endif
+}
+
+/*
+ * One atomic compare-and-exchange of a u32 in the current task's memory, faulting the page
+ * in if needed (the caller may sleep): 0 with the value found in *found (the exchange
+ * happened when it equals old), or -EFAULT.
+ */
+int appshot_glue_user_cmpxchg_u32(unsigned long addr, u32 old, u32 new, u32 *found)
+{
+	u32 __user *uaddr = (u32 __user *)addr;
+
+	might_fault();
+	return futex_atomic_cmpxchg_inatomic(found, uaddr, old, new);
+}
+
 /*
  * What ptrace's PTRACE_MODE_ATTACH_REALCREDS rule looks at, for the current task wanting
  * to attach to `task` (the rule itself is in Rust, src/linux/task.rs). Read under the
@@ -626,6 +653,19 @@ static_assert(PID_MAX_LIMIT == 4 * 1024 * 1024);
 static_assert(sizeof(struct signalfd_siginfo) == 128);
 static_assert(offsetof(struct signalfd_siginfo, ssi_pid) == 12);
 static_assert(offsetof(struct signalfd_siginfo, ssi_code) == 8);
+/* src/pid/futex.rs */
+static_assert(FUTEX_TID_MASK == 0x3fffffff && ROBUST_LIST_LIMIT == 2048);
+/* src/syscalls/interfaces.rs: futex() */
+static_assert(FUTEX_CMD_MASK == ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME));
+static_assert(FUTEX_PRIVATE_FLAG == 128 && FUTEX_CLOCK_REALTIME == 256);
+static_assert(FUTEX_LOCK_PI == 6 && FUTEX_TRYLOCK_PI == 8);
+static_assert(FUTEX_CMP_REQUEUE_PI == 12 && FUTEX_LOCK_PI2 == 13);
+static_assert(offsetof(struct robust_list_head, futex_offset) == 8);
+static_assert(offsetof(struct robust_list_head, list_op_pending) == 16);
+#ifdef CONFIG_COMPAT
+static_assert(offsetof(struct compat_robust_list_head, futex_offset) == 4);
+static_assert(offsetof(struct compat_robust_list_head, list_op_pending) == 8);
+#endif
 /* src/syscalls/interfaces.rs */
 static_assert(offsetof(struct __user_cap_header_struct, pid) == 4);
 static_assert(offsetof(struct f_owner_ex, pid) == 4);

@@ -96,6 +96,11 @@ int appshot_glue_task_pid_ns(struct task_struct *task);
 unsigned long appshot_glue_take_set_child_tid(struct task_struct *child);
 int appshot_glue_write_task_u32(struct task_struct *task, unsigned long addr, u32 value);
 
+/* Robust futexes: the current task's robust-list heads, and a compare-and-exchange of a
+ * futex word in its memory (what the kernel's own exit walk uses). */
+void appshot_glue_current_robust_lists(unsigned long *native, unsigned long *compat);
+int appshot_glue_user_cmpxchg_u32(unsigned long addr, u32 old, u32 new, u32 *found);
+
 /* siginfo fields, and copy_siginfo_to_user() with another si_pid. */
 void appshot_glue_siginfo_fields(const struct kernel_siginfo *info, int *signo, int *code,
 				 pid_t *pid);

@@ -12,13 +12,16 @@
 //! | `kernel_clone(args)` | fork, vfork, clone, clone3 (any ABI), with the kernel's final copy of the flags | [`on_kernel_clone`] |
 //! | `copy_siginfo_to_user(to, from)` | a siginfo is copied to user space | [`signals::copy_to_user`] |
 //! | `signalfd_read_iter(iocb, to)` | a signalfd is read (`read`, `readv`, `preadv`) | [`signals::fix_signalfd_records`] |
+//! | `futex_exit_release(tsk)`, `futex_exec_release(tsk)` | a thread exits or execs, before the kernel walks its robust futex lists | [`futex::on_futex_release`] |
+//! | `find_get_task_by_vpid(nr)` | the kernel looks a task up by number (in a PI futex operation: the owner named by the futex word) | [`futex::find_pi_owner`] |
 //!
 //! [`HOOKED`] is the one list of these functions: the glue gets their names from it,
 //! resolves them and reports where each one's fentry call returns (its *site*), which
 //! is how a hook call is told apart ([`Sites`]).
 //!
-//! All run in process context with no spinlock held, so handlers may sleep and touch
-//! user memory. The hooks are attached while at least one AID is registered (see
+//! All run in process context. All but `find_get_task_by_vpid` run with no spinlock
+//! held, so their handlers may sleep and touch user memory; the futex code calls that
+//! one under its hash-bucket lock, and its handler neither sleeps nor allocates. The hooks are attached while at least one AID is registered (see
 //! `Registry::register`/`unregister`): with no AID, a loaded module costs nothing.
 //! While attached, a task in no AID pays for the trampoline's fast path (a hash of its
 //! address and one load, see `task_index`), unless its slot also holds a linked task; a
@@ -42,7 +45,7 @@ use kernel::sync::Arc;
 use crate::aid::Aid;
 
 use crate::linux::glue::{self, ModuleRef};
-use crate::pid::link;
+use crate::pid::{futex, link};
 use crate::linux::task::Task;
 use crate::aid::registry::{self, Registry};
 use crate::syscalls::{self, Call, Outcome, OwnId, Syscall, SYSCALLS};
@@ -59,6 +62,8 @@ enum KernelHook {
     KernelClone,
     CopySiginfo,
     SignalfdRead,
+    FutexRelease,
+    FindTask,
 }
 
 /// Every kernel function hooked besides the system calls, with what it is.
@@ -68,6 +73,9 @@ const KERNEL_FUNCTIONS: &[(&CStr, KernelHook)] = &[
     (kernel::c_str!("kernel_clone"), KernelHook::KernelClone),
     (kernel::c_str!("copy_siginfo_to_user"), KernelHook::CopySiginfo),
     (kernel::c_str!("signalfd_read_iter"), KernelHook::SignalfdRead),
+    (kernel::c_str!("futex_exit_release"), KernelHook::FutexRelease),
+    (kernel::c_str!("futex_exec_release"), KernelHook::FutexRelease),
+    (kernel::c_str!("find_get_task_by_vpid"), KernelHook::FindTask),
 ];
 
 /// Number of hooked functions: [`KERNEL_FUNCTIONS`], then [`SYSCALLS`].
@@ -388,6 +396,26 @@ unsafe fn kernel_function(registry: &Registry, hook: KernelHook, args: *const c_
             // SAFETY: `copy_siginfo_to_user(to, from)`'s arguments; `out` as promised.
             unsafe { copy_siginfo_to_user(arg(0) as *mut c_void, arg(1) as *const bindings::kernel_siginfo, out) }
         }
+        KernelHook::FutexRelease => {
+            let Some(task) = NonNull::new(arg(0) as *mut bindings::task_struct) else {
+                return false;
+            };
+            // SAFETY: both functions are called by the kernel for a task it holds for the
+            // call (the current task, exiting or execing).
+            let task = unsafe { Task::from_raw(task) };
+            // Touches user memory, may fault and sleep: counted like the task hooks.
+            let _inflight = glue::Inflight::enter();
+            futex::on_futex_release(registry, task);
+            false
+        }
+        KernelHook::FindTask => match futex::find_pi_owner(registry, arg(0) as u32 as i32) {
+            None => false,
+            Some(found) => {
+                // SAFETY: `out` points to the trampoline's result slot.
+                unsafe { *out = found as c_long };
+                true
+            }
+        },
         KernelHook::SignalfdRead => {
             // SAFETY: `signalfd_read_iter(iocb, iter)`'s arguments; `out` as promised.
             unsafe {

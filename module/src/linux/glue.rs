@@ -71,6 +71,8 @@ extern "C" {
     ) -> c_uint;
     pub(crate) fn appshot_glue_task_pid_ns(task: *mut bindings::task_struct) -> c_int;
     pub(crate) fn appshot_glue_take_set_child_tid(child: *mut bindings::task_struct) -> c_ulong;
+    pub(crate) fn appshot_glue_current_robust_lists(native: *mut c_ulong, compat: *mut c_ulong);
+    pub(crate) fn appshot_glue_user_cmpxchg_u32(addr: c_ulong, old: u32, new: u32, found: *mut u32) -> c_int;
     pub(crate) fn appshot_glue_write_task_u32(task: *mut bindings::task_struct, addr: c_ulong, value: u32) -> c_int;
     pub(crate) fn appshot_glue_siginfo_fields(
         info: *const bindings::kernel_siginfo,

@@ -177,6 +177,14 @@ impl TaskRef {
         TaskRef { ptr }
     }
 
+    /// Gives up ownership of the reference, to a caller that takes it over (a hooked
+    /// function's result that the kernel will put).
+    pub(crate) fn into_raw(self) -> *mut bindings::task_struct {
+        let ptr = self.ptr.as_ptr();
+        core::mem::forget(self);
+        ptr
+    }
+
     /// The calling task, referenced.
     pub(crate) fn current() -> Self {
         let task = Task::current();

@@ -15,6 +15,7 @@
 //! are kept in a small ring, consulted only for a system PID the table no longer has and
 //! no live task has taken since.
 
+pub(crate) mod futex;
 pub(crate) mod link;
 pub(crate) mod task_index;
 

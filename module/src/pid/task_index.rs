@@ -200,6 +200,10 @@ pub(crate) struct Linked {
     /// A hook handler of this task is calling the hooked function itself (signalfd): its
     /// hook lets that call through. Only the task itself sets and reads it.
     in_original: bool,
+    /// This task is in a PI futex operation, whose lookups of the owner by the TID in
+    /// the futex word may find only tasks of its AID. Only the task itself sets and
+    /// reads it.
+    in_pi_futex: bool,
     /// The last task this task created: its system TID and virtual TID, `None` when it
     /// was refused (killed before it ran). Set by the new-task hook, which runs on this
     /// task, and taken by its fork/clone handler: the child's virtual TID is known even
@@ -221,7 +225,8 @@ pub(crate) type RemovedLink = RBTreeNode<usize, Linked>;
 #[pin_data]
 struct Bucket {
     /// Linked tasks of this bucket's slots, by task address. Lock order 3: after an AID's
-    /// lock; no other lock is taken while it is held. Also serializes the writers of
+    /// lock, and after the kernel's futex hash-bucket lock (the `find_get_task_by_vpid`
+    /// hook); no other lock is taken while it is held. Also serializes the writers of
     /// this bucket's slots in [`LINKED_SLOTS`] and [`CACHED_IDS`].
     #[pin]
     tasks: SpinLock<RBTree<usize, Linked>>,
@@ -358,6 +363,17 @@ impl TaskIndex {
         self.with_entry(task, Slot::of(task), |linked| linked.in_original).unwrap_or(false)
     }
 
+    /// Marks (or unmarks) `task`, the current task, as being in a PI futex operation.
+    /// Only `task` itself calls this.
+    pub(crate) fn set_in_pi_futex(&self, task: Task<'_>, value: bool) {
+        self.with_entry(task, Slot::of(task), |linked| linked.in_pi_futex = value);
+    }
+
+    /// Whether `task` is in a PI futex operation (see [`Self::set_in_pi_futex`]).
+    pub(crate) fn in_pi_futex(&self, task: Task<'_>) -> bool {
+        self.with_entry(task, Slot::of(task), |linked| linked.in_pi_futex).unwrap_or(false)
+    }
+
     /// Records the task that `task`, the current task, has just created (see
     /// `Linked::new_child`).
     pub(crate) fn set_new_child(&self, task: Task<'_>, system: SystemPid, virtual_id: Option<VirtualPid>) {
@@ -402,7 +418,7 @@ impl TaskIndex {
         if tasks.get(&task.key()).is_some() {
             return Err(reservation);
         }
-        tasks.insert(reservation.into_node(task.key(), Linked { aid, ids, parent_tid: 0, in_original: false, new_child: None, reaped: None }));
+        tasks.insert(reservation.into_node(task.key(), Linked { aid, ids, parent_tid: 0, in_original: false, in_pi_futex: false, new_child: None, reaped: None }));
         // INVARIANT: one entry added, under the bucket lock. A new task's first hooked
         // call comes after the scheduler has run it (full barriers), LINK's caller links
         // itself in program order: the count is seen by the task's next call.

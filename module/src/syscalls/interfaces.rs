@@ -350,3 +350,27 @@ pub(crate) fn socketcall(c: &Call<'_>) -> Outcome {
         _ => sent(c, layout, u64::from(word(1)), Some(u64::from(word(2)))),
     }
 }
+
+/// `futex(uaddr, op, ...)`: a PI operation runs with the caller marked, so that the
+/// kernel's lookup of the lock's owner finds only tasks of its AID
+/// ([`crate::pid::futex::find_pi_owner`]); every other operation runs untouched.
+pub(crate) fn futex(c: &Call<'_>) -> Outcome {
+    // The command part of `op` (FUTEX_CMD_MASK): without FUTEX_PRIVATE_FLAG and
+    // FUTEX_CLOCK_REALTIME.
+    const FUTEX_CMD_MASK: i32 = !(128 | 256);
+    const FUTEX_LOCK_PI: i32 = 6;
+    const FUTEX_TRYLOCK_PI: i32 = 8;
+    const FUTEX_CMP_REQUEUE_PI: i32 = 12;
+    const FUTEX_LOCK_PI2: i32 = 13;
+    let looks_up_owner = matches!(
+        c.int_arg(1) & FUTEX_CMD_MASK,
+        FUTEX_LOCK_PI | FUTEX_LOCK_PI2 | FUTEX_TRYLOCK_PI | FUTEX_CMP_REQUEUE_PI
+    );
+    if !looks_up_owner {
+        return Outcome::Native;
+    }
+    c.registry.tasks.set_in_pi_futex(c.task, true);
+    let ret = c.call(c.args());
+    c.registry.tasks.set_in_pi_futex(c.task, false);
+    Outcome::Return(ret)
+}

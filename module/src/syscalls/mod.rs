@@ -212,6 +212,10 @@ syscalls! {
     Ia32 sys_migrate_pages => |c| c.targets(&[0]),
     X64 sys_move_pages => |c| c.targets(&[0]),
     Ia32 sys_move_pages => |c| c.targets(&[0]),
+    // PI futex owners, named by the TID in the futex word (src/pid/futex.rs).
+    X64 sys_futex => interfaces::futex,
+    Ia32 sys_futex => interfaces::futex,
+    Ia32 sys_futex_time32 => interfaces::futex,
     // CPU-time clocks of a process or thread, and timers that signal a thread.
     X64 sys_clock_gettime => interfaces::clock,
     Ia32 sys_clock_gettime => interfaces::clock,
