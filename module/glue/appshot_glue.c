@@ -126,9 +126,10 @@ void appshot_glue_misc_deregister(void)
  *
  * Unload: a task may be preempted inside the trampoline or a handler, or sleep in a
  * handler. Handlers that may sleep count themselves in appshot_hooks_inflight (task
- * hooks) or hold a module reference (system calls, siginfo, signalfd: taken in Rust), so
- * the module cannot go while they sleep; module exit then waits for RCU-tasks, for the
- * in-flight count, and for RCU-tasks again (the instructions after a handler's last count).
+ * hooks) or hold their task's AID object (system calls, siginfo, signalfd), which holds a
+ * module reference for as long as it lives (src/aid/mod.rs), so the module cannot go
+ * while they sleep; module exit then waits for RCU-tasks, for the in-flight count, and for
+ * RCU-tasks again (the instructions after a handler's last count or reference).
  */
 static atomic_t appshot_hooks_inflight = ATOMIC_INIT(0);
 
@@ -328,11 +329,6 @@ void appshot_glue_hooks_quiesce(void)
 	synchronize_rcu_tasks();
 	wait_var_event(&appshot_hooks_inflight, atomic_read(&appshot_hooks_inflight) == 0);
 	synchronize_rcu_tasks();
-}
-
-bool appshot_glue_module_try_get(void)
-{
-	return try_module_get(THIS_MODULE);
 }
 
 /* ---- Credentials and tasks ----------------------------------------------------------- */

@@ -41,7 +41,6 @@ void appshot_glue_hooks_free(void);
 int appshot_glue_hooks_attach(void);
 void appshot_glue_hooks_detach(void);
 void appshot_glue_hooks_quiesce(void);
-bool appshot_glue_module_try_get(void);
 long appshot_glue_call_syscall(unsigned long site, struct pt_regs *regs);
 unsigned int appshot_glue_iter_user_segments(struct iov_iter *iter, unsigned long *out, unsigned int max);
 long appshot_glue_call_read_iter(unsigned long site, struct kiocb *iocb, struct iov_iter *iter);

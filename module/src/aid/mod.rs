@@ -6,6 +6,7 @@ pub(crate) mod registry;
 use kernel::prelude::*;
 use kernel::sync::{new_spinlock, Arc, SpinLock};
 
+use crate::linux::glue::ModulePin;
 use crate::pid::PidTable;
 use crate::table::{kind, IdTable};
 use crate::uapi::{self, AidInfo, NAME_LEN, TABLE_KEY, TABLE_MSG, TABLE_PID, TABLE_SEM, TABLE_SHM};
@@ -29,6 +30,11 @@ pub(crate) struct Aid {
     /// task-index bucket. Never held while allocating or sleeping.
     #[pin]
     pub(crate) state: SpinLock<AidState>,
+    /// A reference on this module, for as long as the AID object lives: registered, or
+    /// held by a linked task's index entry or by a hook handler running for one of its
+    /// tasks (which may sleep, in `wait4` say). So a handler needs no reference of its
+    /// own: the `Arc<Aid>` it holds keeps the module loaded.
+    _module: ModulePin,
 }
 
 /// What an AID's spinlock protects: one table per resource type, and whether the AID
@@ -111,6 +117,7 @@ impl Aid {
                 owner_uid,
                 pid_range,
                 state <- new_spinlock!(state, "appshot_aid_state"),
+                _module: ModulePin::new(),
             }),
             GFP_KERNEL,
         )

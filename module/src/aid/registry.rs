@@ -96,7 +96,6 @@ impl Registry {
             return Err(e);
         }
         set.next_id += 1;
-        glue::module_get();
         let caller = Task::current();
         pr_info!(
             "AID {} '{}' registered by pid {} (uid {})\n",
@@ -156,7 +155,6 @@ impl Registry {
         }
         drop(set);
         pr_info!("AID {} '{}' unregistered ({} threads unlinked)\n", id, aid.name_str(), unlinked);
-        glue::module_put();
         Ok(unlinked)
     }
 }

@@ -34,7 +34,7 @@ pub(crate) mod attach;
 pub(crate) mod signals;
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 use kernel::bindings;
 use kernel::ffi::{c_char, c_long, c_ulong, c_void};
@@ -44,7 +44,7 @@ use kernel::sync::Arc;
 
 use crate::aid::Aid;
 
-use crate::linux::glue::{self, ModuleRef};
+use crate::linux::glue;
 use crate::pid::{futex, link};
 use crate::linux::task::Task;
 use crate::aid::registry::{self, Registry};
@@ -77,6 +77,9 @@ const KERNEL_FUNCTIONS: &[(&CStr, KernelHook)] = &[
     (kernel::c_str!("futex_exec_release"), KernelHook::FutexRelease),
     (kernel::c_str!("find_get_task_by_vpid"), KernelHook::FindTask),
 ];
+
+// `Sites::kernel` numbers the kernel functions in a byte.
+const _: () = assert!(KERNEL_FUNCTIONS.len() < u8::MAX as usize);
 
 /// Number of hooked functions: [`KERNEL_FUNCTIONS`], then [`SYSCALLS`].
 const HOOKED: usize = KERNEL_FUNCTIONS.len() + SYSCALLS.len();
@@ -128,19 +131,20 @@ impl Hooked {
 const SITE_SLOTS: usize = (2 * HOOKED).next_power_of_two();
 
 /// The sites of the hooked functions (the return address of each one's fentry call,
-/// which the trampoline sees), in an open-addressed hash to their index in the hook
-/// tables, so that a hook call finds its function in constant time; and the sites of
-/// the few kernel functions, compared directly (a handler's nested system call, which
-/// passes a copy of the registers, is told from them in a few compares). Written once
-/// by [`init`], before the hooks can be attached; read-only afterwards, so relaxed loads
-/// see the final values (attaching the hooks orders them before any hook call).
+/// which the trampoline sees), in an open-addressed hash to what each one is, so that a
+/// hook call finds its function in constant time: a system call's row, or a kernel
+/// function (which is also how a handler's nested system call, which passes a copy of
+/// the registers, is told from a kernel function in one probe). Written once by
+/// [`init`], before the hooks can be attached; read-only afterwards, so relaxed loads see
+/// the final values (attaching the hooks orders them before any hook call).
 struct Sites {
     /// Site of each slot, 0 for an empty one.
     slots: [AtomicUsize; SITE_SLOTS],
-    /// The system call of each slot (only system calls are in the hash).
+    /// The system call of each slot, null for a kernel function's.
     syscalls: [AtomicPtr<Syscall>; SITE_SLOTS],
-    /// Site of each of [`KERNEL_FUNCTIONS`], in its order.
-    kernel: [AtomicUsize; KERNEL_FUNCTIONS.len()],
+    /// For a kernel function's slot, its index in [`KERNEL_FUNCTIONS`] plus one; 0 for a
+    /// system call's.
+    kernel: [AtomicU8; SITE_SLOTS],
     /// The getpid sites (x86-64 and i386), checked first on the hot path.
     getpid: [AtomicUsize; 2],
 }
@@ -148,7 +152,7 @@ struct Sites {
 static SITES: Sites = Sites {
     slots: [const { AtomicUsize::new(0) }; SITE_SLOTS],
     syscalls: [const { AtomicPtr::new(core::ptr::null_mut()) }; SITE_SLOTS],
-    kernel: [const { AtomicUsize::new(usize::MAX) }; KERNEL_FUNCTIONS.len()],
+    kernel: [const { AtomicU8::new(0) }; SITE_SLOTS],
     getpid: [const { AtomicUsize::new(usize::MAX) }; 2],
 };
 
@@ -163,37 +167,52 @@ impl Sites {
         (site as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) as usize >> (usize::BITS - SITE_SLOTS.trailing_zeros())
     }
 
-    /// Records `site` as `syscall`'s (module load, before attaching).
-    fn insert(&self, site: usize, syscall: &'static Syscall) {
+    /// Records `site` as a system call's or a kernel function's (module load, before
+    /// attaching).
+    fn insert(&self, site: usize, what: Hooked) {
         let mut slot = Self::home(site);
         while self.slots[slot].load(Ordering::Relaxed) != 0 {
             slot = (slot + 1) % SITE_SLOTS;
         }
         self.slots[slot].store(site, Ordering::Relaxed);
-        self.syscalls[slot].store(syscall as *const Syscall as *mut Syscall, Ordering::Relaxed);
+        match what {
+            Hooked::Syscall(syscall) => {
+                self.syscalls[slot].store(syscall as *const Syscall as *mut Syscall, Ordering::Relaxed);
+            }
+            Hooked::Kernel(hook) => {
+                let at = KERNEL_FUNCTIONS.iter().position(|&(_, h)| h == hook).unwrap_or(0);
+                self.kernel[slot].store(at as u8 + 1, Ordering::Relaxed);
+            }
+        }
     }
 
-    /// The system call whose fentry call returns to `site`.
+    /// The slot of `site`, if it is a hooked function's.
     #[inline]
-    fn syscall(&self, site: usize) -> Option<&'static Syscall> {
+    fn slot(&self, site: usize) -> Option<usize> {
         let mut slot = Self::home(site);
         loop {
             match self.slots[slot].load(Ordering::Relaxed) {
                 0 => return None,
-                at if at == site => {
-                    // SAFETY: `insert` stored a pointer to an element of the static
-                    // `SYSCALLS` table with this site.
-                    return unsafe { self.syscalls[slot].load(Ordering::Relaxed).as_ref() };
-                }
+                at if at == site => return Some(slot),
                 _ => slot = (slot + 1) % SITE_SLOTS,
             }
         }
     }
 
+    /// The system call whose fentry call returns to `site`.
+    #[inline]
+    fn syscall(&self, site: usize) -> Option<&'static Syscall> {
+        let slot = self.slot(site)?;
+        // SAFETY: `insert` stored null or a pointer to an element of the static
+        // `SYSCALLS` table.
+        unsafe { self.syscalls[slot].load(Ordering::Relaxed).as_ref() }
+    }
+
     /// The kernel function (not a system call) whose fentry call returns to `site`.
     #[inline]
     fn kernel_function(&self, site: usize) -> Option<KernelHook> {
-        let at = self.kernel.iter().position(|kernel| kernel.load(Ordering::Relaxed) == site)?;
+        let slot = self.slot(site)?;
+        let at = usize::from(self.kernel[slot].load(Ordering::Relaxed)).checked_sub(1)?;
         Some(KERNEL_FUNCTIONS[at].1)
     }
 
@@ -229,22 +248,17 @@ pub(crate) fn init() -> Result {
     }
     let mut getpid = 0;
     for &(site, index) in pairs.iter() {
-        match Hooked::at(usize::from(index)) {
-            Some(Hooked::Kernel(hook)) => {
-                let at = usize::from(index);
-                SITES.kernel[at].store(site, Ordering::Relaxed);
-                if hook == KernelHook::ReleaseTask {
-                    RELEASE_TASK_SITE.store(site, Ordering::Relaxed);
-                }
+        let Some(hooked) = Hooked::at(usize::from(index)) else {
+            continue;
+        };
+        SITES.insert(site, hooked);
+        match hooked {
+            Hooked::Kernel(KernelHook::ReleaseTask) => RELEASE_TASK_SITE.store(site, Ordering::Relaxed),
+            Hooked::Syscall(syscall) if syscall.own == OwnId::Pid && getpid < 2 => {
+                SITES.getpid[getpid].store(site, Ordering::Relaxed);
+                getpid += 1;
             }
-            Some(Hooked::Syscall(syscall)) => {
-                SITES.insert(site, syscall);
-                if syscall.own == OwnId::Pid && getpid < 2 {
-                    SITES.getpid[getpid].store(site, Ordering::Relaxed);
-                    getpid += 1;
-                }
-            }
-            None => {}
+            _ => {}
         }
     }
     Ok(())
@@ -281,8 +295,8 @@ pub(crate) unsafe extern "C" fn appshot_rust_hook(
     let first = unsafe { *args };
     if first as usize != user_regs as usize {
         // One of the kernel functions, or a handler's nested system call on a copy of the
-        // registers (which runs unhooked: the recursion guard), told apart here in a few
-        // compares before the heavier dispatch.
+        // registers (which runs unhooked: the recursion guard), told apart here in one
+        // probe of the site hash before the heavier dispatch.
         let Some(hook) = SITES.kernel_function(site as usize) else {
             return false;
         };
@@ -331,10 +345,8 @@ fn syscall(
         unsafe { *out = value as c_long };
         return true;
     }
-    // The handler may sleep (a blocking wait4): hold the module while it runs.
-    let Some(_module) = ModuleRef::try_get() else {
-        return false;
-    };
+    // The handler may sleep (a blocking wait4): the AID it holds keeps the module loaded
+    // meanwhile (`Aid::_module`).
     let Some(aid) = registry.tasks.lookup_at(task, slot) else {
         return false;
     };
@@ -452,18 +464,16 @@ unsafe fn on_kernel_clone(registry: &Registry, args: *mut c_void) -> Option<i64>
     None
 }
 
-/// For a hook whose handler may sleep: the calling task's AID, and a module reference
-/// for as long as the handler runs. `None` for a task in no AID (cheap: the fast path of
-/// [`TaskIndex::own_ids`]) and while the module is being unloaded.
+/// For a hook whose handler may sleep: the calling task's AID, which keeps the module
+/// loaded for as long as the handler holds it. `None` for a task in no AID (cheap: the
+/// fast path of [`TaskIndex::own_ids`]).
 ///
 /// [`TaskIndex::own_ids`]: crate::pid::task_index::TaskIndex::own_ids
-fn current_aid() -> Option<(Arc<Aid>, ModuleRef)> {
+fn current_aid() -> Option<Arc<Aid>> {
     let registry = registry::get()?;
     let task = Task::current();
     registry.tasks.own_ids(task, Slot::of(task))?;
-    let module = ModuleRef::try_get()?;
-    let aid = registry.tasks.lookup(task)?;
-    Some((aid, module))
+    registry.tasks.lookup(task)
 }
 
 /// `copy_siginfo_to_user(to, from)`.
@@ -472,7 +482,7 @@ fn current_aid() -> Option<(Arc<Aid>, ModuleRef)> {
 /// `from` is a valid siginfo for the call; `out` the trampoline's result slot.
 unsafe fn copy_siginfo_to_user(to: *mut c_void, from: *const bindings::kernel_siginfo, out: *mut c_long) -> bool {
     // Writing user memory may fault and sleep.
-    let Some((aid, _module)) = current_aid() else {
+    let Some(aid) = current_aid() else {
         return false;
     };
     // SAFETY: `from` is the hooked function's argument, valid for the call.
@@ -501,7 +511,7 @@ unsafe fn signalfd_read(
 ) -> bool {
     let task = Task::current();
     // A signalfd read blocks until a signal comes.
-    let Some((aid, _module)) = current_aid() else {
+    let Some(aid) = current_aid() else {
         return false;
     };
     if registry.tasks.in_original(task) {

@@ -34,7 +34,6 @@ extern "C" {
     pub(crate) fn appshot_glue_hooks_attach() -> c_int;
     pub(crate) fn appshot_glue_hooks_detach();
     pub(crate) fn appshot_glue_hooks_quiesce();
-    pub(crate) fn appshot_glue_module_try_get() -> bool;
     pub(crate) fn appshot_glue_call_syscall(site: c_ulong, regs: *mut bindings::pt_regs) -> c_long;
     pub(crate) fn appshot_glue_iter_user_segments(iter: *mut bindings::iov_iter, out: *mut c_ulong, max: c_uint) -> c_uint;
     pub(crate) fn appshot_glue_call_read_iter(
@@ -175,19 +174,19 @@ impl Drop for RcuReadLock {
     }
 }
 
-/// A reference on this module held while a handler may sleep, so the module cannot be
-/// unloaded under it (see "Unload" in `glue/appshot_glue.c`).
-pub(crate) struct ModuleRef(());
+/// A reference on this module, taken while it is live (from its own running code) and
+/// dropped with the value: what keeps the module loaded while an AID object exists
+/// (see "Unload" in `glue/appshot_glue.c`).
+pub(crate) struct ModulePin(());
 
-impl ModuleRef {
-    /// Takes a reference, or `None` while the module is being unloaded.
-    pub(crate) fn try_get() -> Option<ModuleRef> {
-        // SAFETY: `try_module_get` on our own module is always allowed.
-        unsafe { appshot_glue_module_try_get() }.then_some(ModuleRef(()))
+impl ModulePin {
+    pub(crate) fn new() -> ModulePin {
+        module_get();
+        ModulePin(())
     }
 }
 
-impl Drop for ModuleRef {
+impl Drop for ModulePin {
     fn drop(&mut self) {
         module_put();
     }
