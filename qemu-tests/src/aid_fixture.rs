@@ -6,8 +6,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::device::{AidGuard, Device};
 use crate::fixtures;
-use crate::proc::{Agent, Channel};
-use crate::virt::{register, spawn_in_aid, PidMap, RANGE};
+use crate::proc::{self, Agent, Channel};
+use crate::virt::{self, register, spawn_in_aid, PidMap, RANGE};
 
 /// Whether the AID has a virtual PID range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +70,11 @@ impl AidFixture {
         &self.guard.name
     }
 
+    /// [`fixtures::pid_entries_in`] for this AID: `(system tid, owner)` pairs, sorted.
+    pub fn pid_entries(&self) -> Result<Vec<(i32, i32)>> {
+        fixtures::pid_entries_in(&self.dev, self.aid(), self.range)
+    }
+
     /// Its virtual PID range, if it has one.
     pub fn range(&self) -> Option<(u32, u32)> {
         self.range
@@ -95,6 +100,37 @@ impl AidFixture {
         PidMap::read(&self.dev, self.aid())
     }
 
+    /// [`virt::expect_own_id`] with this AID's range: `seen` (an ID a process of the AID
+    /// saw) against `system` (the system ID it names).
+    pub fn expect_own_id(&self, seen: i64, system: i64, what: &str) -> Result<()> {
+        virt::expect_own_id(seen, system, self.range, what)
+    }
+
+    /// The system PID of the process `reported` names: the PID its creator (a process of
+    /// the AID) saw, a virtual one with a range. Fails unless that process is a child of
+    /// `parent` (system PID) in /proc and `reported` agrees with the range (and, with one,
+    /// the table maps it to that process).
+    pub fn system_of_child(&self, parent: i32, reported: i32) -> Result<i32> {
+        let system = match self.range {
+            None => reported,
+            Some(_) => {
+                let map = self.pid_map()?;
+                map.system_of(reported).with_context(|| {
+                    format!(
+                        "no table entry for the reported PID {reported}: {:?}",
+                        map.pairs()
+                    )
+                })?
+            }
+        };
+        self.expect_own_id(i64::from(reported), i64::from(system), "a child's PID")?;
+        let ppid = proc::ppid_of(system);
+        if ppid != Some(parent) {
+            bail!("process {system} (reported as {reported}): parent {ppid:?} in /proc, expected {parent}");
+        }
+        Ok(system)
+    }
+
     /// [`fixtures::expect_pid_table_in`] for this AID (system TIDs and owners).
     pub fn expect_pid_table(&self, expected: &[(i32, i32)], what: &str) -> Result<()> {
         fixtures::expect_pid_table_in(&self.dev, self.aid(), self.range, expected, what)
@@ -104,10 +140,15 @@ impl AidFixture {
 /// Runs `body` once in each flavor, each with a fresh [`AidFixture`] named after `tag`;
 /// fails with every flavor's failure (set-up included), each named.
 pub fn for_each_flavor(tag: &str, mut body: impl FnMut(&AidFixture) -> Result<()>) -> Result<()> {
+    each_flavor(|flavor| body(&AidFixture::new(tag, flavor)?))
+}
+
+/// Runs `body` once per flavor, for tests that register their AIDs themselves (several,
+/// or after a measurement); fails with every flavor's failure, each named.
+pub fn each_flavor(mut body: impl FnMut(Flavor) -> Result<()>) -> Result<()> {
     let mut wrong = Vec::new();
     for flavor in Flavor::BOTH {
-        let result = AidFixture::new(tag, flavor).and_then(|fx| body(&fx));
-        if let Err(e) = result {
+        if let Err(e) = body(flavor) {
             wrong.push(format!("{}: {e:#}", flavor.describe()));
         }
     }

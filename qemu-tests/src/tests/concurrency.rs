@@ -1,6 +1,7 @@
 //! Races: concurrent REGISTERs, a process whose threads link, unlink, fork and spawn at
 //! once, UNREGISTER --force in the middle of forks, two LINKs of one process at once.
-//! Afterwards the tables must hold exactly the live tasks.
+//! Afterwards the tables must hold exactly the live tasks. The tests of linked
+//! processes run in an AID with a PID range and in one without.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -11,11 +12,12 @@ use anyhow::{bail, Context, Result};
 use appshot_uapi as uapi;
 
 use super::Test;
+use crate::aid_fixture::{for_each_flavor, AidFixture};
 use crate::check::{eventually, millis_since, step_timeout, Errno};
 use crate::device::{info_name, AidGuard, Device};
-use crate::fixtures::{expect_pid_table, pid_entries, release, sleeper, READY};
+use crate::fixtures::{release, sleeper, READY};
 use crate::proc::{self, Agent};
-use crate::{diag, ensure_eq};
+use crate::{diag, ensure_eq, virt};
 
 pub const TESTS: &[Test] = &[
     Test::new(
@@ -167,11 +169,14 @@ struct Counters {
 }
 
 fn threads_link_unlink_fork_table_consistent() -> Result<()> {
-    let dev = Device::open()?;
-    let g = AidGuard::new(&dev, "race")?;
-    let aid = g.aid;
-    let mut agent = Agent::spawn(|chan| {
-        dev.link(aid, 0).context("LINK self")?;
+    for_each_flavor("race", threads_link_unlink_fork_table_consistent_in)
+}
+
+fn threads_link_unlink_fork_table_consistent_in(fx: &AidFixture) -> Result<()> {
+    let (dev, aid) = (&fx.dev, fx.aid());
+    let mut agent = fx.spawn_linked(|chan| {
+        // The table holds system IDs; getpid is a virtual one while linked with a range.
+        let me = virt::system_pid()?;
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
@@ -211,8 +216,6 @@ fn threads_link_unlink_fork_table_consistent() -> Result<()> {
                         }
                         _ => {
                             // Every entry is a thread of this process or a forked child.
-                            // SAFETY: getpid has no preconditions.
-                            let me = unsafe { libc::getpid() };
                             match dev.owners(aid) {
                                 Ok(entries) => {
                                     for (tid, owner) in entries {
@@ -249,11 +252,11 @@ fn threads_link_unlink_fork_table_consistent() -> Result<()> {
         Ok(())
     })?;
     // Meanwhile, from outside: every snapshot is well-formed (pid_entries checks order
-    // and virtual = system).
+    // and the virtual IDs against the range, or virtual = system without one).
     let start = Instant::now();
     let mut snapshots = 0;
     while start.elapsed() < RACE_TIME {
-        pid_entries(&dev, aid).context("TABLE during the race")?;
+        fx.pid_entries().context("TABLE during the race")?;
         dev.info(aid).context("INFO during the race")?;
         snapshots += 1;
     }
@@ -272,15 +275,15 @@ fn threads_link_unlink_fork_table_consistent() -> Result<()> {
         crate::check::secs(10),
         "only the main thread left in the table",
         || {
-            last = pid_entries(&dev, aid)?;
+            last = fx.pid_entries()?;
             Ok(last == [(pid, pid)])
         },
     )
     .with_context(|| format!("table {last:?}"))?;
-    expect_pid_table(&dev, aid, &[(pid, pid)], "after the race")?;
+    fx.expect_pid_table(&[(pid, pid)], "after the race")?;
     agent.send(1)?;
     agent.finish(step_timeout())?;
-    expect_pid_table(&dev, aid, &[], "after the process was reaped")
+    fx.expect_pid_table(&[], "after the process was reaped")
 }
 
 /// The few requests the racing threads make, on a descriptor number they share (a
@@ -326,11 +329,12 @@ impl RawDev {
 }
 
 fn force_unregister_while_forking() -> Result<()> {
-    let dev = Device::open()?;
-    let g = AidGuard::new(&dev, "force-race")?;
-    let aid = g.aid;
-    let mut agent = Agent::spawn(|chan| {
-        dev.link(aid, 0).context("LINK self")?;
+    for_each_flavor("force-race", force_unregister_while_forking_in)
+}
+
+fn force_unregister_while_forking_in(fx: &AidFixture) -> Result<()> {
+    let (dev, aid) = (&fx.dev, fx.aid());
+    let mut agent = fx.spawn_linked(|chan| {
         let stop = Arc::new(AtomicBool::new(false));
         let forks = Arc::new(AtomicI64::new(0));
         let bad = Arc::new(AtomicI64::new(0));
@@ -391,11 +395,14 @@ fn force_unregister_while_forking() -> Result<()> {
 }
 
 fn link_race_two_aids_one_wins() -> Result<()> {
+    for_each_flavor("race-a", link_race_two_aids_one_wins_in)
+}
+
+fn link_race_two_aids_one_wins_in(a: &AidFixture) -> Result<()> {
     const ROUNDS: usize = 50;
-    let dev = Device::open()?;
-    let a = AidGuard::new(&dev, "race-a")?;
-    let b = AidGuard::new(&dev, "race-b")?;
-    let target = sleeper(&dev, None, 2)?;
+    let dev = &a.dev;
+    let b = AidFixture::with_range("race-b", a.range())?;
+    let target = sleeper(dev, None, 2)?;
     let pid = target.pid();
     let expected = crate::fixtures::entries_of(pid)?;
     let (a_wins, b_wins) = (AtomicI64::new(0), AtomicI64::new(0));
@@ -404,11 +411,11 @@ fn link_race_two_aids_one_wins() -> Result<()> {
         let (ra, rb) = std::thread::scope(|s| {
             let ha = s.spawn(|| {
                 barrier.wait();
-                dev.link(a.aid, pid)
+                dev.link(a.aid(), pid)
             });
             let hb = s.spawn(|| {
                 barrier.wait();
-                dev.link(b.aid, pid)
+                dev.link(b.aid(), pid)
             });
             (ha.join(), hb.join())
         });
@@ -419,11 +426,11 @@ fn link_race_two_aids_one_wins() -> Result<()> {
         let (winner, loser_result) = match (ra, rb) {
             (Ok(()), Err(e)) => {
                 a_wins.fetch_add(1, Ordering::Relaxed);
-                ((&a, &b), e)
+                ((a, &b), e)
             }
             (Err(e), Ok(())) => {
                 b_wins.fetch_add(1, Ordering::Relaxed);
-                ((&b, &a), e)
+                ((&b, a), e)
             }
             other => bail!("round {round}: two LINKs to different AIDs gave {other:?}; expected one success and EBUSY"),
         };
@@ -432,13 +439,12 @@ fn link_race_two_aids_one_wins() -> Result<()> {
             libc::EBUSY,
             "round {round}: the losing LINK's errno"
         );
-        expect_pid_table(
-            &dev,
-            winner.0.aid,
-            &expected,
-            &format!("round {round}: winner"),
-        )?;
-        expect_pid_table(&dev, winner.1.aid, &[], &format!("round {round}: loser"))?;
+        winner
+            .0
+            .expect_pid_table(&expected, &format!("round {round}: winner"))?;
+        winner
+            .1
+            .expect_pid_table(&[], &format!("round {round}: loser"))?;
         dev.unlink(pid)
             .with_context(|| format!("round {round}: UNLINK"))?;
     }

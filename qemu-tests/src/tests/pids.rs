@@ -4,6 +4,8 @@
 //! SIGCHLD name) and with the module's table; without a range a task keeps its system ID
 //! as its virtual one. Processes outside every AID see system IDs, unchanged; nothing
 //! outside its AID is reachable from inside by number; nested PID namespaces are refused.
+//! Every test runs with a range and without one ([`for_each_flavor`]), but
+//! `range_allocation_cyclic`, which needs a small range of its own.
 
 use std::ffi::c_void;
 use std::os::fd::AsRawFd;
