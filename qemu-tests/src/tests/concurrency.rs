@@ -166,6 +166,7 @@ struct Counters {
     threads: AtomicI64,
     tables: AtomicI64,
     errors: AtomicI64,
+    stranded: AtomicI64,
 }
 
 fn threads_link_unlink_fork_table_consistent() -> Result<()> {
@@ -173,7 +174,7 @@ fn threads_link_unlink_fork_table_consistent() -> Result<()> {
 }
 
 fn threads_link_unlink_fork_table_consistent_in(fx: &AidFixture) -> Result<()> {
-    let (dev, aid) = (&fx.dev, fx.aid());
+    let (dev, aid, ranged) = (&fx.dev, fx.aid(), fx.range().is_some());
     let mut agent = fx.spawn_linked(|chan| {
         // The table holds system IDs; getpid is a virtual one while linked with a range.
         let me = virt::system_pid()?;
@@ -194,9 +195,15 @@ fn threads_link_unlink_fork_table_consistent_in(fx: &AidFixture) -> Result<()> {
                 while !stop.load(Ordering::Relaxed) {
                     match i % 4 {
                         0 => {
-                            let (pid, status) = fork_exit_wait();
-                            if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-                                fail(format!("forked child {pid} ended with raw status {status:#x}"));
+                            match fork_exit_wait() {
+                                (_, Ok(status)) if exited_0(status) => {}
+                                (pid, Ok(status)) => {
+                                    fail(format!("forked child {pid} ended with raw status {status:#x}"))
+                                }
+                                (pid, Err(Errno(libc::ECHILD))) if ranged && pid > 0 => {
+                                    counters.stranded.fetch_add(1, Ordering::Relaxed);
+                                }
+                                (pid, Err(e)) => fail(format!("fork ({pid}) and waitpid: {e}")),
                             }
                             counters.forks.fetch_add(1, Ordering::Relaxed);
                         }
@@ -244,6 +251,12 @@ fn threads_link_unlink_fork_table_consistent_in(fx: &AidFixture) -> Result<()> {
                 counters.errors.load(Ordering::Relaxed)
             );
         }
+        let stranded = counters.stranded.load(Ordering::Relaxed);
+        let leftovers = reap_leftovers();
+        if leftovers != stranded {
+            bail!("{leftovers} children left unreaped, {stranded} of them stranded by an UNLINK or LINK");
+        }
+        chan.send(stranded)?;
         chan.send(counters.forks.load(Ordering::Relaxed))?;
         chan.send(counters.links.load(Ordering::Relaxed))?;
         chan.send(counters.threads.load(Ordering::Relaxed))?;
@@ -260,11 +273,12 @@ fn threads_link_unlink_fork_table_consistent_in(fx: &AidFixture) -> Result<()> {
         dev.info(aid).context("INFO during the race")?;
         snapshots += 1;
     }
-    let forks = agent.recv(RACE_TIME * 20 + step_timeout())?;
+    let stranded = agent.recv(RACE_TIME * 20 + step_timeout())?;
+    let forks = agent.recv_step()?;
     let links = agent.recv_step()?;
     let threads = agent.recv_step()?;
     let tables = agent.recv_step()?;
-    diag!("{forks} forks, {links} unlink+link, {threads} threads, {tables} inner and {snapshots} outer TABLEs in {} ms", millis_since(start));
+    diag!("{forks} forks ({stranded} stranded), {links} unlink+link, {threads} threads, {tables} inner and {snapshots} outer TABLEs in {} ms", millis_since(start));
     if forks == 0 || links == 0 || threads == 0 {
         bail!("a racing role never ran: {forks} forks, {links} links, {threads} threads");
     }
@@ -333,19 +347,26 @@ fn force_unregister_while_forking() -> Result<()> {
 }
 
 fn force_unregister_while_forking_in(fx: &AidFixture) -> Result<()> {
-    let (dev, aid) = (&fx.dev, fx.aid());
+    let (dev, aid, ranged) = (&fx.dev, fx.aid(), fx.range().is_some());
     let mut agent = fx.spawn_linked(|chan| {
         let stop = Arc::new(AtomicBool::new(false));
         let forks = Arc::new(AtomicI64::new(0));
         let bad = Arc::new(AtomicI64::new(0));
+        let stranded = Arc::new(AtomicI64::new(0));
         let mut handles = Vec::new();
         for _ in 0..4 {
-            let (stop, forks, bad) = (stop.clone(), forks.clone(), bad.clone());
+            let (stop, forks, bad, stranded) =
+                (stop.clone(), forks.clone(), bad.clone(), stranded.clone());
             handles.push(std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let (_, status) = fork_exit_wait();
-                    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-                        bad.fetch_add(1, Ordering::Relaxed);
+                    match fork_exit_wait() {
+                        (_, Ok(status)) if exited_0(status) => {}
+                        (pid, Err(Errno(libc::ECHILD))) if ranged && pid > 0 => {
+                            stranded.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            bad.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     forks.fetch_add(1, Ordering::Relaxed);
                 }
@@ -359,9 +380,17 @@ fn force_unregister_while_forking_in(fx: &AidFixture) -> Result<()> {
         for h in handles {
             let _ = h.join();
         }
+        let stranded = stranded.load(Ordering::Relaxed);
+        let leftovers = reap_leftovers();
+        if leftovers != stranded {
+            bail!(
+                "{leftovers} children left unreaped, {stranded} of them stranded by the UNREGISTER"
+            );
+        }
         chan.send(at_unregister)?;
         chan.send(forks.load(Ordering::Relaxed))?;
         chan.send(bad.load(Ordering::Relaxed))?;
+        chan.send(stranded)?;
         chan.recv(step_timeout())?;
         Ok(())
     })?;
@@ -373,7 +402,8 @@ fn force_unregister_while_forking_in(fx: &AidFixture) -> Result<()> {
     let at_unregister = agent.recv_step()?;
     let total = agent.recv_step()?;
     let bad = agent.recv_step()?;
-    diag!("{total} forks, {at_unregister} before the forced UNREGISTER");
+    let stranded = agent.recv_step()?;
+    diag!("{total} forks ({stranded} stranded), {at_unregister} before the forced UNREGISTER");
     if bad != 0 {
         bail!("{bad} of {total} children did not exit normally (killed by the module?)");
     }
@@ -456,16 +486,48 @@ fn link_race_two_aids_one_wins_in(a: &AidFixture) -> Result<()> {
     release(target)
 }
 
-/// Forks a child that exits at once and waits for it: (its PID, its raw wait status).
-fn fork_exit_wait() -> (libc::pid_t, libc::c_int) {
+/// Forks a child that exits at once and waits for it by the PID fork returned: that PID
+/// and the child's raw wait status, or the errno fork or waitpid failed with (no status,
+/// rather than a default one that would read as a normal exit).
+///
+/// With a PID range, a PID is a number in the ID space of the moment: when another thread
+/// UNLINKs or LINKs the process (or a forced UNREGISTER unlinks it) between the fork and
+/// the wait, the PID names nobody any more (ECHILD) and the child is *stranded*, left for
+/// [`reap_leftovers`]. Without a range virtual and system IDs agree, so that cannot happen.
+fn fork_exit_wait() -> (libc::pid_t, Result<libc::c_int, Errno>) {
     // SAFETY: the child only calls `_exit`, which is async-signal-safe.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         // SAFETY: ends the child without running anything of the parent's.
         unsafe { libc::_exit(0) };
     }
+    if pid < 0 {
+        return (pid, Err(Errno::last()));
+    }
     let mut status = 0;
     // SAFETY: waits for our own child; `status` is a valid out pointer.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    (pid, status)
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+        return (pid, Err(Errno::last()));
+    }
+    (pid, Ok(status))
+}
+
+/// Whether a raw wait status is `exit(0)`.
+fn exited_0(status: libc::c_int) -> bool {
+    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
+/// Reaps every child the calling process has left (children of [`fork_exit_wait`], which
+/// exit at once); returns how many there were.
+fn reap_leftovers() -> i64 {
+    let mut n = 0;
+    loop {
+        // SAFETY: waits for any child; no status wanted.
+        let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) };
+        if r > 0 {
+            n += 1;
+        } else if Errno::last().0 != libc::EINTR {
+            return n;
+        }
+    }
 }
