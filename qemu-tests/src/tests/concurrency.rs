@@ -195,15 +195,12 @@ fn threads_link_unlink_fork_table_consistent_in(fx: &AidFixture) -> Result<()> {
                 while !stop.load(Ordering::Relaxed) {
                     match i % 4 {
                         0 => {
-                            match fork_exit_wait() {
-                                (_, Ok(status)) if exited_0(status) => {}
-                                (pid, Ok(status)) => {
-                                    fail(format!("forked child {pid} ended with raw status {status:#x}"))
-                                }
-                                (pid, Err(Errno(libc::ECHILD))) if ranged && pid > 0 => {
+                            match judge_fork(ranged, fork_exit_wait()) {
+                                Ok(false) => {}
+                                Ok(true) => {
                                     counters.stranded.fetch_add(1, Ordering::Relaxed);
                                 }
-                                (pid, Err(e)) => fail(format!("fork ({pid}) and waitpid: {e}")),
+                                Err(e) => fail(e),
                             }
                             counters.forks.fetch_add(1, Ordering::Relaxed);
                         }
@@ -359,12 +356,12 @@ fn force_unregister_while_forking_in(fx: &AidFixture) -> Result<()> {
                 (stop.clone(), forks.clone(), bad.clone(), stranded.clone());
             handles.push(std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    match fork_exit_wait() {
-                        (_, Ok(status)) if exited_0(status) => {}
-                        (pid, Err(Errno(libc::ECHILD))) if ranged && pid > 0 => {
+                    match judge_fork(ranged, fork_exit_wait()) {
+                        Ok(false) => {}
+                        Ok(true) => {
                             stranded.fetch_add(1, Ordering::Relaxed);
                         }
-                        _ => {
+                        Err(_) => {
                             bad.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -487,14 +484,16 @@ fn link_race_two_aids_one_wins_in(a: &AidFixture) -> Result<()> {
 }
 
 /// Forks a child that exits at once and waits for it by the PID fork returned: that PID
-/// and the child's raw wait status, or the errno fork or waitpid failed with (no status,
-/// rather than a default one that would read as a normal exit).
+/// and what waitpid returned with the child's raw wait status, or the errno fork or
+/// waitpid failed with (no status, rather than a default one that would read as a normal
+/// exit).
 ///
-/// With a PID range, a PID is a number in the ID space of the moment: when another thread
-/// UNLINKs or LINKs the process (or a forced UNREGISTER unlinks it) between the fork and
-/// the wait, the PID names nobody any more (ECHILD) and the child is *stranded*, left for
-/// [`reap_leftovers`]. Without a range virtual and system IDs agree, so that cannot happen.
-fn fork_exit_wait() -> (libc::pid_t, Result<libc::c_int, Errno>) {
+/// While another thread UNLINKs and LINKs the process (or a forced UNREGISTER unlinks
+/// it), the child may change ID spaces between the fork and the wait: waitpid may return
+/// it under another PID (with a range), or, for a child in no AID under a linked parent
+/// (docs/syscalls.md: one that was a zombie when LINK took its parent), fail with ECHILD.
+/// Such a child is *stranded* and left for [`reap_leftovers`].
+fn fork_exit_wait() -> (libc::pid_t, Result<(libc::pid_t, libc::c_int), Errno>) {
     // SAFETY: the child only calls `_exit`, which is async-signal-safe.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
@@ -506,10 +505,34 @@ fn fork_exit_wait() -> (libc::pid_t, Result<libc::c_int, Errno>) {
     }
     let mut status = 0;
     // SAFETY: waits for our own child; `status` is a valid out pointer.
-    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+    let reaped = unsafe { libc::waitpid(pid, &mut status, 0) };
+    if reaped <= 0 {
         return (pid, Err(Errno::last()));
     }
-    (pid, Ok(status))
+    (pid, Ok((reaped, status)))
+}
+
+/// How a [`fork_exit_wait`] ended in a race: `Err` with the reason when it is wrong
+/// (`ranged`: the AID has a PID range), else whether the child was stranded.
+fn judge_fork(
+    ranged: bool,
+    outcome: (libc::pid_t, Result<(libc::pid_t, libc::c_int), Errno>),
+) -> Result<bool, String> {
+    match outcome {
+        (pid, Ok((reaped, status))) => {
+            if !exited_0(status) {
+                Err(format!(
+                    "forked child {pid} ended with raw status {status:#x}"
+                ))
+            } else if reaped != pid && !ranged {
+                Err(format!("waitpid({pid}) returned {reaped} without a range"))
+            } else {
+                Ok(false)
+            }
+        }
+        (pid, Err(Errno(libc::ECHILD))) if pid > 0 => Ok(true),
+        (pid, Err(e)) => Err(format!("fork ({pid}) and waitpid: {e}")),
+    }
 }
 
 /// Whether a raw wait status is `exit(0)`.

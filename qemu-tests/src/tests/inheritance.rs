@@ -490,7 +490,24 @@ fn link_takes_existing_children_in(fx: &AidFixture) -> Result<()> {
         chan.recv(step_timeout())?;
         let after = proc::fork(|| proc::sleep_forever())?;
         chan.send(after.pid() as i64)?;
-        chan.recv(step_timeout())?;
+        // The PID `before` has now, which the test reads in the table: fork's was a
+        // system PID, which names nobody in an AID with a range.
+        let now = chan.recv(step_timeout())? as i32;
+        std::mem::forget(before);
+        // SAFETY: kill and waitpid of our child, by the PID this process knows it by.
+        let (killed, reaped) = unsafe {
+            (
+                libc::kill(now, libc::SIGKILL),
+                libc::waitpid(now, std::ptr::null_mut(), 0),
+            )
+        };
+        if killed != 0 || reaped != now {
+            bail!(
+                "the child forked before LINK, as {now}: kill {killed}, waitpid {reaped} ({})",
+                Errno::last()
+            );
+        }
+        drop(after);
         Ok(())
     })?;
     let parent = agent.pid();
@@ -511,7 +528,12 @@ fn link_takes_existing_children_in(fx: &AidFixture) -> Result<()> {
         &[(parent, parent), (old_child, old_child), (new_child, new_child)],
         "after a fork after LINK",
     )?;
-    agent.send(GO)?;
+    let map = fx.pid_map()?;
+    let now = map.virtual_of(old_child).with_context(|| {
+        format!("no entry for the child {old_child} forked before LINK: {:?}", map.pairs())
+    })?;
+    map.expect_virtual(now, old_child, fx.range(), "the child forked before LINK")?;
+    agent.send(i64::from(now))?;
     agent.finish(step_timeout())?;
     fx.expect_pid_table(&[], "after all were reaped")
 }
