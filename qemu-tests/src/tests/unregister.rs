@@ -220,8 +220,12 @@ fn unlink_self_takes_children_in(fx: &AidFixture) -> Result<()> {
         dev.unlink(0).context("UNLINK self")?;
         let later = proc::fork(|| proc::sleep_forever())?;
         chan.send(later.pid() as i64)?;
-        chan.recv(step_timeout())?;
-        drop((child, later));
+        // The first child's system PID, its PID now that this process is in no AID
+        // (fork's was a virtual one with a range).
+        let now = chan.recv(step_timeout())? as i32;
+        std::mem::forget(child);
+        kill_and_reap(now).context("the child forked before UNLINK")?;
+        drop(later);
         Ok(())
     })?;
     let pid = agent.pid();
@@ -243,9 +247,30 @@ fn unlink_self_takes_children_in(fx: &AidFixture) -> Result<()> {
         libc::ENOENT,
         "UNLINK of a child forked after the parent's UNLINK",
     )?;
-    agent.send(1)?;
+    agent.send(i64::from(child))?;
     agent.finish(step_timeout())?;
     fx.expect_pid_table(&[], "after all were reaped")
+}
+
+/// Kills (SIGKILL) and reaps child `pid` of the calling process; fails unless both work.
+fn kill_and_reap(pid: i32) -> Result<()> {
+    if pid <= 0 {
+        bail!("no PID to kill ({pid})");
+    }
+    // SAFETY: kill and waitpid of one process (pid > 0), no out pointer.
+    let (killed, reaped) = unsafe {
+        (
+            libc::kill(pid, libc::SIGKILL),
+            libc::waitpid(pid, std::ptr::null_mut(), 0),
+        )
+    };
+    if killed != 0 || reaped != pid {
+        bail!(
+            "kill({pid}) = {killed}, waitpid({pid}) = {reaped} ({})",
+            Errno::last()
+        );
+    }
+    Ok(())
 }
 
 /// Rounds of [`force_group_only_while_listing`].
@@ -458,8 +483,9 @@ fn info_loop(dev: &Device, chan: &Channel) -> Result<()> {
 }
 
 /// Forks a leader that starts a session (so a process group) and forks a member, which
-/// stays in both; the leader exits and is reaped here. Returns (leader, member); the
-/// caller must be a subreaper, so the member is its child from then on.
+/// stays in both; the leader exits and is reaped here. Returns (leader, the member's
+/// system PID, which it reports itself); the caller must be a subreaper, so the member is
+/// its child from then on.
 fn group_with_reaped_leader() -> Result<(i32, i32)> {
     let (rx, tx) = proc::pipe()?;
     let tx_fd = tx.as_raw_fd();
@@ -471,11 +497,13 @@ fn group_with_reaped_leader() -> Result<(i32, i32)> {
             libc::setsid();
             let member = libc::fork();
             if member == 0 {
+                // A child of a single-threaded process: reading /proc is safe here.
+                let system = crate::virt::system_pid().unwrap_or(-1) as i64;
+                proc::write_raw(tx_fd, &system.to_ne_bytes());
                 loop {
                     libc::pause();
                 }
             }
-            proc::write_raw(tx_fd, &(member as i64).to_ne_bytes());
             libc::_exit(if member > 0 { 0 } else { 1 });
         }
     }
@@ -512,12 +540,9 @@ fn group_maker(dev: &Device, chan: &Channel) -> Result<()> {
         if chan.recv(step_timeout())? != GO {
             bail!("expected GO");
         }
-        let mut status = 0;
-        // SAFETY: `member` was reparented to us (subreaper); plain kill and wait.
-        unsafe {
-            libc::kill(member, libc::SIGKILL);
-            libc::waitpid(member, &mut status, 0);
-        }
+        // The AID is gone (forced UNREGISTER): this process is in no AID, so the
+        // member's system PID names it (reparented to us, a subreaper).
+        kill_and_reap(member).context("the group's member")?;
         chan.send(READY)?;
     }
 }
