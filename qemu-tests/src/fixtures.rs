@@ -17,18 +17,36 @@ pub const READY: i64 = 1;
 /// What a test sends an agent to let it finish.
 pub const GO: i64 = 2;
 
-/// The PID table of `aid` as `(tid, owner tgid)` pairs, after checking what every entry
-/// must satisfy (for AIDs without a PID range whose system IDs never collide): virtual ID =
-/// system ID, `flags` 0, strictly increasing
-/// virtual IDs (TABLE is in virtual ID order), an owner.
+/// The PID table of `aid` as `(tid, owner tgid)` pairs (system IDs), after checking what
+/// every entry must satisfy in an AID without a range (see [`pid_entries_in`]).
 pub fn pid_entries(dev: &Device, aid: u64) -> Result<Vec<(i32, i32)>> {
+    pid_entries_in(dev, aid, None)
+}
+
+/// The PID table of `aid` as `(tid, owner tgid)` pairs (system IDs), after checking what
+/// every entry must satisfy: without a `range` (system IDs never collide) virtual ID =
+/// system ID; with one, the virtual ID in it and not the system ID; `flags` 0, strictly
+/// increasing virtual IDs (TABLE is in virtual ID order), an owner.
+pub fn pid_entries_in(
+    dev: &Device,
+    aid: u64,
+    range: Option<(u32, u32)>,
+) -> Result<Vec<(i32, i32)>> {
     let table = dev
         .pid_table(aid)
         .with_context(|| format!("TABLE pid of AID {aid}"))?;
     let mut last = 0u32;
     for e in &table {
-        if e.virtual_id != e.system_id {
-            bail!("AID {aid}: entry {e:?}: virtual ID differs from system ID");
+        match range {
+            None if e.virtual_id != e.system_id => {
+                bail!("AID {aid}: entry {e:?}: virtual ID differs from system ID")
+            }
+            Some((min, max))
+                if !(min..=max).contains(&e.virtual_id) || e.virtual_id == e.system_id =>
+            {
+                bail!("AID {aid}: entry {e:?}: virtual ID not in the range {min}-{max}, or the system ID")
+            }
+            _ => {}
         }
         if e.flags != 0 || e.owner_id == 0 {
             bail!("AID {aid}: entry {e:?}: flags must be 0 and owner set");
@@ -38,19 +56,36 @@ pub fn pid_entries(dev: &Device, aid: u64) -> Result<Vec<(i32, i32)>> {
         }
         last = e.virtual_id;
     }
-    Ok(table
+    let mut pairs: Vec<(i32, i32)> = table
         .iter()
         .map(|e| (e.system_id as i32, e.owner_id as i32))
-        .collect())
+        .collect();
+    pairs.sort_unstable();
+    Ok(pairs)
 }
 
-/// Fails unless the PID table of `aid` is exactly `expected` (`(tid, owner)` pairs, any
-/// order) and INFO agrees: `nr_threads` and `table_sizes[PID]` = entries,
-/// `nr_processes` = distinct owners.
+/// Fails unless the PID table of `aid` (an AID without a range) is exactly `expected`
+/// (`(tid, owner)` pairs, any order) and INFO agrees: `nr_threads` and
+/// `table_sizes[PID]` = entries, `nr_processes` = distinct owners.
 pub fn expect_pid_table(dev: &Device, aid: u64, expected: &[(i32, i32)], what: &str) -> Result<()> {
+    expect_pid_table_in(dev, aid, None, expected, what)
+}
+
+/// [`expect_pid_table`] for an AID with virtual PID range `range` (or none): `expected`
+/// holds system TIDs and owners.
+pub fn expect_pid_table_in(
+    dev: &Device,
+    aid: u64,
+    range: Option<(u32, u32)>,
+    expected: &[(i32, i32)],
+    what: &str,
+) -> Result<()> {
     let mut want: Vec<(i32, i32)> = expected.to_vec();
     want.sort_unstable();
-    let got = pid_entries(dev, aid)?;
+    if let Some(bad) = want.iter().find(|&&(tid, owner)| tid <= 0 || owner <= 0) {
+        bail!("{what}: expected entry {bad:?} is not a TID and owner (a value was missing)");
+    }
+    let got = pid_entries_in(dev, aid, range)?;
     if got != want {
         bail!("{what}: PID table of AID {aid} is {got:?}, expected {want:?}");
     }

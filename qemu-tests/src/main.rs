@@ -10,6 +10,7 @@
 //! `device.rs` raw ioctls; `proc.rs` processes; `cmd.rs` programs; `kmod.rs` the module;
 //! `fixtures.rs` helpers shared by topics; `check.rs` assertions.
 
+mod aid_fixture;
 mod check;
 mod cmd;
 mod device;

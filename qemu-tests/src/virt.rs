@@ -168,6 +168,29 @@ pub fn expect_in_range(v: i64, range: Option<(u32, u32)>, what: &str) -> Result<
     Ok(())
 }
 
+/// Fails unless `seen` (an ID a process of the AID saw) and `system` (the system ID it
+/// reported from `/proc`) are both real IDs (a missing one, reported as 0 or -1, fails)
+/// and agree with the AID's `range`: in the range and not the system ID with one, the
+/// system ID without one.
+pub fn expect_own_id(seen: i64, system: i64, range: Option<(u32, u32)>, what: &str) -> Result<()> {
+    if seen <= 0 || system <= 0 {
+        bail!("{what}: seen {seen}, system ID {system}: a value is missing");
+    }
+    match range {
+        Some(_) => {
+            expect_in_range(seen, range, what)?;
+            if seen == system {
+                bail!("{what}: {seen} is the system ID");
+            }
+        }
+        None if seen != system => {
+            bail!("{what}: {seen}, but the system ID is {system} (an AID without a range)")
+        }
+        None => {}
+    }
+    Ok(())
+}
+
 /// A raw system call's result: the value, or minus the errno.
 pub fn raw(ret: libc::c_long) -> i64 {
     if ret < 0 {

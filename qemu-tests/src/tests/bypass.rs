@@ -11,8 +11,9 @@
 //!   appshot's check and the kernel's own read.
 //!
 //! Each test checks what the fixed module must do and says which defect it covers. The
-//! outside process a test tries to reach is alive and has a system PID below `pid_max`;
-//! the AIDs have a virtual range above it ([`RANGE`]), so the two never coincide.
+//! outside process a test tries to reach is alive and has a system PID below `pid_max`.
+//! Every test runs in an AID with a virtual range above it ([`RANGE`](crate::virt::RANGE)),
+//! so the two never coincide, and in one without a range.
 
 use std::arch::asm;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -23,10 +24,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::Test;
+use crate::aid_fixture::for_each_flavor;
 use crate::check::{secs, step_timeout, sys, Errno};
-use crate::device::Device;
 use crate::proc;
-use crate::virt::{self, expect_in_range, raw, register, show, spawn_in_aid, RANGE};
+use crate::virt::{self, expect_in_range, raw, show};
 
 pub const TESTS: &[Test] = &[
     Test::new("bypass/priority_which_high_bits", priority_which_high_bits),
@@ -194,9 +195,8 @@ fn priority_which_high_bits() -> Result<()> {
         );
     }
     let prio = (2 << 13) | 4; // IOPRIO_CLASS_BE, level 4
-    let dev = Device::open()?;
-    let g = register(&dev, "whichbits", Some(RANGE))?;
-    let agent = spawn_in_aid(&dev, g.aid, move |_| {
+    let result = for_each_flavor("whichbits", |fx| {
+        let agent = fx.spawn(move |_| {
         let (sibling, t) = sleeping_group_leader()?;
         let v = sibling.pid() as i64;
         let s = s as i64;
@@ -321,7 +321,8 @@ fn priority_which_high_bits() -> Result<()> {
         drop(sibling);
         wrong.finish("selector (1 << 32) | X from inside the AID")
     })?;
-    let result = agent.finish(step_timeout());
+        agent.finish(step_timeout())
+    });
     let nice = virt::stat_of(s, 19)?;
     drop(outsider);
     result?;
@@ -355,9 +356,9 @@ fn waitid_now(idtype: i64, id: i64) -> (i64, i32, i32) {
 }
 
 /// Reaps zombie children through waitid with `(1 << 32) | P_PID` and
-/// `(1 << 32) | P_PGID`. In an AID (`in_aid`), a child's system PID must first
-/// name nobody (ECHILD, the child left alone).
-fn reap_with_high_idtype(in_aid: bool) -> Result<()> {
+/// `(1 << 32) | P_PGID`. In an AID with a range (`system_names_nobody`), a child's
+/// system PID must first name nobody (ECHILD, the child left alone).
+fn reap_with_high_idtype(context: &str, system_names_nobody: bool) -> Result<()> {
     let mut wrong = Wrong::new();
     for (idtype, name, code, own_group) in [
         (libc::P_PID, "P_PID", 7, false),
@@ -365,7 +366,7 @@ fn reap_with_high_idtype(in_aid: bool) -> Result<()> {
     ] {
         let idtype = HIGH | idtype as i64;
         let (pid, system) = zombie_child(code, own_group)?;
-        if in_aid {
+        if system_names_nobody {
             let (r, _, _) = waitid_now(idtype, i64::from(system));
             let what = format!(
                 "waitid((1 << 32) | {name}, {system} = the system PID of a zombie child {pid}, WEXITED | WNOHANG)"
@@ -403,11 +404,7 @@ fn reap_with_high_idtype(in_aid: bool) -> Result<()> {
             "still there",
         );
     }
-    wrong.finish(if in_aid {
-        "inside the AID"
-    } else {
-        "outside every AID"
-    })
+    wrong.finish(context)
 }
 
 /// issue #9 section 1: the `idtype` of waitid is a C `int`. appshot compared the whole
@@ -417,10 +414,15 @@ fn reap_with_high_idtype(in_aid: bool) -> Result<()> {
 /// system PID names nobody (ECHILD).
 fn waitid_idtype_high_bits() -> Result<()> {
     // Premise: natively (outside every AID) the kernel reads the int.
-    proc::in_child(step_timeout(), || reap_with_high_idtype(false)).context("premise")?;
-    let dev = Device::open()?;
-    let g = register(&dev, "idtype", Some(RANGE))?;
-    spawn_in_aid(&dev, g.aid, |_| reap_with_high_idtype(true))?.finish(step_timeout())
+    proc::in_child(step_timeout(), || {
+        reap_with_high_idtype("outside every AID", false)
+    })
+    .context("premise")?;
+    for_each_flavor("idtype", |fx| {
+        let range = fx.range();
+        fx.spawn(|_| reap_with_high_idtype("inside the AID", range.is_some()))?
+            .finish(step_timeout())
+    })
 }
 
 // ---------------------------------------------------------------------------------
@@ -642,107 +644,108 @@ const COMPAT_SI_STATUS: usize = 20;
 fn abi_ids_and_signals(abi: Abi) -> Result<()> {
     abi.expect_available()?;
     let outside = i64::from(proc::getpid());
-    let dev = Device::open()?;
-    let g = register(&dev, "abi", Some(RANGE))?;
-    let agent = spawn_in_aid(&dev, g.aid, move |_| {
-        // Its own session and group: their IDs are then its virtual PID, not 0.
-        // SAFETY: setsid has no preconditions (this process leads no group).
-        sys(unsafe { libc::setsid() }).context("setsid")?;
-        let (sibling, _) = sleeping_group_leader()?;
-        let v = i64::from(sibling.pid());
-        let s = outside;
-        let sys64 = |nr: libc::c_long, a: i64, b: i64, c: i64| {
+    for_each_flavor("abi", |fx| {
+        let range = fx.range();
+        let agent = fx.spawn(move |_| {
+            // Its own session and group: their IDs are then its virtual PID, not 0.
+            // SAFETY: setsid has no preconditions (this process leads no group).
+            sys(unsafe { libc::setsid() }).context("setsid")?;
+            let (sibling, _) = sleeping_group_leader()?;
+            let v = i64::from(sibling.pid());
+            let s = outside;
+            let sys64 = |nr: libc::c_long, a: i64, b: i64, c: i64| {
+                // SAFETY: calls with integer arguments only.
+                raw(unsafe { libc::syscall(nr, a, b, c) })
+            };
             // SAFETY: calls with integer arguments only.
-            raw(unsafe { libc::syscall(nr, a, b, c) })
-        };
-        // SAFETY: calls with integer arguments only.
-        let alt = |call: Nr, args: &[i64]| unsafe { abi.call(call, args) };
-        // The 64-bit entry's answers (virtualized), checked first to be what a PID
-        // namespace gives: the other entry must give the same.
-        // SAFETY: getppid has no preconditions.
-        let ppid = i64::from(unsafe { libc::getppid() });
-        let own = [
-            ("getpid()", i64::from(proc::getpid())),
-            ("gettid()", i64::from(proc::gettid())),
-            ("getppid()", ppid),
-            ("getpgid(0)", sys64(libc::SYS_getpgid, 0, 0, 0)),
-            ("getsid(0)", sys64(libc::SYS_getsid, 0, 0, 0)),
-        ];
-        let kill_sibling = sys64(libc::SYS_kill, v, 0, 0);
-        let kill_outside = sys64(libc::SYS_kill, s, 0, 0);
-        let mut premise = Wrong::new();
-        for (name, value) in own {
-            premise.check(
-                format!("{name} through the 64-bit entry"),
-                expect_in_range(value, Some(RANGE), name).is_ok(),
-                format!("{} is not a virtual ID of the range", show(value)),
-            );
-        }
-        premise.expect(
-            format!("kill({v} sibling, 0) through the 64-bit entry"),
-            kill_sibling,
-            0,
-        );
-        premise.expect(
-            format!("kill({s} outside, 0) through the 64-bit entry"),
-            kill_outside,
-            neg(libc::ESRCH),
-        );
-        premise.finish("premise, the 64-bit entry in the AID")?;
-        // (what, through `abi`, through the 64-bit entry)
-        let prio = libc::PRIO_PROCESS as i64;
-        let mut calls: Vec<(String, i64, i64)> = vec![
-            ("getpid()".into(), alt(Nr::Getpid, &[]), own[0].1),
-            ("gettid()".into(), alt(Nr::Gettid, &[]), own[1].1),
-            ("getppid()".into(), alt(Nr::Getppid, &[]), own[2].1),
-            ("getpgid(0)".into(), alt(Nr::Getpgid, &[0]), own[3].1),
-            ("getsid(0)".into(), alt(Nr::Getsid, &[0]), own[4].1),
-            (
-                format!("kill({v} sibling, 0)"),
-                alt(Nr::Kill, &[v, 0]),
+            let alt = |call: Nr, args: &[i64]| unsafe { abi.call(call, args) };
+            // The 64-bit entry's answers (virtualized), checked first to be what a PID
+            // namespace gives: the other entry must give the same.
+            // SAFETY: getppid has no preconditions.
+            let ppid = i64::from(unsafe { libc::getppid() });
+            let own = [
+                ("getpid()", i64::from(proc::getpid())),
+                ("gettid()", i64::from(proc::gettid())),
+                ("getppid()", ppid),
+                ("getpgid(0)", sys64(libc::SYS_getpgid, 0, 0, 0)),
+                ("getsid(0)", sys64(libc::SYS_getsid, 0, 0, 0)),
+            ];
+            let kill_sibling = sys64(libc::SYS_kill, v, 0, 0);
+            let kill_outside = sys64(libc::SYS_kill, s, 0, 0);
+            let mut premise = Wrong::new();
+            for (name, value) in own {
+                premise.check(
+                    format!("{name} through the 64-bit entry"),
+                    expect_in_range(value, range, name).is_ok(),
+                    format!("{} is not a virtual ID of the range", show(value)),
+                );
+            }
+            premise.expect(
+                format!("kill({v} sibling, 0) through the 64-bit entry"),
                 kill_sibling,
-            ),
-            (
-                format!("kill({s} outside, 0)"),
-                alt(Nr::Kill, &[s, 0]),
+                0,
+            );
+            premise.expect(
+                format!("kill({s} outside, 0) through the 64-bit entry"),
                 kill_outside,
-            ),
-        ];
-        for (name, target) in [("sibling", v), ("outside", s)] {
-            calls.extend([
+                neg(libc::ESRCH),
+            );
+            premise.finish("premise, the 64-bit entry in the AID")?;
+            // (what, through `abi`, through the 64-bit entry)
+            let prio = libc::PRIO_PROCESS as i64;
+            let mut calls: Vec<(String, i64, i64)> = vec![
+                ("getpid()".into(), alt(Nr::Getpid, &[]), own[0].1),
+                ("gettid()".into(), alt(Nr::Gettid, &[]), own[1].1),
+                ("getppid()".into(), alt(Nr::Getppid, &[]), own[2].1),
+                ("getpgid(0)".into(), alt(Nr::Getpgid, &[0]), own[3].1),
+                ("getsid(0)".into(), alt(Nr::Getsid, &[0]), own[4].1),
                 (
-                    format!("getpgid({target} {name})"),
-                    alt(Nr::Getpgid, &[target]),
-                    sys64(libc::SYS_getpgid, target, 0, 0),
+                    format!("kill({v} sibling, 0)"),
+                    alt(Nr::Kill, &[v, 0]),
+                    kill_sibling,
                 ),
                 (
-                    format!("tgkill({target}, {target} {name}, 0)"),
-                    alt(Nr::Tgkill, &[target, target, 0]),
-                    sys64(libc::SYS_tgkill, target, target, 0),
+                    format!("kill({s} outside, 0)"),
+                    alt(Nr::Kill, &[s, 0]),
+                    kill_outside,
                 ),
-                (
-                    format!("getpriority(PRIO_PROCESS, {target} {name})"),
-                    alt(Nr::Getpriority, &[prio, target]),
-                    sys64(libc::SYS_getpriority, prio, target, 0),
-                ),
-                (
-                    format!("sched_getscheduler({target} {name})"),
-                    alt(Nr::SchedGetscheduler, &[target]),
-                    sys64(libc::SYS_sched_getscheduler, target, 0, 0),
-                ),
-            ]);
-        }
-        drop(sibling);
-        let mut wrong = Wrong::new();
-        for (what, got, want) in &calls {
-            wrong.expect(format!("{} {what}", abi.name()), *got, *want);
-        }
-        wrong.finish(&format!(
-            "{} from inside the AID (want = the 64-bit entry's answer)",
-            abi.name()
-        ))
-    })?;
-    agent.finish(step_timeout())
+            ];
+            for (name, target) in [("sibling", v), ("outside", s)] {
+                calls.extend([
+                    (
+                        format!("getpgid({target} {name})"),
+                        alt(Nr::Getpgid, &[target]),
+                        sys64(libc::SYS_getpgid, target, 0, 0),
+                    ),
+                    (
+                        format!("tgkill({target}, {target} {name}, 0)"),
+                        alt(Nr::Tgkill, &[target, target, 0]),
+                        sys64(libc::SYS_tgkill, target, target, 0),
+                    ),
+                    (
+                        format!("getpriority(PRIO_PROCESS, {target} {name})"),
+                        alt(Nr::Getpriority, &[prio, target]),
+                        sys64(libc::SYS_getpriority, prio, target, 0),
+                    ),
+                    (
+                        format!("sched_getscheduler({target} {name})"),
+                        alt(Nr::SchedGetscheduler, &[target]),
+                        sys64(libc::SYS_sched_getscheduler, target, 0, 0),
+                    ),
+                ]);
+            }
+            drop(sibling);
+            let mut wrong = Wrong::new();
+            for (what, got, want) in &calls {
+                wrong.expect(format!("{} {what}", abi.name()), *got, *want);
+            }
+            wrong.finish(&format!(
+                "{} from inside the AID (want = the 64-bit entry's answer)",
+                abi.name()
+            ))
+        })?;
+        agent.finish(step_timeout())
+    })
 }
 
 /// Reaps two zombie children through `abi`: `waitid(P_PID, pid, compat siginfo)` and
@@ -823,13 +826,14 @@ fn abi_reaps(abi: Abi, context: &str) -> Result<()> {
 }
 
 /// Waits for children through `abi`: natively first (so the layout and the pointers are
-/// right), then inside an AID with a range.
+/// right), then inside an AID with a range and one without.
 fn abi_waits(abi: Abi) -> Result<()> {
     abi.expect_available()?;
     proc::in_child(step_timeout(), || abi_reaps(abi, "outside every AID")).context("premise")?;
-    let dev = Device::open()?;
-    let g = register(&dev, "abiwait", Some(RANGE))?;
-    spawn_in_aid(&dev, g.aid, |_| abi_reaps(abi, "inside the AID"))?.finish(step_timeout())
+    for_each_flavor("abiwait", |fx| {
+        fx.spawn(|_| abi_reaps(abi, "inside the AID"))?
+            .finish(step_timeout())
+    })
 }
 
 /// issue #9 section 2: `int $0x80` from a 64-bit process runs the i386 table
@@ -970,16 +974,17 @@ fn setns_pid_namespace_einval() -> Result<()> {
         }
         wrong.finish("premise, outside every AID")
     })?;
-    let dev = Device::open()?;
-    let g = register(&dev, "setns", Some(RANGE))?;
-    let agent = spawn_in_aid(&dev, g.aid, move |_| {
-        let mut wrong = Wrong::new();
-        for (what, r) in setns_three_ways(member, pidfd_raw)? {
-            wrong.expect(what, r, neg(libc::EINVAL));
-        }
-        wrong.finish(&format!("inside the AID, into {theirs} (ours {ours})"))
-    })?;
-    let result = agent.finish(step_timeout());
+    let result = for_each_flavor("setns", |fx| {
+        let (theirs, ours) = (&theirs, &ours);
+        fx.spawn(move |_| {
+            let mut wrong = Wrong::new();
+            for (what, r) in setns_three_ways(member, pidfd_raw)? {
+                wrong.expect(what, r, neg(libc::EINVAL));
+            }
+            wrong.finish(&format!("inside the AID, into {theirs} (ours {ours})"))
+        })?
+        .finish(step_timeout())
+    });
     // SAFETY: pidfd_send_signal(SIGKILL) on our pidfd, no siginfo.
     unsafe {
         libc::syscall(
@@ -1159,10 +1164,21 @@ fn clone3_newpid_flag_race() -> Result<()> {
             cpus.len()
         );
     }
-    let dev = Device::open()?;
-    let g = register(&dev, "clone3race", Some(RANGE))?;
-    let ns = parent_ns.clone();
-    let mut agent = spawn_in_aid(&dev, g.aid, move |chan| {
+    for_each_flavor("clone3race", |fx| {
+        clone3_race_in(fx, &parent_ns, &cpus, unwinnable)
+    })
+}
+
+/// The race of [`clone3_newpid_flag_race`] in `fx`'s AID.
+fn clone3_race_in(
+    fx: &crate::aid_fixture::AidFixture,
+    parent_ns: &str,
+    cpus: &[usize],
+    unwinnable: bool,
+) -> Result<()> {
+    let ns = parent_ns.to_string();
+    let cpus = cpus.to_vec();
+    let mut agent = fx.spawn(move |chan| {
         let args: &'static CloneArgs = Box::leak(Box::default());
         args[EXIT_SIGNAL].store(libc::SIGCHLD as u64, Ordering::SeqCst);
         let stop = Arc::new(AtomicBool::new(false));

@@ -1,5 +1,6 @@
 //! Entries leave the PID table when their task is reaped, not before and not later; the
-//! AID itself stays registered with empty tables.
+//! AID itself stays registered with empty tables. Every test runs in an AID with a PID
+//! range and in one without.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -8,11 +9,11 @@ use anyhow::{bail, Context, Result};
 use appshot_uapi as uapi;
 
 use super::Test;
+use crate::aid_fixture::{for_each_flavor, AidFixture};
 use crate::check::{eventually, millis_since, step_timeout};
-use crate::device::{AidGuard, Device};
-use crate::fixtures::{entries_of, expect_pid_table, pid_entries, release, sleeper, GO, READY};
-use crate::proc::{self, Agent, Child};
-use crate::{diag, ensure_eq};
+use crate::fixtures::{entries_of, release, sleeper, GO, READY};
+use crate::proc::{self, Child};
+use crate::{diag, ensure_eq, virt};
 
 pub const TESTS: &[Test] = &[
     Test::new(
@@ -40,11 +41,13 @@ pub const TESTS: &[Test] = &[
 ];
 
 fn table_empty_after_exit_aid_stays() -> Result<()> {
-    let dev = Device::open()?;
-    let g = AidGuard::new(&dev, "exit")?;
+    for_each_flavor("exit", table_empty_after_exit_aid_stays_in)
+}
+
+fn table_empty_after_exit_aid_stays_in(fx: &AidFixture) -> Result<()> {
+    let dev = &fx.dev;
     let nr_aids = dev.nr_aids()?;
-    let mut agent = Agent::spawn(|chan| {
-        dev.link(g.aid, 0).context("LINK self")?;
+    let mut agent = fx.spawn_linked(|chan| {
         crate::fixtures::park_threads(2)?;
         let child = proc::fork(|| proc::sleep_forever())?;
         chan.send(child.pid() as i64)?;
@@ -53,23 +56,19 @@ fn table_empty_after_exit_aid_stays() -> Result<()> {
     })?;
     let child = agent.recv_step()? as i32;
     let parent = agent.pid();
+    let child = fx.system_of_child(parent, child)?;
     proc::wait_for_threads(parent, 3)?;
     let mut expected = entries_of(parent)?;
     expected.push((child, child));
-    expect_pid_table(
-        &dev,
-        g.aid,
-        &expected,
-        "linked process with 3 threads and a child",
-    )?;
+    fx.expect_pid_table(&expected, "linked process with 3 threads and a child")?;
     // Kill the parent; its child dies with it (PDEATHSIG) and is ours to reap (subreaper).
     agent.kill()?;
     Child::adopt(child).kill()?;
-    expect_pid_table(&dev, g.aid, &[], "after every process was reaped")?;
+    fx.expect_pid_table(&[], "after every process was reaped")?;
     let info = dev
-        .info_by_name(g.name.as_bytes())
+        .info_by_name(fx.name().as_bytes())
         .context("INFO of the emptied AID")?;
-    ensure_eq!(info.aid, g.aid, "the AID is still registered");
+    ensure_eq!(info.aid, fx.aid(), "the AID is still registered");
     ensure_eq!(
         info.table_sizes,
         [0; uapi::TABLE_COUNT],
@@ -77,23 +76,23 @@ fn table_empty_after_exit_aid_stays() -> Result<()> {
     );
     ensure_eq!(dev.nr_aids()?, nr_aids, "number of AIDs");
     // And it still works.
-    let again = sleeper(&dev, Some(g.aid), 1)?;
-    expect_pid_table(
-        &dev,
-        g.aid,
+    let again = sleeper(dev, Some(fx.aid()), 1)?;
+    fx.expect_pid_table(
         &[(again.pid(), again.pid())],
         "a new process linked to the emptied AID",
     )?;
     release(again)
 }
 
+const COUNT: i64 = 1000;
+
 fn thousand_short_lived_processes() -> Result<()> {
-    const COUNT: i64 = 1000;
-    let dev = Device::open()?;
-    let g = AidGuard::new(&dev, "1000")?;
+    for_each_flavor("1000", thousand_short_lived_processes_in)
+}
+
+fn thousand_short_lived_processes_in(fx: &AidFixture) -> Result<()> {
     let start = Instant::now();
-    let mut agent = Agent::spawn(|chan| {
-        dev.link(g.aid, 0).context("LINK self")?;
+    let mut agent = fx.spawn_linked(|chan| {
         let mut bad = 0i64;
         for _ in 0..COUNT {
             // SAFETY: the child only calls _exit.
@@ -125,34 +124,33 @@ fn thousand_short_lived_processes() -> Result<()> {
         bail!("{bad} of {COUNT} children did not exit with status 0 (killed by the module?)");
     }
     let parent = agent.pid();
-    expect_pid_table(
-        &dev,
-        g.aid,
-        &[(parent, parent)],
-        "after 1,000 reaped children",
-    )?;
+    fx.expect_pid_table(&[(parent, parent)], "after 1,000 reaped children")?;
     release(agent)?;
-    expect_pid_table(&dev, g.aid, &[], "after the parent was reaped")
+    fx.expect_pid_table(&[], "after the parent was reaped")
 }
 
+const THREADS: usize = 8;
+
 fn exited_threads_removed() -> Result<()> {
-    const THREADS: usize = 8;
-    let dev = Device::open()?;
-    let g = AidGuard::new(&dev, "thr-exit")?;
-    let mut agent = Agent::spawn(|chan| {
-        dev.link(g.aid, 0).context("LINK self")?;
+    for_each_flavor("thr-exit", exited_threads_removed_in)
+}
+
+fn exited_threads_removed_in(fx: &AidFixture) -> Result<()> {
+    let mut agent = fx.spawn_linked(|chan| {
         let mut stops = Vec::new();
         let mut handles = Vec::new();
         for _ in 0..THREADS {
             let (tid_tx, tid_rx) = mpsc::channel();
             let (stop_tx, stop_rx) = mpsc::channel::<()>();
             handles.push(std::thread::spawn(move || {
-                let _ = tid_tx.send(proc::gettid());
+                let _ = tid_tx.send((proc::gettid(), virt::system_tid().unwrap_or(-1)));
                 let _ = stop_rx.recv();
             }));
             stops.push(stop_tx);
             // In spawn order: the test knows which TID is the i-th thread.
-            chan.send(tid_rx.recv_timeout(step_timeout()).context("thread TID")? as i64)?;
+            let (tid, system) = tid_rx.recv_timeout(step_timeout()).context("thread TID")?;
+            chan.send(tid as i64)?;
+            chan.send(system as i64)?;
         }
         chan.recv(step_timeout())?;
         // The even-numbered threads exit and are joined; the others keep running.
@@ -171,12 +169,15 @@ fn exited_threads_removed() -> Result<()> {
     })?;
     let pid = agent.pid();
     let mut tids = Vec::new();
-    for _ in 0..THREADS {
-        tids.push(agent.recv_step()? as i32);
+    for i in 0..THREADS {
+        let seen = agent.recv_step()?;
+        let system = agent.recv_step()? as i32;
+        fx.expect_own_id(seen, i64::from(system), &format!("gettid in thread {i}"))?;
+        tids.push(system);
     }
     let mut expected: Vec<(i32, i32)> = tids.iter().map(|&t| (t, pid)).collect();
     expected.push((pid, pid));
-    expect_pid_table(&dev, g.aid, &expected, "with 8 threads")?;
+    fx.expect_pid_table(&expected, "with 8 threads")?;
     agent.send(GO)?;
     agent.expect(READY, "half of the threads joined")?;
     let mut remaining: Vec<(i32, i32)> =
@@ -190,23 +191,24 @@ fn exited_threads_removed() -> Result<()> {
         crate::check::secs(10),
         "joined threads leave the table",
         || {
-            last = pid_entries(&dev, g.aid)?;
+            last = fx.pid_entries()?;
             Ok(last == remaining)
         },
     )
     .with_context(|| format!("table {last:?}, expected {remaining:?}"))?;
-    expect_pid_table(&dev, g.aid, &remaining, "after half of the threads exited")?;
+    fx.expect_pid_table(&remaining, "after half of the threads exited")?;
     ensure_eq!(entries_of(pid)?, remaining, "threads in /proc");
     agent.send(GO)?;
     agent.finish(step_timeout())?;
-    expect_pid_table(&dev, g.aid, &[], "after the process was reaped")
+    fx.expect_pid_table(&[], "after the process was reaped")
 }
 
 fn zombie_stays_until_reaped() -> Result<()> {
-    let dev = Device::open()?;
-    let g = AidGuard::new(&dev, "zombie")?;
-    let mut agent = Agent::spawn(|chan| {
-        dev.link(g.aid, 0).context("LINK self")?;
+    for_each_flavor("zombie", zombie_stays_until_reaped_in)
+}
+
+fn zombie_stays_until_reaped_in(fx: &AidFixture) -> Result<()> {
+    let mut agent = fx.spawn_linked(|chan| {
         let mut zombie = proc::fork(|| 0)?;
         chan.send(zombie.pid() as i64)?;
         chan.recv(step_timeout())?;
@@ -216,34 +218,29 @@ fn zombie_stays_until_reaped() -> Result<()> {
         Ok(())
     })?;
     let parent = agent.pid();
-    let zombie = agent.recv_step()? as i32;
+    let zombie = fx.system_of_child(parent, agent.recv_step()? as i32)?;
     proc::wait_for_zombie(zombie)?;
-    expect_pid_table(
-        &dev,
-        g.aid,
+    fx.expect_pid_table(
         &[(parent, parent), (zombie, zombie)],
         "with an unreaped zombie child",
     )?;
     agent.send(GO)?;
     agent.expect(READY, "zombie reaped")?;
     // waitpid returns after release_task: the entry must be gone now, no polling.
-    expect_pid_table(
-        &dev,
-        g.aid,
-        &[(parent, parent)],
-        "right after the zombie was reaped",
-    )?;
+    fx.expect_pid_table(&[(parent, parent)], "right after the zombie was reaped")?;
     release(agent)
 }
 
 fn exited_leader_stays_while_threads_run() -> Result<()> {
-    let dev = Device::open()?;
-    let g = AidGuard::new(&dev, "leader")?;
-    let mut agent = Agent::spawn(|chan| {
-        dev.link(g.aid, 0).context("LINK self")?;
+    for_each_flavor("leader", exited_leader_stays_while_threads_run_in)
+}
+
+fn exited_leader_stays_while_threads_run_in(fx: &AidFixture) -> Result<()> {
+    let mut agent = fx.spawn_linked(|chan| {
         std::thread::scope(|s| {
             s.spawn(|| {
                 let _ = chan.send(proc::gettid() as i64);
+                let _ = chan.send(virt::system_tid().unwrap_or(-1) as i64);
                 let _ = chan.recv(step_timeout());
                 // SAFETY: ends the whole process (the leader is already gone).
                 unsafe { libc::_exit(0) };
@@ -255,24 +252,22 @@ fn exited_leader_stays_while_threads_run() -> Result<()> {
         Ok(())
     })?;
     let pid = agent.pid();
+    let seen = agent.recv_step()?;
     let tid = agent.recv_step()? as i32;
+    fx.expect_own_id(seen, i64::from(tid), "gettid in the thread")?;
     proc::wait_for_zombie(pid).context("the main thread exited")?;
-    expect_pid_table(
-        &dev,
-        g.aid,
-        &[(pid, pid), (tid, pid)],
-        "exited leader, running thread",
-    )?;
+    fx.expect_pid_table(&[(pid, pid), (tid, pid)], "exited leader, running thread")?;
     agent.send(GO)?;
     agent.finish(step_timeout())?;
-    expect_pid_table(&dev, g.aid, &[], "after the process was reaped")
+    fx.expect_pid_table(&[], "after the process was reaped")
 }
 
 fn orphan_stays_linked_until_reaped() -> Result<()> {
-    let dev = Device::open()?;
-    let g = AidGuard::new(&dev, "orphan")?;
-    let mut agent = Agent::spawn(|chan| {
-        dev.link(g.aid, 0).context("LINK self")?;
+    for_each_flavor("orphan", orphan_stays_linked_until_reaped_in)
+}
+
+fn orphan_stays_linked_until_reaped_in(fx: &AidFixture) -> Result<()> {
+    let mut agent = fx.spawn_linked(|chan| {
         // Not a proc::fork child: it must survive its parent.
         // SAFETY: the child only pauses.
         let pid = unsafe { libc::fork() };
@@ -288,10 +283,8 @@ fn orphan_stays_linked_until_reaped() -> Result<()> {
     if orphan <= 0 {
         bail!("fork failed in the linked process");
     }
-    let mut orphan = Child::adopt(orphan);
-    expect_pid_table(
-        &dev,
-        g.aid,
+    let mut orphan = Child::adopt(fx.system_of_child(parent, orphan)?);
+    fx.expect_pid_table(
         &[(parent, parent), (orphan.pid(), orphan.pid())],
         "parent and child",
     )?;
@@ -301,12 +294,10 @@ fn orphan_stays_linked_until_reaped() -> Result<()> {
         Some(proc::getpid()),
         "the orphan's new parent (this subreaper)"
     );
-    expect_pid_table(
-        &dev,
-        g.aid,
+    fx.expect_pid_table(
         &[(orphan.pid(), orphan.pid())],
         "the orphan after its parent was reaped",
     )?;
     orphan.kill()?;
-    expect_pid_table(&dev, g.aid, &[], "after the orphan was reaped")
+    fx.expect_pid_table(&[], "after the orphan was reaped")
 }

@@ -1,6 +1,7 @@
 //! Races: concurrent REGISTERs, a process whose threads link, unlink, fork and spawn at
 //! once, UNREGISTER --force in the middle of forks, two LINKs of one process at once.
-//! Afterwards the tables must hold exactly the live tasks.
+//! Afterwards the tables must hold exactly the live tasks. The tests of linked
+//! processes run in an AID with a PID range and in one without.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -11,11 +12,12 @@ use anyhow::{bail, Context, Result};
 use appshot_uapi as uapi;
 
 use super::Test;
+use crate::aid_fixture::{for_each_flavor, AidFixture};
 use crate::check::{eventually, millis_since, step_timeout, Errno};
 use crate::device::{info_name, AidGuard, Device};
-use crate::fixtures::{expect_pid_table, pid_entries, release, sleeper, READY};
+use crate::fixtures::{release, sleeper, READY};
 use crate::proc::{self, Agent};
-use crate::{diag, ensure_eq};
+use crate::{diag, ensure_eq, virt};
 
 pub const TESTS: &[Test] = &[
     Test::new(
@@ -164,14 +166,18 @@ struct Counters {
     threads: AtomicI64,
     tables: AtomicI64,
     errors: AtomicI64,
+    stranded: AtomicI64,
 }
 
 fn threads_link_unlink_fork_table_consistent() -> Result<()> {
-    let dev = Device::open()?;
-    let g = AidGuard::new(&dev, "race")?;
-    let aid = g.aid;
-    let mut agent = Agent::spawn(|chan| {
-        dev.link(aid, 0).context("LINK self")?;
+    for_each_flavor("race", threads_link_unlink_fork_table_consistent_in)
+}
+
+fn threads_link_unlink_fork_table_consistent_in(fx: &AidFixture) -> Result<()> {
+    let (dev, aid, ranged) = (&fx.dev, fx.aid(), fx.range().is_some());
+    let mut agent = fx.spawn_linked(|chan| {
+        // The table holds system IDs; getpid is a virtual one while linked with a range.
+        let me = virt::system_pid()?;
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
@@ -189,9 +195,12 @@ fn threads_link_unlink_fork_table_consistent() -> Result<()> {
                 while !stop.load(Ordering::Relaxed) {
                     match i % 4 {
                         0 => {
-                            let (pid, status) = fork_exit_wait();
-                            if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-                                fail(format!("forked child {pid} ended with raw status {status:#x}"));
+                            match judge_fork(ranged, fork_exit_wait()) {
+                                Ok(false) => {}
+                                Ok(true) => {
+                                    counters.stranded.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(e) => fail(e),
                             }
                             counters.forks.fetch_add(1, Ordering::Relaxed);
                         }
@@ -211,8 +220,6 @@ fn threads_link_unlink_fork_table_consistent() -> Result<()> {
                         }
                         _ => {
                             // Every entry is a thread of this process or a forked child.
-                            // SAFETY: getpid has no preconditions.
-                            let me = unsafe { libc::getpid() };
                             match dev.owners(aid) {
                                 Ok(entries) => {
                                     for (tid, owner) in entries {
@@ -241,6 +248,12 @@ fn threads_link_unlink_fork_table_consistent() -> Result<()> {
                 counters.errors.load(Ordering::Relaxed)
             );
         }
+        let stranded = counters.stranded.load(Ordering::Relaxed);
+        let leftovers = reap_leftovers();
+        if leftovers != stranded {
+            bail!("{leftovers} children left unreaped, {stranded} of them stranded by an UNLINK or LINK");
+        }
+        chan.send(stranded)?;
         chan.send(counters.forks.load(Ordering::Relaxed))?;
         chan.send(counters.links.load(Ordering::Relaxed))?;
         chan.send(counters.threads.load(Ordering::Relaxed))?;
@@ -249,19 +262,20 @@ fn threads_link_unlink_fork_table_consistent() -> Result<()> {
         Ok(())
     })?;
     // Meanwhile, from outside: every snapshot is well-formed (pid_entries checks order
-    // and virtual = system).
+    // and the virtual IDs against the range, or virtual = system without one).
     let start = Instant::now();
     let mut snapshots = 0;
     while start.elapsed() < RACE_TIME {
-        pid_entries(&dev, aid).context("TABLE during the race")?;
+        fx.pid_entries().context("TABLE during the race")?;
         dev.info(aid).context("INFO during the race")?;
         snapshots += 1;
     }
-    let forks = agent.recv(RACE_TIME * 20 + step_timeout())?;
+    let stranded = agent.recv(RACE_TIME * 20 + step_timeout())?;
+    let forks = agent.recv_step()?;
     let links = agent.recv_step()?;
     let threads = agent.recv_step()?;
     let tables = agent.recv_step()?;
-    diag!("{forks} forks, {links} unlink+link, {threads} threads, {tables} inner and {snapshots} outer TABLEs in {} ms", millis_since(start));
+    diag!("{forks} forks ({stranded} stranded), {links} unlink+link, {threads} threads, {tables} inner and {snapshots} outer TABLEs in {} ms", millis_since(start));
     if forks == 0 || links == 0 || threads == 0 {
         bail!("a racing role never ran: {forks} forks, {links} links, {threads} threads");
     }
@@ -272,15 +286,15 @@ fn threads_link_unlink_fork_table_consistent() -> Result<()> {
         crate::check::secs(10),
         "only the main thread left in the table",
         || {
-            last = pid_entries(&dev, aid)?;
+            last = fx.pid_entries()?;
             Ok(last == [(pid, pid)])
         },
     )
     .with_context(|| format!("table {last:?}"))?;
-    expect_pid_table(&dev, aid, &[(pid, pid)], "after the race")?;
+    fx.expect_pid_table(&[(pid, pid)], "after the race")?;
     agent.send(1)?;
     agent.finish(step_timeout())?;
-    expect_pid_table(&dev, aid, &[], "after the process was reaped")
+    fx.expect_pid_table(&[], "after the process was reaped")
 }
 
 /// The few requests the racing threads make, on a descriptor number they share (a
@@ -326,22 +340,30 @@ impl RawDev {
 }
 
 fn force_unregister_while_forking() -> Result<()> {
-    let dev = Device::open()?;
-    let g = AidGuard::new(&dev, "force-race")?;
-    let aid = g.aid;
-    let mut agent = Agent::spawn(|chan| {
-        dev.link(aid, 0).context("LINK self")?;
+    for_each_flavor("force-race", force_unregister_while_forking_in)
+}
+
+fn force_unregister_while_forking_in(fx: &AidFixture) -> Result<()> {
+    let (dev, aid, ranged) = (&fx.dev, fx.aid(), fx.range().is_some());
+    let mut agent = fx.spawn_linked(|chan| {
         let stop = Arc::new(AtomicBool::new(false));
         let forks = Arc::new(AtomicI64::new(0));
         let bad = Arc::new(AtomicI64::new(0));
+        let stranded = Arc::new(AtomicI64::new(0));
         let mut handles = Vec::new();
         for _ in 0..4 {
-            let (stop, forks, bad) = (stop.clone(), forks.clone(), bad.clone());
+            let (stop, forks, bad, stranded) =
+                (stop.clone(), forks.clone(), bad.clone(), stranded.clone());
             handles.push(std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let (_, status) = fork_exit_wait();
-                    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-                        bad.fetch_add(1, Ordering::Relaxed);
+                    match judge_fork(ranged, fork_exit_wait()) {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            stranded.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            bad.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     forks.fetch_add(1, Ordering::Relaxed);
                 }
@@ -355,9 +377,17 @@ fn force_unregister_while_forking() -> Result<()> {
         for h in handles {
             let _ = h.join();
         }
+        let stranded = stranded.load(Ordering::Relaxed);
+        let leftovers = reap_leftovers();
+        if leftovers != stranded {
+            bail!(
+                "{leftovers} children left unreaped, {stranded} of them stranded by the UNREGISTER"
+            );
+        }
         chan.send(at_unregister)?;
         chan.send(forks.load(Ordering::Relaxed))?;
         chan.send(bad.load(Ordering::Relaxed))?;
+        chan.send(stranded)?;
         chan.recv(step_timeout())?;
         Ok(())
     })?;
@@ -369,7 +399,8 @@ fn force_unregister_while_forking() -> Result<()> {
     let at_unregister = agent.recv_step()?;
     let total = agent.recv_step()?;
     let bad = agent.recv_step()?;
-    diag!("{total} forks, {at_unregister} before the forced UNREGISTER");
+    let stranded = agent.recv_step()?;
+    diag!("{total} forks ({stranded} stranded), {at_unregister} before the forced UNREGISTER");
     if bad != 0 {
         bail!("{bad} of {total} children did not exit normally (killed by the module?)");
     }
@@ -391,11 +422,14 @@ fn force_unregister_while_forking() -> Result<()> {
 }
 
 fn link_race_two_aids_one_wins() -> Result<()> {
+    for_each_flavor("race-a", link_race_two_aids_one_wins_in)
+}
+
+fn link_race_two_aids_one_wins_in(a: &AidFixture) -> Result<()> {
     const ROUNDS: usize = 50;
-    let dev = Device::open()?;
-    let a = AidGuard::new(&dev, "race-a")?;
-    let b = AidGuard::new(&dev, "race-b")?;
-    let target = sleeper(&dev, None, 2)?;
+    let dev = &a.dev;
+    let b = AidFixture::with_range("race-b", a.range())?;
+    let target = sleeper(dev, None, 2)?;
     let pid = target.pid();
     let expected = crate::fixtures::entries_of(pid)?;
     let (a_wins, b_wins) = (AtomicI64::new(0), AtomicI64::new(0));
@@ -404,11 +438,11 @@ fn link_race_two_aids_one_wins() -> Result<()> {
         let (ra, rb) = std::thread::scope(|s| {
             let ha = s.spawn(|| {
                 barrier.wait();
-                dev.link(a.aid, pid)
+                dev.link(a.aid(), pid)
             });
             let hb = s.spawn(|| {
                 barrier.wait();
-                dev.link(b.aid, pid)
+                dev.link(b.aid(), pid)
             });
             (ha.join(), hb.join())
         });
@@ -419,11 +453,11 @@ fn link_race_two_aids_one_wins() -> Result<()> {
         let (winner, loser_result) = match (ra, rb) {
             (Ok(()), Err(e)) => {
                 a_wins.fetch_add(1, Ordering::Relaxed);
-                ((&a, &b), e)
+                ((a, &b), e)
             }
             (Err(e), Ok(())) => {
                 b_wins.fetch_add(1, Ordering::Relaxed);
-                ((&b, &a), e)
+                ((&b, a), e)
             }
             other => bail!("round {round}: two LINKs to different AIDs gave {other:?}; expected one success and EBUSY"),
         };
@@ -432,13 +466,12 @@ fn link_race_two_aids_one_wins() -> Result<()> {
             libc::EBUSY,
             "round {round}: the losing LINK's errno"
         );
-        expect_pid_table(
-            &dev,
-            winner.0.aid,
-            &expected,
-            &format!("round {round}: winner"),
-        )?;
-        expect_pid_table(&dev, winner.1.aid, &[], &format!("round {round}: loser"))?;
+        winner
+            .0
+            .expect_pid_table(&expected, &format!("round {round}: winner"))?;
+        winner
+            .1
+            .expect_pid_table(&[], &format!("round {round}: loser"))?;
         dev.unlink(pid)
             .with_context(|| format!("round {round}: UNLINK"))?;
     }
@@ -450,16 +483,74 @@ fn link_race_two_aids_one_wins() -> Result<()> {
     release(target)
 }
 
-/// Forks a child that exits at once and waits for it: (its PID, its raw wait status).
-fn fork_exit_wait() -> (libc::pid_t, libc::c_int) {
+/// Forks a child that exits at once and waits for it by the PID fork returned: that PID
+/// and what waitpid returned with the child's raw wait status, or the errno fork or
+/// waitpid failed with (no status, rather than a default one that would read as a normal
+/// exit).
+///
+/// While another thread UNLINKs and LINKs the process (or a forced UNREGISTER unlinks
+/// it), the child may change ID spaces between the fork and the wait: waitpid may return
+/// it under another PID (with a range), or, for a child in no AID under a linked parent
+/// (docs/syscalls.md: one that was a zombie when LINK took its parent), fail with ECHILD.
+/// Such a child is *stranded* and left for [`reap_leftovers`].
+fn fork_exit_wait() -> (libc::pid_t, Result<(libc::pid_t, libc::c_int), Errno>) {
     // SAFETY: the child only calls `_exit`, which is async-signal-safe.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         // SAFETY: ends the child without running anything of the parent's.
         unsafe { libc::_exit(0) };
     }
+    if pid < 0 {
+        return (pid, Err(Errno::last()));
+    }
     let mut status = 0;
     // SAFETY: waits for our own child; `status` is a valid out pointer.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    (pid, status)
+    let reaped = unsafe { libc::waitpid(pid, &mut status, 0) };
+    if reaped <= 0 {
+        return (pid, Err(Errno::last()));
+    }
+    (pid, Ok((reaped, status)))
+}
+
+/// How a [`fork_exit_wait`] ended in a race: `Err` with the reason when it is wrong
+/// (`ranged`: the AID has a PID range), else whether the child was stranded.
+fn judge_fork(
+    ranged: bool,
+    outcome: (libc::pid_t, Result<(libc::pid_t, libc::c_int), Errno>),
+) -> Result<bool, String> {
+    match outcome {
+        (pid, Ok((reaped, status))) => {
+            if !exited_0(status) {
+                Err(format!(
+                    "forked child {pid} ended with raw status {status:#x}"
+                ))
+            } else if reaped != pid && !ranged {
+                Err(format!("waitpid({pid}) returned {reaped} without a range"))
+            } else {
+                Ok(false)
+            }
+        }
+        (pid, Err(Errno(libc::ECHILD))) if pid > 0 => Ok(true),
+        (pid, Err(e)) => Err(format!("fork ({pid}) and waitpid: {e}")),
+    }
+}
+
+/// Whether a raw wait status is `exit(0)`.
+fn exited_0(status: libc::c_int) -> bool {
+    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
+/// Reaps every child the calling process has left (children of [`fork_exit_wait`], which
+/// exit at once); returns how many there were.
+fn reap_leftovers() -> i64 {
+    let mut n = 0;
+    loop {
+        // SAFETY: waits for any child; no status wanted.
+        let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) };
+        if r > 0 {
+            n += 1;
+        } else if Errno::last().0 != libc::EINTR {
+            return n;
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! The PID-taking system calls from inside an AID with a virtual PID range (issue #4):
+//! The PID-taking system calls from inside an AID, with a virtual PID range and without
+//! one (issue #4):
 //! given a process's virtual PID they act on that process, which the test confirms
 //! through /proc under its system PID (not virtualized): affinity, nice values (by
 //! process and by group), scheduling policy and attributes, resource limits, pidfds,
@@ -10,10 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{bail, Context, Result};
 
 use super::Test;
+use crate::aid_fixture::{for_each_flavor, AidFixture};
 use crate::check::step_timeout;
-use crate::device::Device;
 use crate::proc;
-use crate::virt::{self, raw, register, show, spawn_in_aid, RANGE};
+use crate::virt::{self, expect_own_id, raw, show};
 
 pub const TESTS: &[Test] = &[Test::new(
     "pid_calls/virtual_pid_reaches_the_right_process",
@@ -57,9 +58,12 @@ fn virtual_pid_reaches_the_right_process() -> Result<()> {
             if no_process_vm { "process_vm_* (CONFIG_CROSS_MEMORY_ATTACH)" } else { "" }
         );
     }
-    let dev = Device::open()?;
-    let g = register(&dev, "calls", Some(RANGE))?;
-    let agent = spawn_in_aid(&dev, g.aid, move |_| {
+    for_each_flavor("calls", |fx| reach_the_right_process(fx, no_ioprio, no_process_vm))
+}
+
+fn reach_the_right_process(fx: &AidFixture, no_ioprio: bool, no_process_vm: bool) -> Result<()> {
+    let range = fx.range();
+    let agent = fx.spawn(move |_| {
         // The target T: its own group, reports (virtual, system), then sleeps. Its
         // memory holds MAGIC at the same address as ours (a fork's copy).
         let magic: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0x5eed_0001)));
@@ -80,9 +84,10 @@ fn virtual_pid_reaches_the_right_process() -> Result<()> {
         let s = i64::from_ne_bytes(buf[8..].try_into().unwrap()) as i32;
         // SAFETY: setpgid on our child (it may have done it already).
         unsafe { libc::setpgid(v, v) };
-        if v != target.pid() || v == s {
+        if v != target.pid() {
             bail!("target: fork returned {}, it sees {v}, system {s}", target.pid());
         }
+        expect_own_id(i64::from(v), i64::from(s), range, "the target's getpid vs its system PID")?;
         let me = proc::getpid();
         let mut wrong: Vec<String> = Vec::new();
         let mut check = |what: &str, ok: bool, detail: String| {

@@ -4,6 +4,8 @@
 //! SIGCHLD name) and with the module's table; without a range a task keeps its system ID
 //! as its virtual one. Processes outside every AID see system IDs, unchanged; nothing
 //! outside its AID is reachable from inside by number; nested PID namespaces are refused.
+//! Every test runs with a range and without one ([`for_each_flavor`]), but
+//! `range_allocation_cyclic`, which needs a small range of its own.
 
 use std::ffi::c_void;
 use std::os::fd::AsRawFd;
@@ -12,19 +14,15 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use anyhow::{bail, Context, Result};
 
 use super::Test;
+use crate::aid_fixture::{for_each_flavor, AidFixture};
 use crate::check::{step_timeout, Errno};
-use crate::device::Device;
 use crate::ensure_eq;
 use crate::fixtures::GO;
-use crate::proc::{self, Agent};
-use crate::virt::{self, expect_in_range, raw, register, show, spawn_in_aid, PidMap, RANGE};
+use crate::proc;
+use crate::virt::{self, expect_in_range, expect_own_id, raw, show};
 
 pub const TESTS: &[Test] = &[
-    Test::new("pids/range_self_ids_virtual", range_self_ids_virtual),
-    Test::new(
-        "pids/no_range_virtual_equals_system",
-        no_range_virtual_equals_system,
-    ),
+    Test::new("pids/self_ids_virtual", self_ids_virtual),
     Test::new("pids/range_fork_family_consistent", range_fork_family_consistent),
     Test::new("pids/range_allocation_cyclic", range_allocation_cyclic),
     Test::new(
@@ -43,12 +41,8 @@ pub const TESTS: &[Test] = &[
     ),
     Test::new("pids/setpgid_setsid_virtual", setpgid_setsid_virtual),
     Test::new(
-        "pids/outside_processes_unreachable_range",
-        outside_processes_unreachable_range,
-    ),
-    Test::new(
-        "pids/outside_processes_unreachable_no_range",
-        outside_processes_unreachable_no_range,
+        "pids/outside_processes_unreachable",
+        outside_processes_unreachable,
     ),
     Test::new(
         "pids/outside_sees_system_pids_while_aid_active",
@@ -94,11 +88,10 @@ fn report_self(chan: &proc::Channel) -> Result<()> {
     Ok(())
 }
 
-/// Runs [`report_self`] in an AID with `range` and checks its values against the table.
-fn check_self_ids(range: Option<(u32, u32)>) -> Result<()> {
-    let dev = Device::open()?;
-    let g = register(&dev, "self", range)?;
-    let mut agent = spawn_in_aid(&dev, g.aid, report_self)?;
+/// Runs [`report_self`] in the AID and checks its values against the table.
+fn check_self_ids(fx: &AidFixture) -> Result<()> {
+    let range = fx.range();
+    let mut agent = fx.spawn(report_self)?;
     let mut v = Vec::new();
     for _ in 0..7 {
         v.push(agent.recv_step()? as i32);
@@ -106,7 +99,7 @@ fn check_self_ids(range: Option<(u32, u32)>) -> Result<()> {
     let [pid, pid_raw, tid, system, thread_tid, thread_pid, thread_system] = v[..] else {
         unreachable!()
     };
-    let map = PidMap::read(&dev, g.aid)?;
+    let map = fx.pid_map()?;
     ensure_eq!(pid_raw, pid, "getpid by syscall vs libc");
     ensure_eq!(tid, pid, "gettid of the main thread vs getpid");
     ensure_eq!(thread_pid, pid, "getpid in a thread");
@@ -116,8 +109,11 @@ fn check_self_ids(range: Option<(u32, u32)>) -> Result<()> {
         bail!("the thread's TID is the process's PID {pid}");
     }
     // The helper was linked while running: it has a virtual ID too.
+    let helper = map
+        .virtual_of(agent.pid())
+        .with_context(|| format!("no entry for the linked helper {}: {:?}", agent.pid(), map.pairs()))?;
     map.expect_virtual(
-        map.virtual_of(agent.pid()).unwrap_or(-1),
+        helper,
         agent.pid(),
         range,
         "the linked helper's entry",
@@ -130,22 +126,20 @@ fn check_self_ids(range: Option<(u32, u32)>) -> Result<()> {
     agent.finish(step_timeout())
 }
 
-fn range_self_ids_virtual() -> Result<()> {
-    check_self_ids(Some(RANGE))
-}
-
-fn no_range_virtual_equals_system() -> Result<()> {
-    check_self_ids(None)
+fn self_ids_virtual() -> Result<()> {
+    for_each_flavor("self", check_self_ids)
 }
 
 /// A thread that is not the leader execs: it takes over the process's PID (`de_thread`),
 /// so the new program's getpid and gettid must both be the process's virtual PID from
 /// before the exec (the task that runs it had another TID until then).
 fn range_exec_from_thread_keeps_virtual_pid() -> Result<()> {
-    let dev = Device::open()?;
-    let g = register(&dev, "execthr", Some(RANGE))?;
+    for_each_flavor("execthr", exec_from_thread_keeps_virtual_pid)
+}
+
+fn exec_from_thread_keeps_virtual_pid(fx: &AidFixture) -> Result<()> {
     let (out_rx, out_tx) = proc::pipe()?;
-    let mut agent = spawn_in_aid(&dev, g.aid, |chan| {
+    let mut agent = fx.spawn(|chan| {
         let stdout_fd = out_tx.as_raw_fd();
         chan.send(proc::getpid() as i64)?;
         chan.send(virt::system_pid()? as i64)?;
@@ -171,8 +165,8 @@ fn range_exec_from_thread_keeps_virtual_pid() -> Result<()> {
     let pid = agent.recv_step()? as i32;
     let system = agent.recv_step()? as i32;
     let thread_tid = agent.recv_step()? as i32;
-    expect_in_range(i64::from(pid), Some(RANGE), "getpid before the exec")?;
-    expect_in_range(i64::from(thread_tid), Some(RANGE), "the thread's gettid")?;
+    expect_own_id(i64::from(pid), i64::from(system), fx.range(), "getpid before the exec")?;
+    expect_in_range(i64::from(thread_tid), fx.range(), "the thread's gettid")?;
     if thread_tid == pid {
         bail!("the thread reported the process's PID {pid} as its TID");
     }
@@ -256,9 +250,12 @@ fn session_with_reaped_leader(member: impl FnOnce()) -> Result<i32> {
 /// `kill(-L)` reaches M, and the group's table entry stays until M is reaped: the kernel
 /// keeps the number while the group lives, and so must the AID.
 fn range_group_outlives_leader() -> Result<()> {
-    let dev = Device::open()?;
-    let g = register(&dev, "orphgrp", Some(RANGE))?;
-    let mut agent = spawn_in_aid(&dev, g.aid, |chan| {
+    for_each_flavor("orphgrp", group_outlives_leader)
+}
+
+fn group_outlives_leader(fx: &AidFixture) -> Result<()> {
+    let range = fx.range();
+    let mut agent = fx.spawn(|chan| {
         let (m_rx, m_tx) = proc::pipe()?;
         let (go_rx, go_tx) = proc::pipe()?;
         let (m_fd, go_rx_fd, go_tx_fd) = (m_tx.as_raw_fd(), go_rx.as_raw_fd(), go_tx.as_raw_fd());
@@ -299,8 +296,8 @@ fn range_group_outlives_leader() -> Result<()> {
         Ok(())
     })?;
     let leader = agent.recv_step()? as i32;
-    expect_in_range(i64::from(leader), Some(RANGE), "the leader's PID")?;
-    let map = PidMap::read(&dev, g.aid)?;
+    expect_in_range(i64::from(leader), range, "the leader's PID")?;
+    let map = fx.pid_map()?;
     let system = map
         .system_of(leader)
         .with_context(|| format!("no entry for the reaped leader {leader}: {:?}", map.pairs()))?;
@@ -309,9 +306,7 @@ fn range_group_outlives_leader() -> Result<()> {
         Some(0),
         "owner of the reaped leader's entry (group-only)"
     );
-    if system == leader {
-        bail!("the leader's virtual PID {leader} is its system PID");
-    }
+    expect_own_id(i64::from(leader), i64::from(system), range, "the reaped leader's virtual PID")?;
     agent.send(GO)?;
     let mut v = Vec::new();
     for _ in 0..7 {
@@ -320,14 +315,14 @@ fn range_group_outlives_leader() -> Result<()> {
     let [member, pgrp, sid, pgid, killed, reaped, signal] = v[..] else {
         unreachable!()
     };
-    expect_in_range(i64::from(member), Some(RANGE), "the member's PID")?;
+    expect_in_range(i64::from(member), range, "the member's PID")?;
     ensure_eq!(pgrp, leader, "the member's getpgrp after its leader was reaped");
     ensure_eq!(sid, leader, "the member's getsid(0) after its leader was reaped");
     ensure_eq!(pgid, leader, "the member's getpgid(0) after its leader was reaped");
     ensure_eq!(killed, 0, "kill(-leader, SIGTERM)");
     ensure_eq!(reaped, member, "waitpid(member)");
     ensure_eq!(signal, libc::SIGTERM, "the member's end");
-    let map = PidMap::read(&dev, g.aid)?;
+    let map = fx.pid_map()?;
     if map.system_of(leader).is_some() {
         bail!("the group's entry {leader} outlived its last member: {:?}", map.pairs());
     }
@@ -370,9 +365,11 @@ fn fork_reporting_system_pid() -> Result<(i32, i32)> {
 /// virtual ID must not reach that process. Then the number goes to a new process of the
 /// AID: its fork must succeed, taking the number over from the stale entry.
 fn range_ended_group_reaches_nothing() -> Result<()> {
-    let dev = Device::open()?;
-    let g = register(&dev, "endgrp", Some(RANGE))?;
-    let mut agent = spawn_in_aid(&dev, g.aid, |chan| {
+    for_each_flavor("endgrp", ended_group_reaches_nothing)
+}
+
+fn ended_group_reaches_nothing(fx: &AidFixture) -> Result<()> {
+    let mut agent = fx.spawn(|chan| {
         let (m_rx, m_tx) = proc::pipe()?;
         let (go_rx, go_tx) = proc::pipe()?;
         let (m_fd, go_rx_fd, go_tx_fd) = (m_tx.as_raw_fd(), go_rx.as_raw_fd(), go_tx.as_raw_fd());
@@ -426,7 +423,8 @@ fn range_ended_group_reaches_nothing() -> Result<()> {
     let leader = agent.recv_step()? as i32;
     let before = agent.recv_step()?;
     ensure_eq!(before, 0, "kill(-leader, 0) while the member is in the group");
-    let system = PidMap::read(&dev, g.aid)?
+    let system = fx
+        .pid_map()?
         .system_of(leader)
         .context("no entry for the reaped leader's group")?;
     agent.send(i64::from(system))?;
@@ -474,7 +472,7 @@ fn range_ended_group_reaches_nothing() -> Result<()> {
         bail!("fork in the AID while a stale group entry holds the number: {}", show(fork_ret));
     }
     ensure_eq!(child_system, system, "the new process's system PID (ns_last_pid)");
-    expect_in_range(fork_ret, Some(RANGE), "the new process's virtual PID")?;
+    expect_in_range(fork_ret, fx.range(), "the new process's virtual PID")?;
     agent.finish(step_timeout())
 }
 
@@ -521,9 +519,11 @@ pub fn block(signals: &[i32]) {
 }
 
 fn range_fork_family_consistent() -> Result<()> {
-    let dev = Device::open()?;
-    let g = register(&dev, "family", Some(RANGE))?;
-    let mut agent = spawn_in_aid(&dev, g.aid, |chan| {
+    for_each_flavor("family", fork_family_consistent)
+}
+
+fn fork_family_consistent(fx: &AidFixture) -> Result<()> {
+    let mut agent = fx.spawn(|chan| {
         block(&[libc::SIGCHLD, libc::SIGUSR1]);
         // One pipe per reporter, so their reports cannot interleave.
         let (c_rx, c_tx) = proc::pipe()?;
@@ -604,8 +604,8 @@ fn range_fork_family_consistent() -> Result<()> {
     let [p, p_sys, fork_ret, c, c_ppid, c_sys, c_fork_ret, gc, gc_ppid, gc_sys] = v[..] else {
         unreachable!()
     };
-    let map = PidMap::read(&dev, g.aid)?;
-    let range = Some(RANGE);
+    let map = fx.pid_map()?;
+    let range = fx.range();
     map.expect_virtual(p, p_sys, range, "the parent's getpid")?;
     map.expect_virtual(c, c_sys, range, "the child's getpid")?;
     map.expect_virtual(gc, gc_sys, range, "the grandchild's getpid")?;
@@ -633,9 +633,8 @@ fn range_fork_family_consistent() -> Result<()> {
 fn range_allocation_cyclic() -> Result<()> {
     const MIN: u32 = 1_000_100;
     const MAX: u32 = 1_000_104;
-    let dev = Device::open()?;
-    let g = register(&dev, "cyclic", Some((MIN, MAX)))?;
-    let mut agent = spawn_in_aid(&dev, g.aid, |chan| {
+    let fx = AidFixture::with_range("cyclic", Some((MIN, MAX)))?;
+    let mut agent = fx.spawn(|chan| {
         let me = proc::getpid();
         // SAFETY: getppid has no preconditions.
         let helper = unsafe { libc::getppid() };
@@ -698,12 +697,12 @@ extern "C" fn clone_thread_body(_: *mut c_void) -> i32 {
 }
 
 fn clone_settid_virtual() -> Result<()> {
-    let dev = Device::open()?;
-    let g = register(&dev, "settid", Some(RANGE))?;
-    let aid = g.aid;
-    let dev = &dev;
-    let agent = spawn_in_aid(dev, aid, move |_| {
-        let range = Some(RANGE);
+    for_each_flavor("settid", clone_settid_virtual_in)
+}
+
+fn clone_settid_virtual_in(fx: &AidFixture) -> Result<()> {
+    let range = fx.range();
+    let agent = fx.spawn(move |_| {
         // A thread with CLONE_PARENT_SETTID | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID.
         let ptid = Box::leak(Box::new(AtomicI32::new(0)));
         let ctid = Box::leak(Box::new(AtomicI32::new(0)));
@@ -738,14 +737,20 @@ fn clone_settid_virtual() -> Result<()> {
             Ok(CLONED_TID.load(Ordering::SeqCst) != 0)
         })?;
         let seen = CLONED_TID.load(Ordering::SeqCst);
-        let map = PidMap::read(dev, aid)?;
-        let system = map.system_of(ret).unwrap_or(-1);
+        let map = fx.pid_map()?;
+        let system = map
+            .system_of(ret)
+            .with_context(|| format!("no entry for the cloned thread {ret}: {:?}", map.pairs()))?;
         map.expect_virtual(ret, system, range, "clone's return for a thread")?;
         ensure_eq!(seen, ret, "gettid in the cloned thread vs clone's return");
         ensure_eq!(ptid.load(Ordering::SeqCst), ret, "CLONE_PARENT_SETTID value");
         ensure_eq!(ctid.load(Ordering::SeqCst), ret, "CLONE_CHILD_SETTID value");
-        if proc::threads_of(virt::system_pid()?)?.contains(&ret) {
+        let own_threads = proc::threads_of(virt::system_pid()?)?;
+        if range.is_some() && own_threads.contains(&ret) {
             bail!("clone's return {ret} is a system TID of this process");
+        }
+        if range.is_none() && !own_threads.contains(&ret) {
+            bail!("clone's return {ret} is not a system TID of this process ({own_threads:?}), without a range");
         }
         CLONED_GO.store(1, Ordering::SeqCst);
         crate::check::eventually(step_timeout(), "CLONE_CHILD_CLEARTID clears the TID", || {
@@ -799,12 +804,13 @@ fn clone_settid_virtual() -> Result<()> {
 }
 
 fn parent_group_session_outside_are_zero() -> Result<()> {
-    let dev = Device::open()?;
-    let g = register(&dev, "outer", Some(RANGE))?;
+    for_each_flavor("outer", parent_group_session_outside_are_zero_in)
+}
+
+fn parent_group_session_outside_are_zero_in(fx: &AidFixture) -> Result<()> {
     // A process linked while running: its parent (this test), its group (led by this
     // test) and its session (led by the guest's init or shell) are all outside.
-    let mut agent = Agent::spawn(|chan| {
-        dev.link(g.aid, 0).context("LINK self")?;
+    let mut agent = fx.spawn_linked(|chan| {
         // SAFETY: plain ID queries.
         let v = unsafe {
             [
@@ -831,18 +837,19 @@ fn parent_group_session_outside_are_zero() -> Result<()> {
     ensure_eq!(v[2], 0, "getpgrp with the group leader outside the AID");
     ensure_eq!(v[3], 0, "getpgid(0) with the group leader outside the AID");
     ensure_eq!(v[4], 0, "getsid(0) with the session leader outside the AID");
-    let map = PidMap::read(&dev, g.aid)?;
-    map.expect_virtual(v[5] as i32, agent.pid(), Some(RANGE), "getpid after LINK")?;
+    let map = fx.pid_map()?;
+    map.expect_virtual(v[5] as i32, agent.pid(), fx.range(), "getpid after LINK")?;
     agent.send(GO)?;
     agent.finish(step_timeout())
 }
 
 fn setpgid_setsid_virtual() -> Result<()> {
-    let dev = Device::open()?;
-    let g = register(&dev, "pgrp", Some(RANGE))?;
-    let aid = g.aid;
-    let dev = &dev;
-    let agent = spawn_in_aid(dev, aid, move |_| {
+    for_each_flavor("pgrp", setpgid_setsid_virtual_in)
+}
+
+fn setpgid_setsid_virtual_in(fx: &AidFixture) -> Result<()> {
+    let range = fx.range();
+    let agent = fx.spawn(move |_| {
         let me = proc::getpid();
         // SAFETY: process group calls on ourselves.
         let r = unsafe { libc::setpgid(0, 0) };
@@ -887,7 +894,7 @@ fn setpgid_setsid_virtual() -> Result<()> {
         let (sid, pgid) = unsafe { (libc::getsid(leader.pid()), libc::getpgid(leader.pid())) };
         ensure_eq!(sid as i64, d, "getsid(child) from the parent");
         ensure_eq!(pgid as i64, d, "getpgid(child) from the parent");
-        expect_in_range(d, Some(RANGE), "the session leader's PID")?;
+        expect_in_range(d, range, "the session leader's PID")?;
         leader.kill()?;
         member.kill()?;
         Ok(())
@@ -970,15 +977,17 @@ fn expected_unreachable(name: &str, native_on_self: i64) -> i64 {
     }
 }
 
-/// From inside an AID (with `range`), every call on this test process (outside, alive,
-/// leader of its group) and on PID 1 fails as for a nonexistent process.
-fn outside_unreachable(range: Option<(u32, u32)>) -> Result<()> {
-    let dev = Device::open()?;
-    let g = register(&dev, "outside", range)?;
+/// From inside an AID, every call on this test process (outside, alive, leader of its
+/// group) and on PID 1 fails as for a nonexistent process.
+fn outside_processes_unreachable() -> Result<()> {
     let outside = proc::getpid();
     // What each call gives natively on an existing process (ENOSYS = not in this kernel).
     let native: Vec<Probe> = calls_on(outside);
-    let agent = spawn_in_aid(&dev, g.aid, move |_| {
+    for_each_flavor("outside", |fx| outside_unreachable(fx, outside, native.clone()))
+}
+
+fn outside_unreachable(fx: &AidFixture, outside: i32, native: Vec<Probe>) -> Result<()> {
+    let agent = fx.spawn(move |_| {
         let mut wrong = Vec::new();
         for target in [outside, 1] {
             for ((name, got), (_, native)) in calls_on(target).into_iter().zip(&native) {
@@ -999,23 +1008,26 @@ fn outside_unreachable(range: Option<(u32, u32)>) -> Result<()> {
     agent.finish(step_timeout())
 }
 
-fn outside_processes_unreachable_range() -> Result<()> {
-    outside_unreachable(Some(RANGE))
-}
-
-fn outside_processes_unreachable_no_range() -> Result<()> {
-    outside_unreachable(None)
-}
 
 fn outside_sees_system_pids_while_aid_active() -> Result<()> {
-    let dev = Device::open()?;
-    let g = register(&dev, "active", Some(RANGE))?;
-    let mut inside = spawn_in_aid(&dev, g.aid, |chan| {
+    for_each_flavor("active", outside_sees_system_pids_in)
+}
+
+fn outside_sees_system_pids_in(fx: &AidFixture) -> Result<()> {
+    let mut inside = fx.spawn(|chan| {
         chan.send(proc::getpid() as i64)?;
+        chan.send(virt::system_pid()? as i64)?;
         chan.recv(step_timeout())?;
         Ok(())
     })?;
     let inside_virtual = inside.recv_step()? as i32;
+    let inside_system = inside.recv_step()? as i32;
+    expect_own_id(
+        i64::from(inside_virtual),
+        i64::from(inside_system),
+        fx.range(),
+        "the AID's process: getpid vs its system PID",
+    )?;
     ensure_eq!(proc::getpid(), virt::system_pid()?, "getpid outside every AID");
     ensure_eq!(sys_getpid(), virt::system_pid()?, "raw getpid outside every AID");
     // SAFETY: getppid has no preconditions.
@@ -1052,9 +1064,13 @@ fn outside_sees_system_pids_while_aid_active() -> Result<()> {
         "0",
         "kill(system PID of the linked helper, 0) from outside"
     );
-    // SAFETY: signal 0 to a number above pid_max.
+    // SAFETY: signal 0 (to a number above pid_max with a range).
     let r = raw(unsafe { libc::kill(inside_virtual, 0) } as libc::c_long);
-    ensure_eq!(show(r), "ESRCH", "kill(virtual PID {inside_virtual}, 0) from outside");
+    if fx.range().is_some() {
+        ensure_eq!(show(r), "ESRCH", "kill(virtual PID {inside_virtual}, 0) from outside");
+    } else {
+        ensure_eq!(show(r), "0", "kill(virtual = system PID {inside_virtual}, 0) from outside");
+    }
     inside.send(GO)?;
     inside.finish(step_timeout())
 }
@@ -1067,9 +1083,11 @@ fn nested_pid_namespace_einval() -> Result<()> {
         ensure_eq!(show(raw(r as libc::c_long)), "0", "unshare(CLONE_NEWPID) outside every AID");
         Ok(())
     })?;
-    let dev = Device::open()?;
-    let g = register(&dev, "pidns", None)?;
-    let agent = spawn_in_aid(&dev, g.aid, |_| {
+    for_each_flavor("pidns", nested_pid_namespace_einval_in)
+}
+
+fn nested_pid_namespace_einval_in(fx: &AidFixture) -> Result<()> {
+    let agent = fx.spawn(|_| {
         // SAFETY: unshare and clone variants; a child that is created anyway `_exit`s.
         unsafe {
             let r = raw(libc::unshare(libc::CLONE_NEWPID) as libc::c_long);

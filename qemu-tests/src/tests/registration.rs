@@ -1,9 +1,11 @@
-//! REGISTER, INFO, LIST and VERSION: names, AID numbers and PID ranges.
+//! REGISTER, INFO, LIST and VERSION: names, AID numbers and PID ranges. INFO by name and
+//! number, and a fresh AID's empty tables, are checked with a PID range and without.
 
 use anyhow::{bail, Context, Result};
 use appshot_uapi as uapi;
 
 use super::Test;
+use crate::aid_fixture::{for_each_flavor, AidFixture};
 use crate::check::expect_errno;
 use crate::device::{info_name, AidGuard, Device};
 use crate::ensure_eq;
@@ -247,23 +249,24 @@ fn duplicate_name_eexist() -> Result<()> {
 }
 
 fn info_by_name_and_number_agree() -> Result<()> {
-    let dev = Device::open()?;
-    let g = AidGuard::new(&dev, "info")?;
-    let other = AidGuard::new(&dev, "info-other")?;
-    let by_number = dev.info(g.aid)?;
-    let by_name = dev.info_by_name(g.name.as_bytes())?;
-    ensure_eq!(by_name, by_number, "INFO by name vs by number");
-    ensure_eq!(by_name.aid, g.aid, "INFO by name: aid");
-    ensure_eq!(
-        dev.info_by_name(other.name.as_bytes())?.aid,
-        other.aid,
-        "INFO by the other name"
-    );
-    let mut req = Device::info_request(g.aid, b"");
-    dev.ioctl(uapi::IOC_INFO, &mut req)
-        .context("INFO by number")?;
-    ensure_eq!(req.reserved, [0; 2], "reserved written back");
-    Ok(())
+    for_each_flavor("info", |g| {
+        let dev = &g.dev;
+        let other = AidGuard::new(dev, "info-other")?;
+        let by_number = dev.info(g.aid())?;
+        let by_name = dev.info_by_name(g.name().as_bytes())?;
+        ensure_eq!(by_name, by_number, "INFO by name vs by number");
+        ensure_eq!(by_name.aid, g.aid(), "INFO by name: aid");
+        ensure_eq!(
+            dev.info_by_name(other.name.as_bytes())?.aid,
+            other.aid,
+            "INFO by the other name"
+        );
+        let mut req = Device::info_request(g.aid(), b"");
+        dev.ioctl(uapi::IOC_INFO, &mut req)
+            .context("INFO by number")?;
+        ensure_eq!(req.reserved, [0; 2], "reserved written back");
+        Ok(())
+    })
 }
 
 fn info_unknown_enoent() -> Result<()> {
@@ -425,11 +428,14 @@ fn list_in_aid_order_with_capacity() -> Result<()> {
 }
 
 fn table_of_fresh_aid_empty() -> Result<()> {
-    let dev = Device::open()?;
-    let g = AidGuard::new(&dev, "tbl")?;
+    for_each_flavor("tbl", table_of_fresh_aid_empty_in)
+}
+
+fn table_of_fresh_aid_empty_in(fx: &AidFixture) -> Result<()> {
+    let (dev, aid) = (&fx.dev, fx.aid());
     for table in 0..uapi::TABLE_COUNT as u32 {
         ensure_eq!(
-            dev.table(g.aid, table)?.len(),
+            dev.table(aid, table)?.len(),
             0,
             "table {} of a new AID",
             uapi::TABLE_NAMES[table as usize]
@@ -437,12 +443,12 @@ fn table_of_fresh_aid_empty() -> Result<()> {
     }
     let mut entries = [uapi::TableEntry::zeroed(); 1];
     expect_errno(
-        dev.table_into(g.aid, uapi::TABLE_COUNT as u32, &mut entries),
+        dev.table_into(aid, uapi::TABLE_COUNT as u32, &mut entries),
         libc::EINVAL,
         "TABLE type 5",
     )?;
     expect_errno(
-        dev.table_into(g.aid, u32::MAX, &mut entries),
+        dev.table_into(aid, u32::MAX, &mut entries),
         libc::EINVAL,
         "TABLE type 2^32-1",
     )?;

@@ -1,4 +1,5 @@
-//! Signals and waits inside an AID with a virtual PID range (issue #4): every way of
+//! Signals and waits inside an AID, with a virtual PID range and without one (issue #4),
+//! each test in both: every way of
 //! sending (kill, tkill, tgkill, sigqueue, rt_tgsigqueueinfo) reaches the process named
 //! by its virtual ID, and every way of receiving (SA_SIGINFO handler, sigwaitinfo,
 //! sigtimedwait, signalfd) names the sender by its virtual ID; kill's group forms (0,
@@ -11,12 +12,12 @@ use anyhow::{bail, Context, Result};
 
 use super::pids::{block, wait_signal};
 use super::Test;
+use crate::aid_fixture::{for_each_flavor, AidFixture};
 use crate::check::{step_timeout, Errno};
-use crate::device::Device;
 use crate::ensure_eq;
 use crate::fixtures::READY;
 use crate::proc::{self, Agent};
-use crate::virt::{self, expect_in_range, raw, register, show, spawn_in_aid, RANGE};
+use crate::virt::{self, expect_in_range, expect_own_id, raw, show};
 
 pub const TESTS: &[Test] = &[
     Test::new(
@@ -106,9 +107,12 @@ fn receive(how: &str, sfd: i32) -> Result<i32> {
 }
 
 fn every_sender_every_receiver_si_pid() -> Result<()> {
-    let dev = Device::open()?;
-    let g = register(&dev, "sigs", Some(RANGE))?;
-    let agent = spawn_in_aid(&dev, g.aid, |_| {
+    for_each_flavor("sigs", every_sender_every_receiver_in)
+}
+
+fn every_sender_every_receiver_in(fx: &AidFixture) -> Result<()> {
+    let range = fx.range();
+    let agent = fx.spawn(|_| {
         // The receiver R (this process): SIGUSR1 blocked except in the handler's
         // sigsuspend; the sender S sends one signal per byte it reads.
         // SAFETY: installs a handler that only stores to an atomic.
@@ -159,11 +163,8 @@ fn every_sender_every_receiver_si_pid() -> Result<()> {
         proc::read_exact_timeout(rep_rx.as_raw_fd(), &mut buf, step_timeout())?;
         let s = i64::from_ne_bytes(buf[..8].try_into().unwrap());
         let s_system = i64::from_ne_bytes(buf[8..].try_into().unwrap());
-        expect_in_range(s, Some(RANGE), "the sender's getpid")?;
+        expect_own_id(s, s_system, range, "the sender's getpid vs its system PID")?;
         ensure_eq!(s, sender.pid() as i64, "the sender's getpid vs fork's return");
-        if s == s_system {
-            bail!("the sender sees its system PID {s}");
-        }
         let mut wrong = Vec::new();
         for (i, how_send) in SENDERS.iter().enumerate() {
             for how_receive in RECEIVERS {
@@ -226,9 +227,19 @@ fn kill_zero_pgid_minus_one_stay_in_aid() -> Result<()> {
         chan.send(winch_pending() as i64)
     })?;
     canary.expect(READY, "canary")?;
-    let dev = Device::open()?;
-    let g = register(&dev, "killgrp", Some(RANGE))?;
-    let agent = spawn_in_aid(&dev, g.aid, |_| {
+    let result = for_each_flavor("killgrp", kill_forms_in);
+    canary.send(1)?;
+    let pending = canary.recv_step();
+    let canary_end = canary.finish(step_timeout());
+    result?;
+    ensure_eq!(pending?, 0, "SIGWINCH pending in a process outside the AID");
+    canary_end?;
+    ensure_eq!(winch_pending(), false, "SIGWINCH pending in the test process (outside)");
+    Ok(())
+}
+
+fn kill_forms_in(fx: &AidFixture) -> Result<()> {
+    let agent = fx.spawn(|_| {
         // SAFETY: a new group led by this process.
         unsafe { libc::setpgid(0, 0) };
         let me = proc::getpid() as i64;
@@ -267,12 +278,7 @@ fn kill_zero_pgid_minus_one_stay_in_aid() -> Result<()> {
         drop((same, other));
         Ok(())
     })?;
-    agent.finish(step_timeout())?;
-    canary.send(1)?;
-    ensure_eq!(canary.recv_step()?, 0, "SIGWINCH pending in a process outside the AID");
-    canary.finish(step_timeout())?;
-    ensure_eq!(winch_pending(), false, "SIGWINCH pending in the test process (outside)");
-    Ok(())
+    agent.finish(step_timeout())
 }
 
 /// Whether SIGWINCH is pending for the calling thread or its process.
@@ -286,9 +292,12 @@ fn winch_pending() -> bool {
 }
 
 fn wait4_waitid_forms_virtual() -> Result<()> {
-    let dev = Device::open()?;
-    let g = register(&dev, "waits", Some(RANGE))?;
-    let agent = spawn_in_aid(&dev, g.aid, |_| {
+    for_each_flavor("waits", wait4_waitid_forms_in)
+}
+
+fn wait4_waitid_forms_in(fx: &AidFixture) -> Result<()> {
+    let range = fx.range();
+    let agent = fx.spawn(|_| {
         // SAFETY: a group of our own, so wait4(0) and P_PGID 0 mean it.
         unsafe { libc::setpgid(0, 0) };
         let mut wrong = Vec::new();
@@ -383,7 +392,7 @@ fn wait4_waitid_forms_virtual() -> Result<()> {
                     show(ret)
                 ));
             }
-            if let Err(e) = expect_in_range(child as i64, Some(RANGE), form) {
+            if let Err(e) = expect_in_range(child as i64, range, form) {
                 wrong.push(e.to_string());
             }
         }

@@ -1,5 +1,6 @@
 //! UNREGISTER and UNLINK: EBUSY while processes are linked, FORCE unlinks them (they run
 //! on, unlinked), and UNLINK detaches one process (all its threads, not its children).
+//! Every test with an AID runs in an AID with a PID range and in one without.
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -10,9 +11,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use appshot_uapi as uapi;
 
 use super::Test;
+use crate::aid_fixture::{each_flavor, for_each_flavor, AidFixture, Flavor};
 use crate::check::{expect_errno, secs, step_timeout, sys, Errno};
 use crate::device::{AidGuard, Device};
-use crate::fixtures::{entries_of, expect_pid_table, release, sleeper, GO, READY};
+use crate::fixtures::{entries_of, expect_pid_table_in, release, sleeper, GO, READY};
 use crate::proc::{self, Agent, Channel, Status};
 use crate::{diag, ensure_eq};
 
@@ -36,24 +38,25 @@ pub const TESTS: &[Test] = &[
         "unregister/force_group_only_while_listing",
         force_group_only_while_listing,
     )
-    .slow(300),
+    .slow(600),
 ];
 
 fn busy_while_linked() -> Result<()> {
-    let dev = Device::open()?;
-    let g = AidGuard::new(&dev, "busy")?;
-    let agent = sleeper(&dev, Some(g.aid), 2)?;
-    let expected = entries_of(agent.pid())?;
-    expect_errno(
-        dev.unregister(g.aid, 0),
-        libc::EBUSY,
-        "UNREGISTER with a linked process",
-    )?;
-    expect_pid_table(&dev, g.aid, &expected, "after EBUSY (nothing changed)")?;
-    release(agent)?;
-    dev.unregister(g.aid, 0)
-        .context("UNREGISTER once the process was reaped")?;
-    expect_errno(dev.info(g.aid), libc::ENOENT, "INFO after UNREGISTER")
+    for_each_flavor("busy", |fx| {
+        let (dev, aid) = (&fx.dev, fx.aid());
+        let agent = sleeper(dev, Some(aid), 2)?;
+        let expected = entries_of(agent.pid())?;
+        expect_errno(
+            dev.unregister(aid, 0),
+            libc::EBUSY,
+            "UNREGISTER with a linked process",
+        )?;
+        fx.expect_pid_table(&expected, "after EBUSY (nothing changed)")?;
+        release(agent)?;
+        dev.unregister(aid, 0)
+            .context("UNREGISTER once the process was reaped")?;
+        expect_errno(dev.info(aid), libc::ENOENT, "INFO after UNREGISTER")
+    })
 }
 
 /// Commands of the agent in [`force_unlinks_and_process_runs_on`].
@@ -62,10 +65,12 @@ const FORK: i64 = 11;
 const QUIT: i64 = 12;
 
 fn force_unlinks_and_process_runs_on() -> Result<()> {
-    let dev = Device::open()?;
-    let g = AidGuard::new(&dev, "force")?;
-    let mut agent = Agent::spawn(|chan| {
-        dev.link(g.aid, 0).context("LINK self")?;
+    for_each_flavor("force", force_unlinks_and_process_runs_on_in)
+}
+
+fn force_unlinks_and_process_runs_on_in(fx: &AidFixture) -> Result<()> {
+    let (dev, aid, name) = (&fx.dev, fx.aid(), fx.name());
+    let mut agent = fx.spawn_linked(|chan| {
         crate::fixtures::park_threads(1)?;
         chan.send(READY)?;
         loop {
@@ -84,18 +89,18 @@ fn force_unlinks_and_process_runs_on() -> Result<()> {
     agent.expect(READY, "linked")?;
     let pid = agent.pid();
     proc::wait_for_threads(pid, 2)?;
-    expect_pid_table(&dev, g.aid, &entries_of(pid)?, "before UNREGISTER --force")?;
+    fx.expect_pid_table(&entries_of(pid)?, "before UNREGISTER --force")?;
     let nr_aids = dev.nr_aids()?;
-    dev.unregister(g.aid, uapi::UNREGISTER_FORCE)
+    dev.unregister(aid, uapi::UNREGISTER_FORCE)
         .context("UNREGISTER with FORCE")?;
     ensure_eq!(dev.nr_aids()?, nr_aids - 1, "number of AIDs");
-    expect_errno(dev.info(g.aid), libc::ENOENT, "INFO by number after FORCE")?;
+    expect_errno(dev.info(aid), libc::ENOENT, "INFO by number after FORCE")?;
     expect_errno(
-        dev.info_by_name(g.name.as_bytes()),
+        dev.info_by_name(name.as_bytes()),
         libc::ENOENT,
         "INFO by name after FORCE",
     )?;
-    expect_errno(dev.pid_table(g.aid), libc::ENOENT, "TABLE after FORCE")?;
+    expect_errno(dev.pid_table(aid), libc::ENOENT, "TABLE after FORCE")?;
     // The process runs on, unlinked.
     agent.send(PING)?;
     agent.expect(PING, "reply after FORCE")?;
@@ -111,34 +116,39 @@ fn force_unlinks_and_process_runs_on() -> Result<()> {
         "UNLINK of the formerly linked process",
     )?;
     // It may join another AID (it is linked to none), and the name is free again.
-    let again = AidGuard::adopt(
-        dev.register(&g.name)
-            .context("register the same name again")?,
-        &g.name,
-    );
-    if again.aid <= g.aid {
-        bail!("new AID {} not above the unregistered {}", again.aid, g.aid);
+    let range = fx.range();
+    let again = match range {
+        Some((min, max)) => dev.register_range(name, min, max),
+        None => dev.register(name),
+    };
+    let again = AidGuard::adopt(again.context("register the same name again")?, name);
+    if again.aid <= aid {
+        bail!("new AID {} not above the unregistered {}", again.aid, aid);
     }
     dev.link(again.aid, pid)
         .context("LINK to a new AID after FORCE")?;
-    expect_pid_table(&dev, again.aid, &entries_of(pid)?, "linked to the new AID")?;
+    expect_pid_table_in(dev, again.aid, range, &entries_of(pid)?, "linked to the new AID")?;
     agent.send(QUIT)?;
     agent.finish(step_timeout())?;
-    expect_pid_table(&dev, again.aid, &[], "after the process was reaped")
+    expect_pid_table_in(dev, again.aid, range, &[], "after the process was reaped")
 }
 
 fn empty_aid_ok() -> Result<()> {
-    let dev = Device::open()?;
-    let nr_aids = dev.nr_aids()?;
-    let g = AidGuard::new(&dev, "empty")?;
+    each_flavor(empty_aid_ok_in)
+}
+
+fn empty_aid_ok_in(flavor: Flavor) -> Result<()> {
+    let nr_aids = Device::open()?.nr_aids()?;
+    let fx = AidFixture::new("empty", flavor)?;
+    let (dev, aid) = (&fx.dev, fx.aid());
     ensure_eq!(dev.nr_aids()?, nr_aids + 1, "number of AIDs after REGISTER");
-    dev.unregister(g.aid, 0)
+    dev.unregister(aid, 0)
         .context("UNREGISTER of an empty AID")?;
     ensure_eq!(dev.nr_aids()?, nr_aids, "number of AIDs after UNREGISTER");
-    expect_errno(dev.info(g.aid), libc::ENOENT, "INFO after UNREGISTER")?;
-    expect_errno(dev.unregister(g.aid, 0), libc::ENOENT, "second UNREGISTER")?;
+    expect_errno(dev.info(aid), libc::ENOENT, "INFO after UNREGISTER")?;
+    expect_errno(dev.unregister(aid, 0), libc::ENOENT, "second UNREGISTER")?;
     expect_errno(
-        dev.unregister(g.aid, uapi::UNREGISTER_FORCE),
+        dev.unregister(aid, uapi::UNREGISTER_FORCE),
         libc::ENOENT,
         "second UNREGISTER with FORCE",
     )
@@ -163,14 +173,17 @@ fn unknown_aid_enoent() -> Result<()> {
 }
 
 fn unlink_removes_all_threads() -> Result<()> {
-    let dev = Device::open()?;
-    let g = AidGuard::new(&dev, "unlink")?;
-    let linked = sleeper(&dev, None, 3)?;
-    let other = sleeper(&dev, None, 1)?;
-    dev.link(g.aid, linked.pid()).context("LINK")?;
-    expect_pid_table(&dev, g.aid, &entries_of(linked.pid())?, "after LINK")?;
+    for_each_flavor("unlink", unlink_removes_all_threads_in)
+}
+
+fn unlink_removes_all_threads_in(fx: &AidFixture) -> Result<()> {
+    let (dev, aid) = (&fx.dev, fx.aid());
+    let linked = sleeper(dev, None, 3)?;
+    let other = sleeper(dev, None, 1)?;
+    dev.link(aid, linked.pid()).context("LINK")?;
+    fx.expect_pid_table(&entries_of(linked.pid())?, "after LINK")?;
     dev.unlink(linked.pid()).context("UNLINK")?;
-    expect_pid_table(&dev, g.aid, &[], "after UNLINK")?;
+    fx.expect_pid_table(&[], "after UNLINK")?;
     expect_errno(dev.unlink(linked.pid()), libc::ENOENT, "second UNLINK")?;
     expect_errno(
         dev.unlink(other.pid()),
@@ -185,7 +198,7 @@ fn unlink_removes_all_threads() -> Result<()> {
         libc::ESRCH,
         "UNLINK of a reaped process",
     )?;
-    dev.unregister(g.aid, 0)
+    dev.unregister(aid, 0)
         .context("UNREGISTER without FORCE after UNLINK (nothing linked)")?;
     release(linked)?;
     release(other)
@@ -194,10 +207,12 @@ fn unlink_removes_all_threads() -> Result<()> {
 /// Issue #9 section 2: UNLINK takes the subtree, so that no AID process has a child
 /// outside its AID (before, the children stayed linked under an unlinked parent).
 fn unlink_self_takes_children() -> Result<()> {
-    let dev = Device::open()?;
-    let g = AidGuard::new(&dev, "unlink-self")?;
-    let mut agent = Agent::spawn(|chan| {
-        dev.link(g.aid, 0).context("LINK self")?;
+    for_each_flavor("unlink-self", unlink_self_takes_children_in)
+}
+
+fn unlink_self_takes_children_in(fx: &AidFixture) -> Result<()> {
+    let dev = &fx.dev;
+    let mut agent = fx.spawn_linked(|chan| {
         crate::fixtures::park_threads(1)?;
         let child = proc::fork(|| proc::sleep_forever())?;
         chan.send(child.pid() as i64)?;
@@ -205,37 +220,57 @@ fn unlink_self_takes_children() -> Result<()> {
         dev.unlink(0).context("UNLINK self")?;
         let later = proc::fork(|| proc::sleep_forever())?;
         chan.send(later.pid() as i64)?;
-        chan.recv(step_timeout())?;
-        drop((child, later));
+        // The first child's system PID, its PID now that this process is in no AID
+        // (fork's was a virtual one with a range).
+        let now = chan.recv(step_timeout())? as i32;
+        std::mem::forget(child);
+        kill_and_reap(now).context("the child forked before UNLINK")?;
+        drop(later);
         Ok(())
     })?;
     let pid = agent.pid();
-    let child = agent.recv_step()? as i32;
+    let child = fx.system_of_child(pid, agent.recv_step()? as i32)?;
     proc::wait_for_threads(pid, 2)?;
     let mut expected = entries_of(pid)?;
     expected.push((child, child));
-    expect_pid_table(
-        &dev,
-        g.aid,
-        &expected,
-        "linked parent (2 threads) and child",
-    )?;
+    fx.expect_pid_table(&expected, "linked parent (2 threads) and child")?;
     agent.send(1)?;
     let later = agent.recv_step()? as i32;
-    expect_pid_table(
-        &dev,
-        g.aid,
-        &[],
-        "after the parent unlinked itself",
-    )?;
+    ensure_eq!(
+        proc::ppid_of(later),
+        Some(pid),
+        "parent (/proc) of the child forked after UNLINK (its fork returned a system PID)"
+    );
+    fx.expect_pid_table(&[], "after the parent unlinked itself")?;
     expect_errno(
         dev.unlink(later),
         libc::ENOENT,
         "UNLINK of a child forked after the parent's UNLINK",
     )?;
-    agent.send(1)?;
+    agent.send(i64::from(child))?;
     agent.finish(step_timeout())?;
-    expect_pid_table(&dev, g.aid, &[], "after all were reaped")
+    fx.expect_pid_table(&[], "after all were reaped")
+}
+
+/// Kills (SIGKILL) and reaps child `pid` of the calling process; fails unless both work.
+fn kill_and_reap(pid: i32) -> Result<()> {
+    if pid <= 0 {
+        bail!("no PID to kill ({pid})");
+    }
+    // SAFETY: kill and waitpid of one process (pid > 0), no out pointer.
+    let (killed, reaped) = unsafe {
+        (
+            libc::kill(pid, libc::SIGKILL),
+            libc::waitpid(pid, std::ptr::null_mut(), 0),
+        )
+    };
+    if killed != 0 || reaped != pid {
+        bail!(
+            "kill({pid}) = {killed}, waitpid({pid}) = {reaped} ({})",
+            Errno::last()
+        );
+    }
+    Ok(())
 }
 
 /// Rounds of [`force_group_only_while_listing`].
@@ -448,8 +483,9 @@ fn info_loop(dev: &Device, chan: &Channel) -> Result<()> {
 }
 
 /// Forks a leader that starts a session (so a process group) and forks a member, which
-/// stays in both; the leader exits and is reaped here. Returns (leader, member); the
-/// caller must be a subreaper, so the member is its child from then on.
+/// stays in both; the leader exits and is reaped here. Returns (leader, the member's
+/// system PID, which it reports itself); the caller must be a subreaper, so the member is
+/// its child from then on.
 fn group_with_reaped_leader() -> Result<(i32, i32)> {
     let (rx, tx) = proc::pipe()?;
     let tx_fd = tx.as_raw_fd();
@@ -461,11 +497,13 @@ fn group_with_reaped_leader() -> Result<(i32, i32)> {
             libc::setsid();
             let member = libc::fork();
             if member == 0 {
+                // A child of a single-threaded process: reading /proc is safe here.
+                let system = crate::virt::system_pid().unwrap_or(-1) as i64;
+                proc::write_raw(tx_fd, &system.to_ne_bytes());
                 loop {
                     libc::pause();
                 }
             }
-            proc::write_raw(tx_fd, &(member as i64).to_ne_bytes());
             libc::_exit(if member > 0 { 0 } else { 1 });
         }
     }
@@ -502,12 +540,9 @@ fn group_maker(dev: &Device, chan: &Channel) -> Result<()> {
         if chan.recv(step_timeout())? != GO {
             bail!("expected GO");
         }
-        let mut status = 0;
-        // SAFETY: `member` was reparented to us (subreaper); plain kill and wait.
-        unsafe {
-            libc::kill(member, libc::SIGKILL);
-            libc::waitpid(member, &mut status, 0);
-        }
+        // The AID is gone (forced UNREGISTER): this process is in no AID, so the
+        // member's system PID names it (reparented to us, a subreaper).
+        kill_and_reap(member).context("the group's member")?;
         chan.send(READY)?;
     }
 }
@@ -568,8 +603,12 @@ fn expect_running(agent: &mut Agent, what: &str, round: usize) -> Result<()> {
 /// they get must have no more threads or processes than PID-table entries, and neither
 /// may die. The UNREGISTER is timed to land while a LIST sleeps between its snapshot and
 /// the raced AID (see [`list_loop`]; after 5 s without that moment it goes ahead anyway),
-/// which makes the old module oops in the first round.
+/// which makes the old module oops in the first round. All 20 rounds run in each flavor.
 fn force_group_only_while_listing() -> Result<()> {
+    each_flavor(force_group_only_while_listing_in)
+}
+
+fn force_group_only_while_listing_in(flavor: Flavor) -> Result<()> {
     let dev = Device::open()?;
     let mut earlier = Vec::new();
     for _ in 0..EARLIER_AIDS {
@@ -580,21 +619,24 @@ fn force_group_only_while_listing() -> Result<()> {
     let mut maker = Agent::spawn(|chan| group_maker(&dev, chan))?;
     let mut aligned = 0;
     for round in 0..GROUP_ROUNDS {
-        let g = AidGuard::new(&dev, "grp-race")?;
-        informer.send(g.aid as i64)?;
-        maker.send(g.aid as i64)?;
+        let fx = AidFixture::new("grp-race", flavor)?;
+        let aid = fx.aid();
+        informer.send(aid as i64)?;
+        maker.send(aid as i64)?;
+        // The leader's PID as the maker (in the AID) saw it: the virtual one.
         let leader = maker
             .recv_step()
             .with_context(|| format!("round {round}: the group maker"))?
             as i32;
-        let table = dev.pid_table(g.aid)?;
-        if !table
-            .iter()
-            .any(|e| e.system_id as i32 == leader && e.owner_id == uapi::PID_OWNER_GROUP_ONLY)
-        {
+        let table = dev.pid_table(aid)?;
+        if !table.iter().any(|e| {
+            e.virtual_id as i32 == leader
+                && e.owner_id == uapi::PID_OWNER_GROUP_ONLY
+                && (flavor == Flavor::Range) == (e.virtual_id != e.system_id)
+        }) {
             bail!("round {round}: no group-only entry for the reaped leader {leader}: {table:?}");
         }
-        let info = dev.info(g.aid)?;
+        let info = dev.info(aid)?;
         ensure_eq!(
             (info.nr_threads, info.table_sizes[uapi::TABLE_PID as usize]),
             (table.len() as u32 - 1, table.len() as u32),
@@ -603,7 +645,7 @@ fn force_group_only_while_listing() -> Result<()> {
         if wait_asleep_in_ioctl(lister.pid(), secs(5)) {
             aligned += 1;
         }
-        dev.unregister(g.aid, uapi::UNREGISTER_FORCE)
+        dev.unregister(aid, uapi::UNREGISTER_FORCE)
             .with_context(|| format!("round {round}: UNREGISTER --force"))?;
         maker.send(GO)?;
         maker.expect(READY, "member reaped")?;
