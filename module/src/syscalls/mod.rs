@@ -31,7 +31,7 @@ use kernel::uaccess::UserSlice;
 
 use crate::aid::Aid;
 use crate::linux::glue::{self, RcuReadLock};
-use crate::linux::task::Task;
+use crate::linux::task::{Task, TaskRef};
 use crate::aid::registry::Registry;
 use crate::pid::task_index::{OwnIds, Reaped};
 use crate::table::{SystemPid, VirtualPid};
@@ -442,6 +442,31 @@ impl Call<'_> {
         }
     }
 
+    /// A wait's PID argument `i` (already translated): a number the AID has no mapping
+    /// for that is the system PID of a child of the caller's process in no AID (one
+    /// that had exited, a zombie, when LINK took its parent) names that child, as a wait
+    /// for any child reports it (by that PID). Waits reach only the caller's own
+    /// children, so nothing else becomes reachable.
+    fn wait_for_outside_child(&self, args: &mut [u64; 6], i: usize) {
+        if args[i] as u32 != NOBODY {
+            return;
+        }
+        let pid = self.arg(i) as u32 as i32;
+        if pid <= 0 {
+            return;
+        }
+        let Ok(child) = TaskRef::by_pid(pid) else {
+            return;
+        };
+        let own_child = {
+            let rcu = RcuReadLock::new();
+            rcu.parent_of(child.task()).tgid() == self.task.tgid()
+        };
+        if own_child && self.registry.tasks.lookup(child.task()).is_none() {
+            args[i] = (args[i] & !0xffff_ffff) | u64::from(pid as u32);
+        }
+    }
+
     /// Translates `-pgid` or a PID in argument `i` (other values stay).
     fn translate_pid_or_group(&self, args: &mut [u64; 6], i: usize) {
         let pid = args[i] as u32 as i32;
@@ -671,6 +696,7 @@ fn kill_all(c: &Call<'_>) -> Outcome {
 fn wait4(c: &Call<'_>) -> Outcome {
     let mut args = c.args();
     c.translate_pid_or_group(&mut args, 0);
+    c.wait_for_outside_child(&mut args, 0);
     let (ret, shown) = c.call_wait(args, |ret| (ret > 0).then_some(ret as u32));
     Outcome::Return(shown.unwrap_or(ret))
 }
@@ -681,6 +707,9 @@ fn waitid(c: &Call<'_>) -> Outcome {
     let idtype = u64::from(c.int_arg(0) as u32);
     if idtype == P_PID || idtype == P_PGID {
         c.translate_arg(&mut args, 1);
+    }
+    if idtype == P_PID {
+        c.wait_for_outside_child(&mut args, 1);
     }
     let infop = args[2];
     let offset = if c.abi.compat() { COMPAT_SI_PID_OFFSET } else { SI_PID_OFFSET };

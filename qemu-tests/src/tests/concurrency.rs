@@ -489,10 +489,12 @@ fn link_race_two_aids_one_wins_in(a: &AidFixture) -> Result<()> {
 /// exit).
 ///
 /// While another thread UNLINKs and LINKs the process (or a forced UNREGISTER unlinks
-/// it), the child may change ID spaces between the fork and the wait: waitpid may return
-/// it under another PID (with a range), or, for a child in no AID under a linked parent
-/// (docs/syscalls.md: one that was a zombie when LINK took its parent), fail with ECHILD.
-/// Such a child is *stranded* and left for [`reap_leftovers`].
+/// it), the child may change ID spaces between the fork and the wait: with a range,
+/// waitpid may return it under another PID, or fail with ECHILD (the virtual PID fork
+/// returned names nothing once the process has left the AID). Such a child is
+/// *stranded* and left for [`reap_leftovers`]. Without a range the PID is the same in
+/// every ID space, and a child in no AID under a linked parent (one that was a zombie
+/// when LINK took its parent) is found by its PID: ECHILD there is an error.
 fn fork_exit_wait() -> (libc::pid_t, Result<(libc::pid_t, libc::c_int), Errno>) {
     // SAFETY: the child only calls `_exit`, which is async-signal-safe.
     let pid = unsafe { libc::fork() };
@@ -530,7 +532,7 @@ fn judge_fork(
                 Ok(false)
             }
         }
-        (pid, Err(Errno(libc::ECHILD))) if pid > 0 => Ok(true),
+        (pid, Err(Errno(libc::ECHILD))) if pid > 0 && ranged => Ok(true),
         (pid, Err(e)) => Err(format!("fork ({pid}) and waitpid: {e}")),
     }
 }
