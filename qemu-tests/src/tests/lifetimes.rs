@@ -121,9 +121,10 @@ fn link_racing_thread_exit_leaves_no_entry() -> Result<()> {
         let spawned = std::thread::Builder::new().stack_size(64 * 1024).spawn(|| ());
         drop(spawned);
         // Paced: thread creation under KASAN costs far more than a LINK round, and an
-        // unpaced churn left the rounds (the point of the test) starved of CPU; at this
-        // pace every round still overlaps several thread exits.
-        std::thread::sleep(Duration::from_millis(4));
+        // unpaced churn starved the rounds (the point of the test) of CPU, 600 in 90 s.
+        // At this pace a round (about 16 ms) overlaps about one thread's life, and the
+        // 10,000 rounds take under three minutes on the debug guest.
+        std::thread::sleep(Duration::from_millis(15));
     })?;
     let start = Instant::now();
     let mut rounds = 0;
