@@ -609,6 +609,16 @@ void appshot_glue_siginfo_fields(const kernel_siginfo_t *info, int *signo, int *
 	*pid = info->si_pid;
 }
 
+void appshot_glue_siginfo_set_pid(kernel_siginfo_t *info, pid_t pid)
+{
+	info->si_pid = pid;
+}
+
+kernel_siginfo_t *appshot_glue_ksignal_info(struct ksignal *ksig)
+{
+	return &ksig->info;
+}
+
 /* copy_siginfo_to_user() with another si_pid: the same copy, of a modified copy. */
 int appshot_glue_siginfo_copy_out(void __user *to, const kernel_siginfo_t *from, pid_t pid)
 {

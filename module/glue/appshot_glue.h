@@ -104,5 +104,8 @@ int appshot_glue_user_cmpxchg_u32(unsigned long addr, u32 old, u32 new, u32 *fou
 void appshot_glue_siginfo_fields(const struct kernel_siginfo *info, int *signo, int *code,
 				 pid_t *pid);
 int appshot_glue_siginfo_copy_out(void __user *to, const struct kernel_siginfo *from, pid_t pid);
+void appshot_glue_siginfo_set_pid(struct kernel_siginfo *info, pid_t pid);
+struct ksignal;
+struct kernel_siginfo *appshot_glue_ksignal_info(struct ksignal *ksig);
 
 #endif /* APPSHOT_GLUE_H */

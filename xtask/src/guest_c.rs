@@ -2,7 +2,9 @@
 //! inside and outside AIDs, built twice with clang, as a static and as a dynamic glibc
 //! binary, because the two reach the kernel through different code (the static one
 //! carries its own copy of libc; the dynamic one uses the host glibc copied into the
-//! initramfs).
+//! initramfs). The compat programs are freestanding (no libc: there is no i386 or x32
+//! libc to link) and built for the two other ABIs of a 64-bit kernel, i386 (`-m32`) and
+//! x32 (`-mx32`).
 //!
 //! clang comes from the apt package `clang` (LLVM 14, also the kernel's compiler) and the
 //! static libc from `libc6-dev`; both are in deps::APT_PACKAGES. A build takes well under
@@ -19,17 +21,34 @@ use crate::context::Context;
 const CC: &str = "clang-14";
 const CFLAGS: &[&str] = &["-O2", "-g", "-Wall", "-Wextra", "-Werror", "-pthread"];
 
-/// One C program, linked both ways.
+/// One C program and its builds: (variant, executable), installed in the guest as
+/// `/usr/libexec/appshot/NAME-VARIANT`.
 pub struct CProgram {
     pub name: &'static str,
-    pub static_exe: PathBuf,
-    pub dynamic_exe: PathBuf,
+    pub builds: Vec<(&'static str, PathBuf)>,
 }
 
-/// The programs in `qemu-tests/c/`, each `NAME.c` on its own.
+/// The programs in `qemu-tests/c/` linked against glibc, each `NAME.c` on its own.
 const PROGRAMS: &[&str] = &["pidprobe"];
 
-/// Builds every program into `target/guest-c/`: `NAME-static` and `NAME-dynamic`.
+/// The freestanding programs in `qemu-tests/c/`, built for i386 and x32.
+const COMPAT_PROGRAMS: &[&str] = &["compat_siginfo"];
+const COMPAT_CFLAGS: &[&str] = &[
+    "-O2",
+    "-g",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-static",
+    "-nostdlib",
+    "-ffreestanding",
+    "-fno-builtin",
+    "-fno-stack-protector",
+    "-fno-pic",
+];
+const COMPAT_ABIS: &[(&str, &str)] = &[("i386", "-m32"), ("x32", "-mx32")];
+
+/// Builds every program into `target/guest-c/`.
 pub fn build(ctx: &Context) -> Result<Vec<CProgram>> {
     let out_dir = ctx.target_dir().join("guest-c");
     std::fs::create_dir_all(&out_dir)
@@ -47,9 +66,20 @@ pub fn build(ctx: &Context) -> Result<Vec<CProgram>> {
             .with_context(|| format!("building {name} (dynamic) failed"))?;
         built.push(CProgram {
             name,
-            static_exe,
-            dynamic_exe,
+            builds: vec![("static", static_exe), ("dynamic", dynamic_exe)],
         });
+    }
+    for &name in COMPAT_PROGRAMS {
+        let src = ctx.root.join("qemu-tests/c").join(format!("{name}.c"));
+        let mut builds = Vec::new();
+        for &(abi, flag) in COMPAT_ABIS {
+            let exe = out_dir.join(format!("{name}-{abi}"));
+            cmd!(ctx.sh, "{CC} {flag} {COMPAT_CFLAGS...} -o {exe} {src}")
+                .run()
+                .with_context(|| format!("building {name} ({abi}) failed"))?;
+            builds.push((abi, exe));
+        }
+        built.push(CProgram { name, builds });
     }
     Ok(built)
 }

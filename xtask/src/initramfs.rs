@@ -86,16 +86,13 @@ pub fn ensure(ctx: &Context, flavor: Flavor) -> Result<Initramfs> {
     )?;
     for program in &built.c_programs {
         let libexec = staging.join("usr/libexec/appshot");
-        copy_file(
-            &program.static_exe,
-            &libexec.join(format!("{}-static", program.name)),
-            0o755,
-        )?;
-        copy_file(
-            &program.dynamic_exe,
-            &libexec.join(format!("{}-dynamic", program.name)),
-            0o755,
-        )?;
+        for (variant, exe) in &program.builds {
+            copy_file(
+                exe,
+                &libexec.join(format!("{}-{variant}", program.name)),
+                0o755,
+            )?;
+        }
     }
     install_glibc(&staging)?;
     install_file(PASSWD.as_bytes(), &staging.join("etc/passwd"), 0o644)?;

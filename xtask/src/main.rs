@@ -194,12 +194,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             say!("appshotctl: {}", built.appshotctl.display());
             say!("guest tests: {}", built.guest_tests.display());
             for program in &built.c_programs {
-                say!(
-                    "{}: {} {}",
-                    program.name,
-                    program.static_exe.display(),
-                    program.dynamic_exe.display()
-                );
+                let exes: Vec<String> = program
+                    .builds
+                    .iter()
+                    .map(|(_, exe)| exe.display().to_string())
+                    .collect();
+                say!("{}: {}", program.name, exes.join(" "));
             }
         }
         Command::Initramfs(f) => {

@@ -14,6 +14,7 @@
 //! | `signalfd_read_iter(iocb, to)` | a signalfd is read (`read`, `readv`, `preadv`) | [`signals::fix_signalfd_records`] |
 //! | `futex_exit_release(tsk)`, `futex_exec_release(tsk)` | a thread exits or execs, before the kernel walks its robust futex lists | [`futex::on_futex_release`] |
 //! | `find_get_task_by_vpid(nr)` | the kernel looks a task up by number (in a PI futex operation: the owner named by the futex word) | [`futex::find_pi_owner`] |
+//! | `ia32_setup_rt_frame(ksig, regs)`, `x32_setup_rt_frame(ksig, regs)` | a signal is delivered to an i386 or x32 `SA_SIGINFO` handler | [`signals::translate_delivery`] |
 //!
 //! [`HOOKED`] is the one list of these functions: the glue gets their names from it,
 //! resolves them and reports where each one's fentry call returns (its *site*), which
@@ -64,6 +65,8 @@ enum KernelHook {
     SignalfdRead,
     FutexRelease,
     FindTask,
+    Ia32Frame,
+    X32Frame,
 }
 
 /// Every kernel function hooked besides the system calls, with what it is.
@@ -76,6 +79,8 @@ const KERNEL_FUNCTIONS: &[(&CStr, KernelHook)] = &[
     (kernel::c_str!("futex_exit_release"), KernelHook::FutexRelease),
     (kernel::c_str!("futex_exec_release"), KernelHook::FutexRelease),
     (kernel::c_str!("find_get_task_by_vpid"), KernelHook::FindTask),
+    (kernel::c_str!("ia32_setup_rt_frame"), KernelHook::Ia32Frame),
+    (kernel::c_str!("x32_setup_rt_frame"), KernelHook::X32Frame),
 ];
 
 // `Sites::kernel` numbers the kernel functions in a byte.
@@ -115,6 +120,8 @@ impl Hooked {
                 syscalls::Abi::Ia32 => glue::has_ia32_entries(),
                 syscalls::Abi::X32Compat => glue::has_x32_entries(),
             },
+            Some(Hooked::Kernel(KernelHook::Ia32Frame)) => glue::has_ia32_entries(),
+            Some(Hooked::Kernel(KernelHook::X32Frame)) => glue::has_x32_entries(),
             _ => true,
         }
     }
@@ -428,6 +435,18 @@ unsafe fn kernel_function(registry: &Registry, hook: KernelHook, args: *const c_
                 true
             }
         },
+        KernelHook::Ia32Frame | KernelHook::X32Frame => {
+            // The frame is written to the user stack: may fault and sleep.
+            let Some(aid) = current_aid() else {
+                return false;
+            };
+            // SAFETY: the hooked function's first argument is the `struct ksignal` of this
+            // delivery to the current task, valid for the call.
+            let info = unsafe { glue::appshot_glue_ksignal_info(arg(0) as *mut c_void) };
+            // SAFETY: that delivery's own siginfo, used only by the current task.
+            unsafe { signals::translate_delivery(&aid, info) };
+            false
+        }
         KernelHook::SignalfdRead => {
             // SAFETY: `signalfd_read_iter(iocb, iter)`'s arguments; `out` as promised.
             unsafe {

@@ -84,6 +84,8 @@ extern "C" {
         from: *const bindings::kernel_siginfo,
         pid: bindings::pid_t,
     ) -> c_int;
+    pub(crate) fn appshot_glue_siginfo_set_pid(info: *mut bindings::kernel_siginfo, pid: bindings::pid_t);
+    pub(crate) fn appshot_glue_ksignal_info(ksig: *mut c_void) -> *mut bindings::kernel_siginfo;
 }
 
 /// The `max_entries` module parameter: the most entries one table of one AID may hold.

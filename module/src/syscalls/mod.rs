@@ -156,6 +156,10 @@ syscalls! {
     X64 sys_rt_tgsigqueueinfo => |c| c.targets(&[0, 1]),
     X32Compat compat_sys_rt_tgsigqueueinfo => |c| c.targets(&[0, 1]),
     Ia32 compat_sys_rt_tgsigqueueinfo => |c| c.targets(&[0, 1]),
+    // si_pid of a signal taken by the compat rt_sigtimedwait (src/hooks/signals.rs).
+    Ia32 compat_sys_rt_sigtimedwait_time32 => compat_sigtimedwait,
+    Ia32 compat_sys_rt_sigtimedwait_time64 => compat_sigtimedwait,
+    X32Compat compat_sys_rt_sigtimedwait_time64 => compat_sigtimedwait,
     // Waiting for children.
     X64 sys_wait4 => wait4,
     Ia32 compat_sys_wait4 => wait4,
@@ -691,6 +695,18 @@ fn kill_all(c: &Call<'_>) -> Outcome {
         return err(ESRCH);
     }
     Outcome::Return(result)
+}
+
+/// `rt_sigtimedwait(set, info, timeout, size)` of the i386 and x32 entries: the siginfo
+/// goes out through `copy_siginfo_to_user32`, which no hook can replace; its `si_pid`
+/// is translated in the caller's buffer after the call.
+fn compat_sigtimedwait(c: &Call<'_>) -> Outcome {
+    let ret = c.call(c.args());
+    let info = c.ptr_arg(1);
+    if ret > 0 && info != 0 {
+        crate::hooks::signals::fix_compat_user_siginfo(c.aid, info);
+    }
+    Outcome::Return(ret)
 }
 
 fn wait4(c: &Call<'_>) -> Outcome {
