@@ -5,12 +5,11 @@
  * writes a compat siginfo: the frame of an SA_SIGINFO handler, and rt_sigtimedwait.
  *
  * Freestanding (no libc: the build machine has no i386 or x32 libc), every system call
- * made directly for the ABI it is built for. Prints one line:
+ * made directly for the ABI it is built for. Prints `key=value` lines, as pidprobe does:
+ * pid, handler_signo, handler_si_pid, wait_ret, wait_si_pid.
  *
- *   pid=P handler_signo=S handler_si_pid=H wait_ret=R wait_si_pid=W
- *
- * Natively H and W equal P (the sender is the process itself); inside an AID P is the
- * virtual PID and so must H and W be.
+ * Natively both si_pid values equal pid (the sender is the process itself); inside an
+ * AID pid is the virtual PID, and so must both si_pid values be.
  */
 
 typedef unsigned int u32;
@@ -172,10 +171,10 @@ int main(void)
 		((s32 *)&info)[i] = -1;
 	ret = sys(NR_rt_sigtimedwait, (long)set, (long)&info, 0, 8);
 	put_num("pid=", pid);
-	put_num(" handler_signo=", handler_signo);
-	put_num(" handler_si_pid=", handler_pid);
-	put_num(" wait_ret=", ret);
-	put_num(" wait_si_pid=", info.pid);
+	put_num("\nhandler_signo=", handler_signo);
+	put_num("\nhandler_si_pid=", handler_pid);
+	put_num("\nwait_ret=", ret);
+	put_num("\nwait_si_pid=", info.pid);
 	put("\n");
 	return 0;
 }

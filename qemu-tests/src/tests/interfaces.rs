@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 
 use super::Test;
 use crate::check::{secs, step_timeout, sys, Errno};
@@ -49,24 +49,16 @@ pub const TESTS: &[Test] = &[
         "interfaces/robust_mutex_owner_death",
         robust_mutex_owner_death,
     ),
+    Test::new("interfaces/pi_mutex_contended", pi_mutex_contended),
     Test::new(
-        "interfaces/pi_mutex_contended_without_range",
-        pi_mutex_contended_without_range,
+        "interfaces/pi_mutex_mutual_exclusion",
+        pi_mutex_mutual_exclusion,
     ),
     Test::new(
         "interfaces/pi_futex_owner_outside_esrch",
         pi_futex_owner_outside_esrch,
     ),
 ];
-
-/// PI futexes under a PID range: not registered in `tests/mod.rs`. The kernel reads and
-/// writes PI owner TIDs in its futex code with no hookable point in between (see
-/// docs/syscalls.md), so this fails under a range until that has a design.
-#[allow(dead_code)]
-pub const TESTS_FUTEX: &[Test] = &[Test::new(
-    "interfaces/pi_mutex_contended",
-    pi_mutex_contended,
-)];
 
 // ---------------------------------------------------------------------------------------
 // The three settings and what a body gets.
@@ -2094,6 +2086,7 @@ fn signalfd_body(env: &Env, chan: &Channel) -> Result<()> {
 
 const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
 const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
+const FUTEX_WAITERS: u32 = 0x8000_0000;
 const FUTEX_LOCK_PI: i32 = 6;
 const FUTEX_TRYLOCK_PI: i32 = 8;
 
@@ -2245,59 +2238,20 @@ fn robust_mutex_body(_env: &Env, _: &Channel) -> Result<()> {
     // A waiter blocked in the kernel when the owner dies (a fresh mutex: the first may
     // be left locked by a failure above).
     let m2 = Shared(shared_mutex(true, false)?);
-    let mut owner = Agent::spawn(move |chan| {
-        let m2 = m2;
-        // SAFETY: an initialized shared mutex.
-        let r = unsafe { libc::pthread_mutex_lock(m2.0) };
-        chan.send(r as i64)?;
-        chan.recv(step_timeout())?;
+    let owner = lock_then(m2, "the second owner", || {
         std::thread::sleep(Duration::from_millis(300));
         Ok(())
     })?;
-    let r = owner.recv_step()?;
-    if r != 0 {
-        bail!(
-            "the second owner's pthread_mutex_lock = {}",
-            ename(r as i32)
-        );
-    }
-    owner.send(GO)?;
-    let r = timedlock(m2.0, wait);
-    let after = futex_word(m2.0);
-    w.check(
-        "pthread_mutex_timedlock waiting while the owner dies",
-        r == libc::EOWNERDEAD,
-        format!("{} (want EOWNERDEAD), futex word {after:#x}", ename(r)),
-    );
+    expect_owner_dead(&mut w, m2, wait, "pthread_mutex_timedlock waiting while the owner dies");
     owner.finish(step_timeout())?;
     // An owner that execs: the kernel walks its robust list then too
     // (futex_exec_release).
     let m3 = Shared(shared_mutex(true, false)?);
-    let mut owner = Agent::spawn(move |chan| {
-        let m3 = m3;
-        // SAFETY: an initialized shared mutex.
-        let r = unsafe { libc::pthread_mutex_lock(m3.0) };
-        chan.send(r as i64)?;
-        chan.recv(step_timeout())?;
+    let mut owner = lock_then(m3, "the execing owner", || {
         proc::exec(&["/bin/sh", "-c", "sleep 1"]);
         bail!("exec /bin/sh failed")
     })?;
-    let r = owner.recv_step()?;
-    if r != 0 {
-        bail!("the execing owner's pthread_mutex_lock = {}", ename(r as i32));
-    }
-    owner.send(GO)?;
-    let r = timedlock(m3.0, wait);
-    let after = futex_word(m3.0);
-    w.check(
-        "pthread_mutex_timedlock while the owner execs",
-        r == libc::EOWNERDEAD,
-        format!("{} (want EOWNERDEAD), futex word {after:#x}", ename(r)),
-    );
-    if r == libc::EOWNERDEAD || r == 0 {
-        // SAFETY: we hold it.
-        unsafe { libc::pthread_mutex_unlock(m3.0) };
-    }
+    expect_owner_dead(&mut w, m3, wait, "pthread_mutex_timedlock while the owner execs");
     let status = owner.wait(step_timeout())?;
     w.check("the exec'd owner's exit", status == proc::Status::Exited(0), status.to_string());
     // A thread, not its process, ends holding the lock: its own robust list is walked.
@@ -2311,28 +2265,115 @@ fn robust_mutex_body(_env: &Env, _: &Channel) -> Result<()> {
     if r != 0 {
         bail!("the thread's pthread_mutex_lock = {}", ename(r));
     }
-    let r = timedlock(m4.0, wait);
-    let after = futex_word(m4.0);
+    expect_owner_dead(&mut w, m4, wait, "pthread_mutex_timedlock after the holding thread ended");
+    w.finish()
+}
+
+/// An agent that locks the shared mutex `m`, reports the result, waits for [`GO`] and
+/// then runs `then` (still holding the lock); returns once the lock is held.
+fn lock_then(m: Shared, who: &str, then: impl FnOnce() -> Result<()>) -> Result<Agent> {
+    let mut owner = Agent::spawn(move |chan| {
+        let m = m;
+        // SAFETY: an initialized shared mutex.
+        let r = unsafe { libc::pthread_mutex_lock(m.0) };
+        chan.send(r as i64)?;
+        chan.recv(step_timeout())?;
+        then()
+    })?;
+    let r = owner.recv_step()?;
+    if r != 0 {
+        bail!("{who}'s pthread_mutex_lock = {}", ename(r as i32));
+    }
+    owner.send(GO)?;
+    Ok(owner)
+}
+
+/// Locks `m`, whose owner ends (or has ended) holding it: the lock must come with
+/// EOWNERDEAD; it is made consistent and released again.
+fn expect_owner_dead(w: &mut Wrong, m: Shared, wait: Duration, what: &str) {
+    let r = timedlock(m.0, wait);
+    let after = futex_word(m.0);
     w.check(
-        "pthread_mutex_timedlock after the holding thread ended",
+        what,
         r == libc::EOWNERDEAD,
         format!("{} (want EOWNERDEAD), futex word {after:#x}", ename(r)),
     );
-    w.finish()
+    if r == libc::EOWNERDEAD {
+        // SAFETY: we hold the mutex (EOWNERDEAD): made consistent, then released.
+        unsafe {
+            libc::pthread_mutex_consistent(m.0);
+            libc::pthread_mutex_unlock(m.0);
+        }
+    } else if r == 0 {
+        // SAFETY: we hold it.
+        unsafe { libc::pthread_mutex_unlock(m.0) };
+    }
 }
 
 // issue #9 section 3: PI futexes. A contended PI lock makes the kernel find the owner by
 // the TID in the futex word (attach_to_pi_owner), which glibc wrote as its virtual TID,
 // and hand the lock over by writing the new owner's TID as the kernel sees it: under a
-// range the waiter gets ESRCH from the kernel (glibc then waits out the timeout). Fails
-// under a range: in TESTS_FUTEX, not registered; natively and in an AID without a range
-// it runs in the suite.
+// range the waiter got ESRCH from the kernel (glibc then waited out the timeout). Now
+// the futex handler translates the word around each PI operation (src/pid/futex.rs).
 fn pi_mutex_contended() -> Result<()> {
     in_each_setting("pimtx", pi_mutex_body)
 }
 
-fn pi_mutex_contended_without_range() -> Result<()> {
-    in_settings("pimtx", &[None], pi_mutex_body)
+// issue #9 section 3: PI mutexes contend correctly. Three processes of the body's
+// setting take turns on one process-shared PI mutex, 150 times each, each time reading,
+// yielding and writing back a counter the mutex guards: the counter must end at 450 and
+// every lock and unlock must succeed. The futex word names its holder by the holder's
+// own TID, as natively; under a PID range, while others wait in the kernel
+// (FUTEX_WAITERS set), by its system TID (the known difference, docs/syscalls.md).
+fn pi_mutex_mutual_exclusion() -> Result<()> {
+    in_each_setting("pimutex", pi_mutual_exclusion_body)
+}
+
+fn pi_mutual_exclusion_body(_env: &Env, _: &Channel) -> Result<()> {
+    const PER_PROCESS: i64 = 150;
+    let m = Shared(shared_mutex(false, true)?);
+    // The counter: the int after the mutex in its page.
+    // SAFETY: the page holds the mutex (40 bytes) and has room after it.
+    let counter = Shared(unsafe { (m.0 as *mut u8).add(64) } as *mut libc::pthread_mutex_t);
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        workers.push(Agent::spawn(move |chan| {
+            let (m, counter) = (m, counter.0 as *mut i64);
+            let me = proc::gettid() as u32;
+            let me_system = virt::system_tid()? as u32;
+            chan.recv(step_timeout())?;
+            for i in 0..PER_PROCESS {
+                let r = timedlock(m.0, secs(30));
+                ensure!(r == 0, "lock {i}: {}", ename(r));
+                let word = futex_word(m.0);
+                let owner = word & FUTEX_TID_MASK;
+                ensure!(
+                    owner == me || (word & FUTEX_WAITERS != 0 && owner == me_system),
+                    "lock {i}: the futex word {word:#x} does not name the holder (TID {me}, system TID {me_system})"
+                );
+                // SAFETY: the counter lives in the shared page; the mutex guards it.
+                unsafe {
+                    let seen = std::ptr::read_volatile(counter);
+                    libc::sched_yield();
+                    std::ptr::write_volatile(counter, seen + 1);
+                }
+                // SAFETY: we hold the mutex.
+                let u = unsafe { libc::pthread_mutex_unlock(m.0) };
+                ensure!(u == 0, "unlock {i}: {}", ename(u));
+            }
+            Ok(())
+        })?);
+    }
+    for w in &workers {
+        w.send(GO)?;
+    }
+    for w in workers {
+        w.finish(secs(300))?;
+    }
+    // SAFETY: every worker has ended; the counter is ours to read.
+    let total = unsafe { std::ptr::read_volatile(counter.0 as *const i64) };
+    ensure!(total == 3 * PER_PROCESS, "the guarded counter ends at {total}, not {}", 3 * PER_PROCESS);
+    Ok(())
 }
 
 /// `futex(op)` on a word of ours. FUTEX_LOCK_PI gets an absolute deadline long past,

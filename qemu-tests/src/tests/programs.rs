@@ -331,16 +331,6 @@ const COMPAT_PROBES: [&str; 2] = [
     "/usr/libexec/appshot/compat_siginfo-x32",
 ];
 
-/// `key=value` pairs of one line, as numbers.
-fn parse_line(out: &str) -> Result<BTreeMap<String, i64>> {
-    let mut map = BTreeMap::new();
-    for pair in out.split_whitespace() {
-        let (k, v) = pair.split_once('=').with_context(|| format!("{pair:?} in {out:?}"))?;
-        map.insert(k.to_string(), v.parse().with_context(|| format!("{pair:?} in {out:?}"))?);
-    }
-    Ok(map)
-}
-
 /// Defect: `si_pid` reached i386 and x32 processes untranslated, as the system PID: their
 /// signal frames and the compat `rt_sigtimedwait` write the siginfo through
 /// `copy_siginfo_to_user32`, which appshot did not see. A process that signals itself
@@ -353,7 +343,7 @@ fn compat_si_pid_i386_x32() -> Result<()> {
             ("in an AID without a range", probe_in_aid(probe, "", None)?),
         ];
         for (setting, out) in runs {
-            let w = parse_line(&out).with_context(|| format!("{probe} {setting}"))?;
+            let w = parse(&out).with_context(|| format!("{probe} {setting}"))?;
             let v = |k: &str| w.get(k).copied().with_context(|| format!("{probe} {setting}: no {k} in {out:?}"));
             let pid = v("pid")?;
             ensure_eq!(v("handler_signo")?, i64::from(libc::SIGUSR1), "{probe} {setting}: handler_signo");
