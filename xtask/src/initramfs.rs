@@ -1,6 +1,7 @@
 //! The guest's root filesystem: an uncompressed newc cpio archive, laid out as
 //! docs/guest-contract.md says (busybox, /init, appshot.ko, appshotctl, the guest
-//! suite and its C programs, the host's glibc so dynamic host programs run).
+//! suite and its C programs, the host's util-linux SysV IPC tools, the host's glibc so
+//! dynamic host programs run).
 //!
 //! A run-specific second archive (the job script and `--add` files) is appended to a
 //! copy of the base archive: the kernel unpacks concatenated archives in order, so the
@@ -30,6 +31,9 @@ const GLIBC_LIBS: &[&str] = &[
     "librt.so.1",
 ];
 const LIB_DIRS: &[&str] = &["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu"];
+/// util-linux's SysV IPC tools (Debian's essential package `util-linux`; glibc only),
+/// which the suite runs unmodified: installed in /usr/bin, where busybox has none.
+const UTIL_LINUX_IPC: &[&str] = &["/usr/bin/ipcs", "/usr/bin/ipcmk", "/usr/bin/ipcrm"];
 const PASSWD: &str =
     "root:x:0:0:root:/root:/bin/sh\nappshot-user:x:1000:1000:appshot-user:/tmp:/bin/sh\n";
 const GROUP: &str = "root:x:0:\nappshot-user:x:1000:\n";
@@ -93,6 +97,16 @@ pub fn ensure(ctx: &Context, flavor: Flavor) -> Result<Initramfs> {
                 0o755,
             )?;
         }
+    }
+    for tool in UTIL_LINUX_IPC {
+        let host = Path::new(tool);
+        if !host.exists() {
+            bail!("{tool} is missing on this machine (Debian's util-linux package has it)");
+        }
+        let dst = staging.join(tool.trim_start_matches('/'));
+        // Never through a busybox applet link of the same name, if busybox grows one.
+        let _ = fs::remove_file(&dst);
+        copy_file(host, &dst, 0o755)?;
     }
     install_glibc(&staging)?;
     install_file(PASSWD.as_bytes(), &staging.join("etc/passwd"), 0o644)?;

@@ -14,6 +14,7 @@ mod concurrency;
 mod fuzz;
 mod inheritance;
 mod interfaces;
+mod ipc;
 mod lifetimes;
 mod limits;
 mod load_unload;
@@ -74,6 +75,7 @@ pub fn all() -> Vec<&'static Test> {
         signals::TESTS,
         interfaces::TESTS,
         programs::TESTS,
+        ipc::TESTS,
         pid_stress::TESTS,
         lifetimes::TESTS,
         fuzz::TESTS,
