@@ -29,7 +29,7 @@ pub struct CProgram {
 }
 
 /// The programs in `qemu-tests/c/` linked against glibc, each `NAME.c` on its own.
-const PROGRAMS: &[&str] = &["pidprobe"];
+const PROGRAMS: &[&str] = &["pidprobe", "ipcprobe"];
 
 /// The freestanding programs in `qemu-tests/c/`, built for i386 and x32.
 const COMPAT_PROGRAMS: &[&str] = &["compat_siginfo"];
