@@ -664,8 +664,7 @@ static_assert(FUTEX_TID_MASK == 0x3fffffff && ROBUST_LIST_LIMIT == 2048);
 /* src/syscalls/interfaces.rs: futex() */
 static_assert(FUTEX_CMD_MASK == ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME));
 static_assert(FUTEX_PRIVATE_FLAG == 128 && FUTEX_CLOCK_REALTIME == 256);
-static_assert(FUTEX_LOCK_PI == 6 && FUTEX_UNLOCK_PI == 7 && FUTEX_TRYLOCK_PI == 8);
-static_assert(FUTEX_WAIT_REQUEUE_PI == 11);
+static_assert(FUTEX_LOCK_PI == 6 && FUTEX_TRYLOCK_PI == 8);
 static_assert(FUTEX_CMP_REQUEUE_PI == 12 && FUTEX_LOCK_PI2 == 13);
 static_assert(offsetof(struct robust_list_head, futex_offset) == 8);
 static_assert(offsetof(struct robust_list_head, list_op_pending) == 16);

@@ -6,7 +6,8 @@
  *
  * Freestanding (no libc: the build machine has no i386 or x32 libc), every system call
  * made directly for the ABI it is built for. Prints `key=value` lines, as pidprobe does:
- * pid, handler_signo, handler_si_pid, wait_ret, wait_si_pid.
+ * pid, handler_signo, handler_si_pid, wait_ret, wait_si_pid, and for i386 also
+ * wait32_ret, wait32_si_pid (the time32 rt_sigtimedwait).
  *
  * Natively both si_pid values equal pid (the sender is the process itself); inside an
  * AID pid is the virtual PID, and so must both si_pid values be.
@@ -22,9 +23,9 @@ typedef int s32;
 #define NR_rt_sigreturn 173
 #define NR_rt_sigaction 174
 #define NR_rt_sigprocmask 175
-/* rt_sigtimedwait_time64: the time32 entry (177) needs CONFIG_COMPAT_32BIT_TIME, which
- * the test kernel leaves out; both copy the siginfo out the same way. */
+/* Both i386 forms: rt_sigtimedwait_time64 and the time32 one older programs call. */
 #define NR_rt_sigtimedwait 421
+#define NR_rt_sigtimedwait_time32 177
 #define NR_exit_group 252
 
 static long sys(long nr, long a, long b, long c, long d)
@@ -175,6 +176,14 @@ int main(void)
 	put_num("\nhandler_si_pid=", handler_pid);
 	put_num("\nwait_ret=", ret);
 	put_num("\nwait_si_pid=", info.pid);
+#ifdef NR_rt_sigtimedwait_time32
+	sys(NR_kill, pid, SIGUSR2, 0, 0);
+	for (unsigned int i = 0; i < sizeof(info) / 4; i++)
+		((s32 *)&info)[i] = -1;
+	ret = sys(NR_rt_sigtimedwait_time32, (long)set, (long)&info, 0, 8);
+	put_num("\nwait32_ret=", ret);
+	put_num("\nwait32_si_pid=", info.pid);
+#endif
 	put("\n");
 	return 0;
 }

@@ -4,7 +4,7 @@
 pub(crate) mod registry;
 
 use kernel::prelude::*;
-use kernel::sync::{new_mutex, new_spinlock, Arc, Mutex, SpinLock};
+use kernel::sync::{new_spinlock, Arc, SpinLock};
 
 use crate::linux::glue::ModulePin;
 use crate::pid::PidTable;
@@ -30,14 +30,6 @@ pub(crate) struct Aid {
     /// task-index bucket. Never held while allocating or sleeping.
     #[pin]
     pub(crate) state: SpinLock<AidState>,
-    /// Serializes the translation of the AID's PI futex words with the kernel's
-    /// operations on them (src/pid/futex.rs): held from a PI `futex` call's translation
-    /// until its kernel operation returns or the caller is about to sleep as a waiter,
-    /// and around the rewrite of a dying thread's robust words. Lock order 1: taken
-    /// before the AID's spinlock and the task index's buckets, and before the kernel's
-    /// futex locks; never while the registry's mutex is held.
-    #[pin]
-    pub(crate) pi_futex: Mutex<()>,
     /// A reference on this module, for as long as the AID object lives: registered, or
     /// held by a linked task's index entry or by a hook handler running for one of its
     /// tasks (which may sleep, in `wait4` say). So a handler needs no reference of its
@@ -125,7 +117,6 @@ impl Aid {
                 owner_uid,
                 pid_range,
                 state <- new_spinlock!(state, "appshot_aid_state"),
-                pi_futex <- new_mutex!((), "appshot_aid_pi_futex"),
                 _module: ModulePin::new(),
             }),
             GFP_KERNEL,

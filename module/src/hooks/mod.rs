@@ -14,7 +14,6 @@
 //! | `signalfd_read_iter(iocb, to)` | a signalfd is read (`read`, `readv`, `preadv`) | [`signals::fix_signalfd_records`] |
 //! | `futex_exit_release(tsk)`, `futex_exec_release(tsk)` | a thread exits or execs, before the kernel walks its robust futex lists | [`futex::on_futex_release`] |
 //! | `find_get_task_by_vpid(nr)` | the kernel looks a task up by number (in a PI futex operation: the owner named by the futex word) | [`futex::find_pi_owner`] |
-//! | `rt_mutex_wait_proxy_lock(lock, to, waiter)` | a PI futex waiter is about to sleep | [`futex::on_pi_wait`] |
 //! | `ia32_setup_rt_frame(ksig, regs)`, `x32_setup_rt_frame(ksig, regs)` | a signal is delivered to an i386 or x32 `SA_SIGINFO` handler | [`signals::translate_delivery`] |
 //!
 //! [`HOOKED`] is the one list of these functions: the glue gets their names from it,
@@ -68,7 +67,6 @@ enum KernelHook {
     FindTask,
     Ia32Frame,
     X32Frame,
-    PiWait,
 }
 
 /// Every kernel function hooked besides the system calls, with what it is.
@@ -83,7 +81,6 @@ const KERNEL_FUNCTIONS: &[(&CStr, KernelHook)] = &[
     (kernel::c_str!("find_get_task_by_vpid"), KernelHook::FindTask),
     (kernel::c_str!("ia32_setup_rt_frame"), KernelHook::Ia32Frame),
     (kernel::c_str!("x32_setup_rt_frame"), KernelHook::X32Frame),
-    (kernel::c_str!("rt_mutex_wait_proxy_lock"), KernelHook::PiWait),
 ];
 
 // `Sites::kernel` numbers the kernel functions in a byte.
@@ -438,12 +435,6 @@ unsafe fn kernel_function(registry: &Registry, hook: KernelHook, args: *const c_
                 true
             }
         },
-        KernelHook::PiWait => {
-            // Touches user memory and takes a mutex: counted like the task hooks.
-            let _inflight = glue::Inflight::enter();
-            futex::on_pi_wait(registry);
-            false
-        }
         KernelHook::Ia32Frame | KernelHook::X32Frame => {
             // The frame is written to the user stack: may fault and sleep.
             let Some(aid) = current_aid() else {

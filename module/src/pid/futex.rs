@@ -29,41 +29,19 @@
 //! ([`find_pi_owner`]) finds only tasks of its AID, so a forged word cannot attach a PI
 //! state to a process outside it (boosting its priority, or telling whether it exists):
 //! a number that names none of the AID's tasks is `ESRCH`, as a free number is natively.
-//! Under a PID range user space writes virtual TIDs into the word, and the kernel's PI
-//! code compares the word with, and writes, system TIDs (`task_pid_vnr`) inside its
-//! locked sections, where no hook reaches. glibc on its side compares the word with its
-//! own (virtual) TID to unlock (`EPERM` otherwise) and to tell a recursive lock. So the
-//! word names an owner by its virtual TID whenever the owner can run in user space, and
-//! by its system TID while the kernel reads it:
-//!
-//! - the `futex` handler ([`PiOp`]) takes the AID's `pi_futex` lock, names the owner
-//!   by its system TID ([`pi_word_to_system`]; for an unlock, only the caller's own TID),
-//!   and calls the kernel;
-//! - a waiter the kernel has queued names the owner by its virtual TID again and drops
-//!   the lock just before it sleeps (hook on `rt_mutex_wait_proxy_lock`, [`on_pi_wait`]);
-//! - a call that made the caller the owner (the kernel wrote its system TID, on a free
-//!   lock or at a hand-over) names it by its virtual TID before returning, under the
-//!   lock ([`pi_word_to_virtual`]);
-//! - a dying thread's robust words are rewritten under the same lock (above), and a
-//!   waiter leaves the word of an exiting owner to the kernel.
-//!
-//! The lock makes each translation and the kernel operation that reads its result one
-//! step for the AID. What stays visible: between the kernel's hand-over and the new
-//! owner's return, and after the kernel's own owner fix-up of a waiter that timed out
-//! while the lock was handed to it, the word holds a system TID (docs/syscalls.md).
+//! Under a PID range the word holds virtual TIDs, which the kernel's PI code compares
+//! with and writes as system TIDs in places no hook reaches: contended PI mutexes do not
+//! work there yet (docs/syscalls.md).
 
 use kernel::bindings;
 use kernel::ffi::c_ulong;
 use kernel::uaccess::UserSlice;
 
 use crate::aid::registry::Registry;
-use crate::aid::Aid;
 use crate::linux::glue;
 use crate::linux::task::{Task, TaskRef};
 use crate::pid::task_index::Slot;
 use crate::table::{SystemPid, VirtualPid};
-
-use kernel::sync::lock::{mutex::MutexBackend, Guard};
 
 // The uapi constants and `robust_list_head` layouts below are not in the bindings;
 // glue/appshot_glue.c checks these literals against the kernel's headers.
@@ -131,13 +109,13 @@ pub(crate) fn on_futex_release(registry: &Registry, task: Task<'_>) {
         return;
     };
     let system_tid = current.tid();
-    let Some(aid) = registry.tasks.lookup(current) else {
-        return;
-    };
     let virtual_tid = if ids.system_tid == system_tid {
         ids.virtual_tid
     } else {
         // A thread that exec'd took over its leader's TID: ask the table.
+        let Some(aid) = registry.tasks.lookup(current) else {
+            return;
+        };
         let Some(virtual_tid) = aid.state.lock().pids.pid_to_virtual_live(system_tid) else {
             return;
         };
@@ -147,9 +125,6 @@ pub(crate) fn on_futex_release(registry: &Registry, task: Task<'_>) {
         // Without a range (or where the two agree) the kernel already finds them.
         return;
     }
-    // No PI waiter of the AID names this thread by its virtual TID again meanwhile
-    // (they skip exiting owners from now on).
-    let _pi = aid.pi_futex.lock();
     let (mut native, mut compat): (c_ulong, c_ulong) = (0, 0);
     // SAFETY: two out-pointers to locals; the glue reads the current task's own fields.
     unsafe { glue::appshot_glue_current_robust_lists(&mut native, &mut compat) };
@@ -195,13 +170,6 @@ fn own_words(layout: Layout, head: u64, virtual_tid: VirtualPid, system_tid: Sys
 /// `system_tid`, keeping its other bits, if it holds `virtual_tid`. `false` where the
 /// kernel's walk stops: a misaligned or unreadable word.
 fn own_word(address: u64, virtual_tid: VirtualPid, system_tid: SystemPid) -> bool {
-    rewrite_owner(address, |owner| (owner == virtual_tid.raw()).then_some(system_tid.raw()))
-}
-
-/// Rewrites the owner part of the futex word at `address` to `new(owner)` where that
-/// says so, keeping the other bits, with a compare-and-exchange (user space and the
-/// kernel change the other bits meanwhile). `false` for a misaligned or unreadable word.
-fn rewrite_owner(address: u64, new: impl Fn(u32) -> Option<u32>) -> bool {
     if address % 4 != 0 {
         return false;
     }
@@ -209,15 +177,15 @@ fn rewrite_owner(address: u64, new: impl Fn(u32) -> Option<u32>) -> bool {
         return false;
     };
     for _ in 0..CMPXCHG_TRIES {
-        let Some(owner) = new(value & FUTEX_TID_MASK) else {
+        if value & FUTEX_TID_MASK != virtual_tid.raw() {
             break;
-        };
-        let next = (value & !FUTEX_TID_MASK) | (owner & FUTEX_TID_MASK);
+        }
+        let new = (value & !FUTEX_TID_MASK) | system_tid.raw();
         let mut found = 0u32;
         // SAFETY: the glue's compare-and-exchange checks the user address and writes the
         // value it found into our local.
-        if unsafe { glue::appshot_glue_user_cmpxchg_u32(address as c_ulong, value, next, &mut found) } != 0 {
-            // Read-only: the kernel's own access fails there too.
+        if unsafe { glue::appshot_glue_user_cmpxchg_u32(address as c_ulong, value, new, &mut found) } != 0 {
+            // Read-only: the kernel's mark fails there too.
             break;
         }
         if found == value {
@@ -226,97 +194,6 @@ fn rewrite_owner(address: u64, new: impl Fn(u32) -> Option<u32>) -> bool {
         value = found;
     }
     true
-}
-
-/// Before a PI futex operation of a task of `aid` (with a PID range) on the word at
-/// `address`: an owner named by a virtual TID of the AID is named by its system TID, as
-/// the kernel's PI code reads it. A number that is no virtual TID of the AID (a system
-/// TID the kernel wrote, or a free number) is left as it is.
-pub(crate) fn pi_word_to_system(aid: &Aid, address: u64) {
-    rewrite_owner(address, |owner| {
-        if owner == 0 {
-            return None;
-        }
-        aid.state.lock().pids.pid_to_system(VirtualPid::new(owner)).map(SystemPid::raw)
-    });
-}
-
-/// Before `FUTEX_UNLOCK_PI` of the current task: the kernel checks that the word names
-/// the caller by its system TID. Only the caller's own virtual TID is translated (another
-/// owner's word is left for its owner to see; the kernel says EPERM as natively).
-pub(crate) fn pi_own_word_to_system(address: u64, system_tid: SystemPid, virtual_tid: VirtualPid) {
-    own_word(address, virtual_tid, system_tid);
-}
-
-/// After a PI futex operation that made the current task the owner of the word at
-/// `address`: the kernel wrote its system TID there, which user space (glibc compares
-/// the word with its cached TID) must see as its virtual TID.
-pub(crate) fn pi_word_to_virtual(address: u64, system_tid: SystemPid, virtual_tid: VirtualPid) {
-    rewrite_owner(address, |owner| (owner == system_tid.raw()).then_some(virtual_tid.raw()));
-}
-
-/// One PI futex operation of a task of an AID: what its `futex` handler keeps on its
-/// stack while the kernel runs the operation, and what the hooks that run inside it
-/// reach through the task index ([`TaskIndex::pi_op`]).
-///
-/// [`TaskIndex::pi_op`]: crate::pid::task_index::TaskIndex::pi_op
-pub(crate) struct PiOp<'a> {
-    pub(crate) aid: &'a Aid,
-    /// The PI futex word (`uaddr`, or `uaddr2` for the requeue operations).
-    pub(crate) word: u64,
-    /// The caller's system and virtual TID where they differ (a PID range): the word is
-    /// translated around the operation. `None`: only the owner lookup is limited.
-    pub(crate) ids: Option<(SystemPid, VirtualPid)>,
-    /// The AID's `pi_futex` lock, while this operation holds it.
-    pub(crate) guard: Option<Guard<'a, (), MutexBackend>>,
-}
-
-/// Hook on `rt_mutex_wait_proxy_lock`, which a PI futex waiter calls once the kernel has
-/// queued it behind the owner, with no lock of the kernel's held, just before it sleeps:
-/// the owner is named by its virtual TID again (the owner, in user space, unlocks only a
-/// word that names it so), and the operation's `pi_futex` lock is dropped. A requeued
-/// waiter (`FUTEX_WAIT_REQUEUE_PI`), which slept on its condition before without the
-/// lock, takes it for this step.
-pub(crate) fn on_pi_wait(registry: &Registry) {
-    let current = Task::current();
-    let Some(at) = registry.tasks.pi_op(current) else {
-        return;
-    };
-    // SAFETY: `at` is the address of the `PiOp` of this task's `futex` handler, which is
-    // running (it is below us on this stack) and does not touch it until the original
-    // returns; only this task uses it.
-    let op = unsafe { &mut *(at as *mut PiOp<'_>) };
-    if op.ids.is_none() {
-        return;
-    }
-    let guard = match op.guard.take() {
-        Some(guard) => guard,
-        None => op.aid.pi_futex.lock(),
-    };
-    pi_word_owner_to_virtual(op.aid, op.word);
-    drop(guard);
-}
-
-/// The owner of the word at `address`, if the kernel named it by its system TID (a task
-/// of `aid` not exiting, whose system TID is no virtual TID of the AID as well), named
-/// by its virtual TID.
-fn pi_word_owner_to_virtual(aid: &Aid, address: u64) {
-    rewrite_owner(address, |owner| {
-        if owner == 0 {
-            return None;
-        }
-        let virtual_tid = {
-            let mut state = aid.state.lock();
-            if state.pids.pid_to_system(VirtualPid::new(owner)).is_some() {
-                // It may be a virtual TID already.
-                return None;
-            }
-            state.pids.pid_to_virtual_live(SystemPid::new(owner))?
-        };
-        // An exiting owner's robust words are the exit hook's and the kernel's.
-        let task = TaskRef::by_pid(owner as i32).ok()?;
-        (!task.task().is_exiting()).then_some(virtual_tid.raw())
-    });
 }
 
 /// Hook on `find_get_task_by_vpid(nr)`: while the current task is in a PI futex
@@ -328,7 +205,7 @@ fn pi_word_owner_to_virtual(aid: &Aid, address: u64) {
 /// locks (lock order: after every kernel lock), never sleeps or allocates.
 pub(crate) fn find_pi_owner(registry: &Registry, nr: i32) -> Option<*mut bindings::task_struct> {
     let current = Task::current();
-    if registry.tasks.pi_op(current).is_none() {
+    if !registry.tasks.in_pi_futex(current) {
         return None;
     }
     let aid = registry.tasks.lookup(current)?;

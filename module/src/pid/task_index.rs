@@ -200,10 +200,10 @@ pub(crate) struct Linked {
     /// A hook handler of this task is calling the hooked function itself (signalfd): its
     /// hook lets that call through. Only the task itself sets and reads it.
     in_original: bool,
-    /// This task is in a PI futex operation: the address of its `futex` handler's
-    /// `PiOp`, on that handler's stack (0: not in one). The hooks that run inside the
-    /// operation (`pid/futex.rs`) find it here. Only the task itself sets and reads it.
-    pi_op: usize,
+    /// This task is in a PI futex operation, whose lookups of the owner by the TID in
+    /// the futex word may find only tasks of its AID. Only the task itself sets and
+    /// reads it.
+    in_pi_futex: bool,
     /// The last task this task created: its system TID and virtual TID, `None` when it
     /// was refused (killed before it ran). Set by the new-task hook, which runs on this
     /// task, and taken by its fork/clone handler: the child's virtual TID is known even
@@ -363,15 +363,15 @@ impl TaskIndex {
         self.with_entry(task, Slot::of(task), |linked| linked.in_original).unwrap_or(false)
     }
 
-    /// Marks `task`, the current task, as being in the PI futex operation whose state is
-    /// at address `op` (`None`: unmarks it). Only `task` itself calls this.
-    pub(crate) fn set_pi_op(&self, task: Task<'_>, op: Option<usize>) {
-        self.with_entry(task, Slot::of(task), |linked| linked.pi_op = op.unwrap_or(0));
+    /// Marks (or unmarks) `task`, the current task, as being in a PI futex operation.
+    /// Only `task` itself calls this.
+    pub(crate) fn set_in_pi_futex(&self, task: Task<'_>, value: bool) {
+        self.with_entry(task, Slot::of(task), |linked| linked.in_pi_futex = value);
     }
 
-    /// The address set by [`Self::set_pi_op`], if `task` is in a PI futex operation.
-    pub(crate) fn pi_op(&self, task: Task<'_>) -> Option<usize> {
-        self.with_entry(task, Slot::of(task), |linked| linked.pi_op).filter(|&op| op != 0)
+    /// Whether `task` is in a PI futex operation (see [`Self::set_in_pi_futex`]).
+    pub(crate) fn in_pi_futex(&self, task: Task<'_>) -> bool {
+        self.with_entry(task, Slot::of(task), |linked| linked.in_pi_futex).unwrap_or(false)
     }
 
     /// Records the task that `task`, the current task, has just created (see
@@ -418,7 +418,7 @@ impl TaskIndex {
         if tasks.get(&task.key()).is_some() {
             return Err(reservation);
         }
-        tasks.insert(reservation.into_node(task.key(), Linked { aid, ids, parent_tid: 0, in_original: false, pi_op: 0, new_child: None, reaped: None }));
+        tasks.insert(reservation.into_node(task.key(), Linked { aid, ids, parent_tid: 0, in_original: false, in_pi_futex: false, new_child: None, reaped: None }));
         // INVARIANT: one entry added, under the bucket lock. A new task's first hooked
         // call comes after the scheduler has run it (full barriers), LINK's caller links
         // itself in program order: the count is seen by the task's next call.

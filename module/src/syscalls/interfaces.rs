@@ -14,7 +14,6 @@ use kernel::bindings;
 use kernel::uaccess::UserSlice;
 
 use crate::linux::glue;
-use crate::pid::futex;
 use crate::syscalls::{read_user_i32, write_user_i32, Call, Outcome};
 use kernel::prelude::*;
 
@@ -352,57 +351,26 @@ pub(crate) fn socketcall(c: &Call<'_>) -> Outcome {
     }
 }
 
-/// `futex(uaddr, op, val, timeout, uaddr2, val3)`: a PI operation runs with the caller
-/// marked, so that the kernel's lookup of the lock's owner finds only tasks of its AID
-/// ([`futex::find_pi_owner`]), and, under a PID range, with the futex word translated
-/// around it ([`futex::PiOp`]); every other operation runs untouched.
+/// `futex(uaddr, op, ...)`: a PI operation runs with the caller marked, so that the
+/// kernel's lookup of the lock's owner finds only tasks of its AID
+/// ([`crate::pid::futex::find_pi_owner`]); every other operation runs untouched.
 pub(crate) fn futex(c: &Call<'_>) -> Outcome {
     // The command part of `op` (FUTEX_CMD_MASK): without FUTEX_PRIVATE_FLAG and
     // FUTEX_CLOCK_REALTIME.
     const FUTEX_CMD_MASK: i32 = !(128 | 256);
     const FUTEX_LOCK_PI: i32 = 6;
-    const FUTEX_UNLOCK_PI: i32 = 7;
     const FUTEX_TRYLOCK_PI: i32 = 8;
-    const FUTEX_WAIT_REQUEUE_PI: i32 = 11;
     const FUTEX_CMP_REQUEUE_PI: i32 = 12;
     const FUTEX_LOCK_PI2: i32 = 13;
-    let cmd = c.int_arg(1) & FUTEX_CMD_MASK;
-    // The PI word: `uaddr` for the lock operations, `uaddr2` for the requeue ones; and
-    // whether a success makes the caller its owner.
-    let (word, acquires) = match cmd {
-        FUTEX_LOCK_PI | FUTEX_LOCK_PI2 | FUTEX_TRYLOCK_PI => (c.ptr_arg(0), true),
-        FUTEX_UNLOCK_PI => (c.ptr_arg(0), false),
-        FUTEX_WAIT_REQUEUE_PI => (c.ptr_arg(4), true),
-        FUTEX_CMP_REQUEUE_PI => (c.ptr_arg(4), false),
-        _ => return Outcome::Native,
-    };
-    let ids = c.aid.pid_range.and_then(|_| {
-        let system = c.task.tid();
-        let virtual_tid = c.aid.state.lock().pids.pid_to_virtual_live(system)?;
-        (virtual_tid.raw() != system.raw()).then_some((system, virtual_tid))
-    });
-    let mut op = futex::PiOp { aid: c.aid, word, ids, guard: None };
-    // A requeued waiter first sleeps on its condition: it takes the lock only when it
-    // waits for the PI word (`futex::on_pi_wait`).
-    if let (Some((system, virtual_tid)), true) = (ids, cmd != FUTEX_WAIT_REQUEUE_PI) {
-        op.guard = Some(c.aid.pi_futex.lock());
-        if cmd == FUTEX_UNLOCK_PI {
-            futex::pi_own_word_to_system(word, system, virtual_tid);
-        } else {
-            futex::pi_word_to_system(c.aid, word);
-        }
+    let looks_up_owner = matches!(
+        c.int_arg(1) & FUTEX_CMD_MASK,
+        FUTEX_LOCK_PI | FUTEX_LOCK_PI2 | FUTEX_TRYLOCK_PI | FUTEX_CMP_REQUEUE_PI
+    );
+    if !looks_up_owner {
+        return Outcome::Native;
     }
-    let at = core::ptr::addr_of_mut!(op);
-    c.registry.tasks.set_pi_op(c.task, Some(at as usize));
+    c.registry.tasks.set_in_pi_futex(c.task, true);
     let ret = c.call(c.args());
-    c.registry.tasks.set_pi_op(c.task, None);
-    if let (Some((system, virtual_tid)), true, 0) = (ids, acquires, ret) {
-        // The kernel wrote the caller's system TID: its own view is its virtual one.
-        let _guard = match op.guard.take() {
-            Some(guard) => guard,
-            None => c.aid.pi_futex.lock(),
-        };
-        futex::pi_word_to_virtual(word, system, virtual_tid);
-    }
+    c.registry.tasks.set_in_pi_futex(c.task, false);
     Outcome::Return(ret)
 }

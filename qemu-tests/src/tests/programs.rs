@@ -350,6 +350,10 @@ fn compat_si_pid_i386_x32() -> Result<()> {
             ensure_eq!(v("handler_si_pid")?, pid, "{probe} {setting}: si_pid in the handler's frame (its own PID)");
             ensure_eq!(v("wait_ret")?, i64::from(libc::SIGUSR2), "{probe} {setting}: rt_sigtimedwait");
             ensure_eq!(v("wait_si_pid")?, pid, "{probe} {setting}: si_pid from rt_sigtimedwait (its own PID)");
+            if probe.ends_with("-i386") {
+                ensure_eq!(v("wait32_ret")?, i64::from(libc::SIGUSR2), "{probe} {setting}: rt_sigtimedwait_time32");
+                ensure_eq!(v("wait32_si_pid")?, pid, "{probe} {setting}: si_pid from rt_sigtimedwait_time32 (its own PID)");
+            }
             if setting.contains("PID range") {
                 crate::virt::expect_in_range(pid, Some(RANGE), &format!("{probe} {setting}: getpid"))?;
             }
