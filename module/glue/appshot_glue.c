@@ -109,6 +109,14 @@ void appshot_glue_misc_deregister(void)
 /* ---- Hooks ------------------------------------------------------------------------ */
 
 /*
+ * The futex PI hooks (src/pid/futex.rs) take appshot's spinlock_t locks under the
+ * kernel's raw pi_mutex.wait_lock, which only a kernel without PREEMPT_RT allows.
+ */
+#ifdef CONFIG_PREEMPT_RT
+#error "appshot does not support PREEMPT_RT kernels"
+#endif
+
+/*
  * Every hook is an ftrace direct call: the fentry site of each hooked function calls
  * appshot_trampoline (appshot_trampoline.S), which calls appshot_glue_hook_entry() with
  * the function's arguments and either returns into the function or replaces the call.
@@ -116,8 +124,8 @@ void appshot_glue_misc_deregister(void)
  * update each. Which functions are hooked, and what each hook call means, is decided in
  * Rust (src/hooks/mod.rs): the glue resolves the names it is given and passes every hook
  * call on with its *site* (the return address of the fentry call), which names the
- * function. All hooked functions run in process context with no spinlock held, so
- * handlers may sleep and touch user memory.
+ * function. All hooked functions run in process context; src/hooks/mod.rs says which
+ * ones run with a spinlock held.
  *
  * Attach/detach: the filter and the sites are set once at module load; the ops is
  * registered when the first AID is registered and unregistered when the last one goes,
@@ -137,9 +145,19 @@ void appshot_trampoline(void);
 bool appshot_glue_hook_entry(unsigned long *args, unsigned long site, long *out,
 			     unsigned long parent_ip, unsigned long slot);
 
+/*
+ * Two ftrace_ops, same trampoline: appshot_ops holds the hooks attached with the first
+ * AID; appshot_demand_ops the ones Rust attaches only once a feature needs them (the last
+ * n_demand names given to appshot_glue_hooks_init), because they sit on functions so hot
+ * that even the trampoline's fast path would show in every process (src/hooks/mod.rs
+ * says which and when).
+ */
 static struct ftrace_ops appshot_ops;
+static struct ftrace_ops appshot_demand_ops;
 static bool appshot_ops_filtered;
+static bool appshot_demand_filtered;
 static bool appshot_ops_attached;
+static bool appshot_demand_attached;
 
 void appshot_glue_inflight_enter(void)
 {
@@ -276,26 +294,38 @@ void appshot_glue_hooks_free(void)
 {
 	if (appshot_ops_filtered)
 		ftrace_free_filter(&appshot_ops);
+	if (appshot_demand_filtered)
+		ftrace_free_filter(&appshot_demand_ops);
 	appshot_ops_filtered = false;
+	appshot_demand_filtered = false;
 }
 
-int appshot_glue_hooks_init(const char *const *names, unsigned int n, unsigned long *sites)
+int appshot_glue_hooks_init(const char *const *names, unsigned int n, unsigned int n_demand,
+			    unsigned long *sites)
 {
 	unsigned int i;
 	int err;
 
+	if (n_demand > n)
+		return -EINVAL;
 	err = appshot_resolve(names, sites, n);
 	if (err)
 		return err;
 	memset(&appshot_ops, 0, sizeof(appshot_ops));
+	memset(&appshot_demand_ops, 0, sizeof(appshot_demand_ops));
 	/* One filter update for all (by name, each would scan every ftrace record). */
-	err = ftrace_set_filter_ips(&appshot_ops, sites, n, 0, 0);
+	err = ftrace_set_filter_ips(&appshot_ops, sites, n - n_demand, 0, 0);
+	if (!err) {
+		appshot_ops_filtered = true;
+		if (n_demand)
+			err = ftrace_set_filter_ips(&appshot_demand_ops, sites + (n - n_demand), n_demand, 0, 0);
+		appshot_demand_filtered = n_demand && !err;
+	}
 	if (err) {
 		pr_err("cannot set the hook filter: error %d\n", err);
-		ftrace_free_filter(&appshot_ops);
+		appshot_glue_hooks_free();
 		return err;
 	}
-	appshot_ops_filtered = true;
 	for (i = 0; i < n; i++)
 		sites[i] += MCOUNT_INSN_SIZE;
 	return 0;
@@ -303,11 +333,31 @@ int appshot_glue_hooks_init(const char *const *names, unsigned int n, unsigned l
 
 void appshot_glue_hooks_detach(void)
 {
-	if (!appshot_ops_attached)
-		return;
-	/* Keeps the filter for the next attach. */
-	unregister_ftrace_direct(&appshot_ops, (unsigned long)appshot_trampoline, false);
+	/* Keeps the filters for the next attach. */
+	if (appshot_demand_attached)
+		unregister_ftrace_direct(&appshot_demand_ops, (unsigned long)appshot_trampoline, false);
+	appshot_demand_attached = false;
+	if (appshot_ops_attached)
+		unregister_ftrace_direct(&appshot_ops, (unsigned long)appshot_trampoline, false);
 	appshot_ops_attached = false;
+}
+
+/* Attaches the on-demand hooks; only while the others are (called under the same mutex). */
+int appshot_glue_hooks_attach_demand(void)
+{
+	int err;
+
+	if (appshot_demand_attached || !appshot_demand_filtered)
+		return 0;
+	if (!appshot_ops_attached)
+		return -ENOENT;
+	err = register_ftrace_direct(&appshot_demand_ops, (unsigned long)appshot_trampoline);
+	if (err) {
+		pr_err("cannot attach the on-demand hooks: error %d\n", err);
+		return err;
+	}
+	appshot_demand_attached = true;
+	return 0;
 }
 
 int appshot_glue_hooks_attach(void)

@@ -31,7 +31,8 @@ int appshot_glue_misc_register(void);
 void appshot_glue_misc_deregister(void);
 
 /* Hooks: filters set at load, attached while an AID exists (see appshot_glue.c). */
-int appshot_glue_hooks_init(const char *const *names, unsigned int n, unsigned long *sites);
+int appshot_glue_hooks_init(const char *const *names, unsigned int n, unsigned int n_demand,
+			    unsigned long *sites);
 bool appshot_glue_site_callable(unsigned long site);
 bool appshot_glue_config_ia32_emulation(void);
 bool appshot_glue_config_x32_abi(void);
@@ -39,6 +40,7 @@ void appshot_glue_inflight_enter(void);
 void appshot_glue_inflight_exit(void);
 void appshot_glue_hooks_free(void);
 int appshot_glue_hooks_attach(void);
+int appshot_glue_hooks_attach_demand(void);
 void appshot_glue_hooks_detach(void);
 void appshot_glue_hooks_quiesce(void);
 long appshot_glue_call_syscall(unsigned long site, struct pt_regs *regs);

@@ -10,14 +10,16 @@
 //! 3. A task-index bucket (spinlock, `task_index.rs`).
 //!
 //! The registry mutex is also held while the hooks are attached or detached (first AID
-//! registered, last one gone), which takes ftrace's own locks after it; no hook handler
-//! takes the registry mutex.
+//! registered, last one gone, and the on-demand hooks the first time a feature needs
+//! them), which takes ftrace's own locks after it. The only hook handler that takes the
+//! registry mutex is the `futex` one, once, holding no other lock
+//! ([`Registry::attach_pi_translation`]).
 //!
 //! Locks are taken in that order and never the other way round; at most one AID lock and
 //! one bucket lock are held at a time. Nothing allocates or sleeps under 2 or 3: memory is
 //! reserved first and freed nodes are dropped after unlocking.
 
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use kernel::prelude::*;
 use kernel::rbtree::RBTree;
@@ -44,6 +46,9 @@ pub(crate) struct Registry {
     aids: Mutex<AidSet>,
     /// Task -> AID for every linked task.
     pub(crate) tasks: TaskIndex,
+    /// Whether the on-demand hooks are attached (written under `aids`, read without it
+    /// as a hint).
+    on_demand: AtomicBool,
 }
 
 static REGISTRY: AtomicPtr<Registry> = AtomicPtr::new(core::ptr::null_mut());
@@ -74,6 +79,7 @@ impl Registry {
         Ok(try_pin_init!(Registry {
             aids <- new_mutex!(AidSet { by_id: RBTree::new(), next_id: 1 }, "appshot_registry"),
             tasks,
+            on_demand: AtomicBool::new(false),
         }? Error))
     }
 
@@ -105,6 +111,23 @@ impl Registry {
             aid.owner_uid
         );
         Ok(aid)
+    }
+
+    /// Attaches the hook that translates the TIDs of the kernel's PI futex code, if it
+    /// is not yet (the first PI futex call in an AID with a PID range; see
+    /// `pid/futex.rs`). Called by a hook handler holding no lock; sleeps.
+    pub(crate) fn attach_pi_translation(&self) -> Result {
+        if self.on_demand.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let set = self.aids.lock();
+        if !self.on_demand.load(Ordering::Relaxed) {
+            // An AID's task calls this, so the hooks are attached: the glue checks it.
+            hooks::attach::attach_on_demand()?;
+            self.on_demand.store(true, Ordering::Release);
+        }
+        drop(set);
+        Ok(())
     }
 
     /// The AID numbered `id`.
@@ -152,6 +175,7 @@ impl Registry {
         set.by_id.remove(&id);
         if set.by_id.iter().next().is_none() {
             hooks::attach::detach();
+            self.on_demand.store(false, Ordering::Release);
         }
         drop(set);
         pr_info!("AID {} '{}' unregistered ({} threads unlinked)\n", id, aid.name_str(), unlinked);

@@ -15,14 +15,17 @@ use crate::linux::glue;
 /// How many functions the filter holds (for the log line).
 static FILTERED: AtomicUsize = AtomicUsize::new(0);
 
-/// Finds the named kernel functions and sets the hook filter to them (module load);
-/// nothing is attached yet. Returns each one's site, in order. Fails, naming the
-/// function in the kernel log, when one is missing.
-pub(crate) fn resolve(names: &[*const c_char]) -> Result<KVec<c_ulong>> {
+/// Finds the named kernel functions and sets the hook filters to them (module load);
+/// nothing is attached yet. The last `on_demand` names are attached only by
+/// [`attach_on_demand`]. Returns each one's site, in order. Fails, naming the function in
+/// the kernel log, when one is missing.
+pub(crate) fn resolve(names: &[*const c_char], on_demand: usize) -> Result<KVec<c_ulong>> {
     let mut sites: KVec<c_ulong> = KVec::from_elem(0, names.len(), GFP_KERNEL)?;
     // SAFETY: `names` holds `len` pointers to NUL-terminated static strings (the hook
-    // tables'); `sites` has room for as many results.
-    let err = unsafe { glue::appshot_glue_hooks_init(names.as_ptr(), names.len() as u32, sites.as_mut_ptr()) };
+    // tables'); `sites` has room for as many results; the glue checks `on_demand <= len`.
+    let err = unsafe {
+        glue::appshot_glue_hooks_init(names.as_ptr(), names.len() as u32, on_demand as u32, sites.as_mut_ptr())
+    };
     if err != 0 {
         return Err(Error::from_errno(err));
     }
@@ -54,6 +57,22 @@ pub(crate) fn attach() -> Result {
     }
     let us = (Ktime::ktime_get() - start).to_ns() / 1000;
     pr_info!("hooks attached ({} functions) in {} us\n", FILTERED.load(Ordering::Relaxed), us);
+    Ok(())
+}
+
+/// Attaches the on-demand hooks too, if the others are attached and they are not yet
+/// (a feature that needs them is used for the first time). The caller holds the
+/// registry mutex, like [`attach`]; detaching detaches them with the rest.
+pub(crate) fn attach_on_demand() -> Result {
+    let start = Ktime::ktime_get();
+    // SAFETY: `resolve` set the filters; the registry mutex orders this with `attach` and
+    // `detach`.
+    let err = unsafe { glue::appshot_glue_hooks_attach_demand() };
+    if err != 0 {
+        return Err(Error::from_errno(err));
+    }
+    let us = (Ktime::ktime_get() - start).to_ns() / 1000;
+    pr_info!("on-demand hooks attached in {} us\n", us);
     Ok(())
 }
 

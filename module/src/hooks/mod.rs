@@ -14,16 +14,23 @@
 //! | `signalfd_read_iter(iocb, to)` | a signalfd is read (`read`, `readv`, `preadv`) | [`signals::fix_signalfd_records`] |
 //! | `futex_exit_release(tsk)`, `futex_exec_release(tsk)` | a thread exits or execs, before the kernel walks its robust futex lists | [`futex::on_futex_release`] |
 //! | `find_get_task_by_vpid(nr)` | the kernel looks a task up by number (in a PI futex operation: the owner named by the futex word) | [`futex::find_pi_owner`] |
+//! | `__task_pid_nr_ns(task, type, ns)` *(on demand)* | the kernel takes a task's number (in a PI futex operation under a PID range: the owner TID it writes to or compares with the futex word) | [`futex::pi_owner_tid`] |
 //! | `ia32_setup_rt_frame(ksig, regs)`, `x32_setup_rt_frame(ksig, regs)` | a signal is delivered to an i386 or x32 `SA_SIGINFO` handler | [`signals::translate_delivery`] |
 //!
 //! [`HOOKED`] is the one list of these functions: the glue gets their names from it,
 //! resolves them and reports where each one's fentry call returns (its *site*), which
 //! is how a hook call is told apart ([`Sites`]).
 //!
-//! All run in process context. All but `find_get_task_by_vpid` run with no spinlock
-//! held, so their handlers may sleep and touch user memory; the futex code calls that
-//! one under its hash-bucket lock, and its handler neither sleeps nor allocates. The hooks are attached while at least one AID is registered (see
+//! All run in process context. All but `find_get_task_by_vpid` and `__task_pid_nr_ns`
+//! run with no spinlock held, so their handlers may sleep and touch user memory; the
+//! futex code calls those two under its hash-bucket lock, the second one also under a
+//! PI mutex's raw `wait_lock` with interrupts off, and their handlers neither sleep nor
+//! allocate. The hooks are attached while at least one AID is registered (see
 //! `Registry::register`/`unregister`): with no AID, a loaded module costs nothing.
+//! `__task_pid_nr_ns` is behind every `getpid` of every process, so even the
+//! trampoline's fast path would show there: it is attached *on demand*, the first time a
+//! task of an AID with a PID range makes a PI futex call, and detached with the rest
+//! ([`ON_DEMAND`]).
 //! While attached, a task in no AID pays for the trampoline's fast path (a hash of its
 //! address and one load, see `task_index`), unless its slot also holds a linked task; a
 //! linked task's `getpid`/`gettid` are answered from its slot's lockless cache
@@ -65,6 +72,7 @@ enum KernelHook {
     SignalfdRead,
     FutexRelease,
     FindTask,
+    PidNr,
     Ia32Frame,
     X32Frame,
 }
@@ -79,9 +87,14 @@ const KERNEL_FUNCTIONS: &[(&CStr, KernelHook)] = &[
     (kernel::c_str!("futex_exit_release"), KernelHook::FutexRelease),
     (kernel::c_str!("futex_exec_release"), KernelHook::FutexRelease),
     (kernel::c_str!("find_get_task_by_vpid"), KernelHook::FindTask),
+    (kernel::c_str!("__task_pid_nr_ns"), KernelHook::PidNr),
     (kernel::c_str!("ia32_setup_rt_frame"), KernelHook::Ia32Frame),
     (kernel::c_str!("x32_setup_rt_frame"), KernelHook::X32Frame),
 ];
+
+/// The kernel functions attached only when first needed (see the module documentation):
+/// the glue puts them in a second `ftrace_ops`, [`attach::attach_on_demand`] attaches it.
+const ON_DEMAND: &[KernelHook] = &[KernelHook::PidNr];
 
 // `Sites::kernel` numbers the kernel functions in a byte.
 const _: () = assert!(KERNEL_FUNCTIONS.len() < u8::MAX as usize);
@@ -124,6 +137,11 @@ impl Hooked {
             Some(Hooked::Kernel(KernelHook::X32Frame)) => glue::has_x32_entries(),
             _ => true,
         }
+    }
+
+    /// Whether the function is attached on demand ([`ON_DEMAND`]).
+    fn on_demand(index: usize) -> bool {
+        matches!(Hooked::at(index), Some(Hooked::Kernel(hook)) if ON_DEMAND.contains(&hook))
     }
 
     /// Whether a handler calls the function itself (through an indirect call, which
@@ -235,11 +253,16 @@ impl Sites {
 pub(crate) fn init() -> Result {
     let mut wanted: KVec<usize> = KVec::with_capacity(HOOKED, GFP_KERNEL)?;
     let mut names: KVec<*const c_char> = KVec::with_capacity(HOOKED, GFP_KERNEL)?;
-    for index in (0..HOOKED).filter(|&i| Hooked::present_in_kernel(i)) {
+    // The on-demand ones last, as the glue wants them.
+    let present = || (0..HOOKED).filter(|&i| Hooked::present_in_kernel(i));
+    let mut on_demand = 0;
+    let ordered = Iterator::chain(present().filter(|&i| !Hooked::on_demand(i)), present().filter(|&i| Hooked::on_demand(i)));
+    for index in ordered {
         wanted.push(index, GFP_KERNEL)?;
         names.push(Hooked::name(index).as_char_ptr(), GFP_KERNEL)?;
+        on_demand += usize::from(Hooked::on_demand(index));
     }
-    let sites = attach::resolve(&names)?;
+    let sites = attach::resolve(&names, on_demand)?;
     let mut pairs: KVec<(usize, u16)> = KVec::with_capacity(wanted.len(), GFP_KERNEL)?;
     for (&index, &site) in wanted.iter().zip(sites.iter()) {
         let hooked = Hooked::at(index).ok_or(EINVAL)?;
@@ -435,6 +458,23 @@ unsafe fn kernel_function(registry: &Registry, hook: KernelHook, args: *const c_
                 true
             }
         },
+        KernelHook::PidNr => {
+            let Some(task) = NonNull::new(arg(0) as *mut bindings::task_struct) else {
+                return false;
+            };
+            // SAFETY: `__task_pid_nr_ns`'s caller keeps the task it asks about alive for
+            // the call.
+            let task = unsafe { Task::from_raw(task) };
+            // `type` is an `enum pid_type`: 32 bits.
+            match futex::pi_owner_tid(registry, task, arg(1) as u32, arg(2)) {
+                None => false,
+                Some(tid) => {
+                    // SAFETY: `out` points to the trampoline's result slot.
+                    unsafe { *out = tid.raw() as c_long };
+                    true
+                }
+            }
+        }
         KernelHook::Ia32Frame | KernelHook::X32Frame => {
             // The frame is written to the user stack: may fault and sleep.
             let Some(aid) = current_aid() else {

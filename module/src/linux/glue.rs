@@ -21,7 +21,12 @@ extern "C" {
     /// `glue/appshot_trampoline.S`: the number of bits of a slot.
     pub(crate) static appshot_slot_bits: u32;
     pub(crate) fn appshot_glue_misc_deregister();
-    pub(crate) fn appshot_glue_hooks_init(names: *const *const c_char, n: c_uint, sites: *mut c_ulong) -> c_int;
+    pub(crate) fn appshot_glue_hooks_init(
+        names: *const *const c_char,
+        n: c_uint,
+        n_demand: c_uint,
+        sites: *mut c_ulong,
+    ) -> c_int;
     pub(crate) fn appshot_glue_site_callable(site: c_ulong) -> bool;
     pub(crate) fn appshot_glue_config_ia32_emulation() -> bool;
     pub(crate) fn appshot_glue_config_x32_abi() -> bool;
@@ -32,6 +37,7 @@ extern "C" {
     pub(crate) fn appshot_glue_attach_facts(task: *mut bindings::task_struct, facts: *mut AttachFacts);
     pub(crate) fn appshot_glue_hooks_free();
     pub(crate) fn appshot_glue_hooks_attach() -> c_int;
+    pub(crate) fn appshot_glue_hooks_attach_demand() -> c_int;
     pub(crate) fn appshot_glue_hooks_detach();
     pub(crate) fn appshot_glue_hooks_quiesce();
     pub(crate) fn appshot_glue_call_syscall(site: c_ulong, regs: *mut bindings::pt_regs) -> c_long;

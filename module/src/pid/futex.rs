@@ -23,15 +23,30 @@
 //!
 //! ## PI futexes
 //!
-//! `FUTEX_LOCK_PI`, `FUTEX_TRYLOCK_PI` and the PI requeue look the lock's owner up by
-//! the TID in the futex word (`attach_to_pi_owner`), which user space writes: any number.
-//! While a task of an AID is in such a call (the `futex` handler marks it), that lookup
-//! ([`find_pi_owner`]) finds only tasks of its AID, so a forged word cannot attach a PI
-//! state to a process outside it (boosting its priority, or telling whether it exists):
-//! a number that names none of the AID's tasks is `ESRCH`, as a free number is natively.
-//! Under a PID range the word holds virtual TIDs, which the kernel's PI code compares
-//! with and writes as system TIDs in places no hook reaches: contended PI mutexes do not
-//! work there yet (docs/syscalls.md).
+//! A PI futex word also holds its owner's TID, and here the kernel both reads and
+//! writes it: `FUTEX_LOCK_PI`, `FUTEX_TRYLOCK_PI` and the PI requeue look the owner up
+//! by the TID in the word (`attach_to_pi_owner`, through `find_get_task_by_vpid`), and
+//! the PI code writes and compares TIDs it takes with `task_pid_vnr` (the locker's own
+//! TID when it takes a free lock, the new owner's on a hand-over in `FUTEX_UNLOCK_PI`,
+//! the owner's when it checks a word against its PI state, the caller's when it checks
+//! that an unlocker owns the lock). While a task of an AID is in a PI futex call (the
+//! `futex` handler marks it):
+//!
+//! - the owner lookup ([`find_pi_owner`]) takes the word's TID as a virtual TID of the
+//!   caller's AID and finds only tasks of that AID, so a forged word cannot attach a PI
+//!   state to a process outside it (boosting its priority, or telling whether it
+//!   exists): a number that names none of the AID's tasks is `ESRCH`, as a free number
+//!   is natively;
+//! - under a PID range, `task_pid_vnr` of a task of the caller's AID gives its virtual
+//!   TID ([`pi_owner_tid`], a hook on `__task_pid_nr_ns`), so every TID the kernel
+//!   writes to the word or compares with it is the one user space uses. The word never
+//!   holds a system TID, and glibc's own compare-and-exchange and ownership checks agree
+//!   with the kernel's. That hook is attached on demand (see `hooks/mod.rs`), by the
+//!   first PI call in an AID with a range.
+//!
+//! Translating inside the kernel is what makes this safe: a translation of the word in
+//! user memory around each call (tried first) is seen by the other threads between the
+//! kernel's steps, and races glibc's unlock (docs/syscalls.md).
 
 use kernel::bindings;
 use kernel::ffi::c_ulong;
@@ -197,23 +212,47 @@ fn own_word(address: u64, virtual_tid: VirtualPid, system_tid: SystemPid) -> boo
 }
 
 /// Hook on `find_get_task_by_vpid(nr)`: while the current task is in a PI futex
-/// operation, the kernel's lookup limited to the caller's AID. `Some(task)` replaces the
-/// call's result (a referenced task, or null for "no such task"); `None` lets the
-/// lookup run as it is (a caller in no AID, or not in a PI futex operation).
+/// operation, the kernel's lookup of the owner named by a futex word, `nr` taken as a
+/// virtual TID of the caller's AID and limited to its tasks. `Some(task)` replaces the
+/// call's result (a referenced task, or null for "no such task"); `None` lets the lookup
+/// run as it is (a caller in no AID, or not in a PI futex operation).
 ///
-/// Called under the futex hash-bucket spinlock: takes only the task index's bucket
-/// locks (lock order: after every kernel lock), never sleeps or allocates.
+/// Called under the futex hash-bucket spinlock: takes only the AID's lock and the task
+/// index's bucket locks, one at a time (lock order: after every kernel lock), never
+/// sleeps or allocates.
 pub(crate) fn find_pi_owner(registry: &Registry, nr: i32) -> Option<*mut bindings::task_struct> {
     let current = Task::current();
-    if !registry.tasks.in_pi_futex(current) {
-        return None;
-    }
-    let aid = registry.tasks.lookup(current)?;
+    let aid = registry.tasks.pi_caller_aid(current)?;
     if nr <= 0 {
         return Some(core::ptr::null_mut());
     }
-    match TaskRef::by_pid(nr) {
+    let system = match aid.pid_range {
+        None => SystemPid::new(nr as u32),
+        Some(_) => match aid.state.lock().pids.pid_to_system(VirtualPid::new(nr as u32)) {
+            Some(system) => system,
+            None => return Some(core::ptr::null_mut()),
+        },
+    };
+    match TaskRef::by_pid(system.raw() as i32) {
         Ok(task) if registry.tasks.is_linked_to(task.task(), &aid) => Some(task.into_raw()),
         _ => Some(core::ptr::null_mut()),
     }
+}
+
+/// Hook on `__task_pid_nr_ns(task, type, ns)`: while the current task is in a PI futex
+/// operation in an AID with a PID range, `task_pid_vnr(task)` (type `PIDTYPE_PID`, no
+/// namespace) of a task of the same AID is its virtual TID. `None` lets the call run
+/// (every other call, and a task outside the caller's AID).
+///
+/// Called from anywhere a linked task asks for a number, in the PI code under the
+/// futex hash-bucket lock and a PI mutex's raw `wait_lock` with interrupts off: leaves
+/// at once unless some task is in a PI futex operation, then takes only task-index
+/// bucket locks, one at a time; never sleeps or allocates.
+pub(crate) fn pi_owner_tid(registry: &Registry, task: Task<'_>, pid_type: u32, ns: c_ulong) -> Option<VirtualPid> {
+    if pid_type != bindings::pid_type_PIDTYPE_PID || ns != 0 || !registry.tasks.any_pi_caller() {
+        return None;
+    }
+    let aid = registry.tasks.pi_caller_aid(Task::current())?;
+    aid.pid_range?;
+    registry.tasks.ids_in(task, &aid).map(|ids| ids.virtual_tid)
 }

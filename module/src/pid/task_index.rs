@@ -225,8 +225,10 @@ pub(crate) type RemovedLink = RBTreeNode<usize, Linked>;
 #[pin_data]
 struct Bucket {
     /// Linked tasks of this bucket's slots, by task address. Lock order 3: after an AID's
-    /// lock, and after the kernel's futex hash-bucket lock (the `find_get_task_by_vpid`
-    /// hook); no other lock is taken while it is held. Also serializes the writers of
+    /// lock, and after the kernel's futex locks (the `find_get_task_by_vpid` hook under a
+    /// hash-bucket lock, the `__task_pid_nr_ns` hook also under a PI mutex's raw
+    /// `wait_lock`, which only a kernel without PREEMPT_RT allows: the module refuses to
+    /// build for one); no other lock is taken while it is held. Also serializes the writers of
     /// this bucket's slots in [`LINKED_SLOTS`] and [`CACHED_IDS`].
     #[pin]
     tasks: SpinLock<RBTree<usize, Linked>>,
@@ -244,6 +246,9 @@ struct Bucket {
 pub(crate) struct TaskIndex {
     buckets: KVec<Pin<KBox<Bucket>>>,
     linked: AtomicUsize,
+    /// Number of tasks in a PI futex operation ([`Self::enter_pi_futex`]), read without a
+    /// lock so that the `__task_pid_nr_ns` hook leaves at once while it is 0.
+    pi_callers: AtomicUsize,
 }
 
 impl TaskIndex {
@@ -261,7 +266,7 @@ impl TaskIndex {
             )?;
             buckets.push(bucket, GFP_KERNEL)?;
         }
-        Ok(TaskIndex { buckets, linked: AtomicUsize::new(0) })
+        Ok(TaskIndex { buckets, linked: AtomicUsize::new(0), pi_callers: AtomicUsize::new(0) })
     }
 
     fn bucket(&self, slot: Slot) -> &Bucket {
@@ -363,15 +368,28 @@ impl TaskIndex {
         self.with_entry(task, Slot::of(task), |linked| linked.in_original).unwrap_or(false)
     }
 
-    /// Marks (or unmarks) `task`, the current task, as being in a PI futex operation.
-    /// Only `task` itself calls this.
-    pub(crate) fn set_in_pi_futex(&self, task: Task<'_>, value: bool) {
-        self.with_entry(task, Slot::of(task), |linked| linked.in_pi_futex = value);
+    /// Marks `task`, the current task, as being in a PI futex operation until
+    /// [`Self::leave_pi_futex`]. Only `task` itself calls these two, in pairs.
+    pub(crate) fn enter_pi_futex(&self, task: Task<'_>) {
+        self.pi_callers.fetch_add(1, Ordering::Relaxed);
+        self.with_entry(task, Slot::of(task), |linked| linked.in_pi_futex = true);
     }
 
-    /// Whether `task` is in a PI futex operation (see [`Self::set_in_pi_futex`]).
-    pub(crate) fn in_pi_futex(&self, task: Task<'_>) -> bool {
-        self.with_entry(task, Slot::of(task), |linked| linked.in_pi_futex).unwrap_or(false)
+    /// Ends [`Self::enter_pi_futex`] (also for a task unlinked meanwhile).
+    pub(crate) fn leave_pi_futex(&self, task: Task<'_>) {
+        self.with_entry(task, Slot::of(task), |linked| linked.in_pi_futex = false);
+        self.pi_callers.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Whether any task may be in a PI futex operation (no lock; a task that has just
+    /// entered one is seen by its own later calls).
+    pub(crate) fn any_pi_caller(&self) -> bool {
+        self.pi_callers.load(Ordering::Relaxed) != 0
+    }
+
+    /// The AID of `task` if it is in a PI futex operation (see [`Self::enter_pi_futex`]).
+    pub(crate) fn pi_caller_aid(&self, task: Task<'_>) -> Option<Arc<Aid>> {
+        self.with_entry(task, Slot::of(task), |linked| linked.in_pi_futex.then(|| linked.aid.clone())).flatten()
     }
 
     /// Records the task that `task`, the current task, has just created (see

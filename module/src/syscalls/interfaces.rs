@@ -352,25 +352,42 @@ pub(crate) fn socketcall(c: &Call<'_>) -> Outcome {
 }
 
 /// `futex(uaddr, op, ...)`: a PI operation runs with the caller marked, so that the
-/// kernel's lookup of the lock's owner finds only tasks of its AID
-/// ([`crate::pid::futex::find_pi_owner`]); every other operation runs untouched.
+/// kernel's lookup of the lock's owner finds only tasks of its AID and, under a PID
+/// range, the TIDs the kernel's PI code writes and compares are virtual
+/// ([`crate::pid::futex`]); every other operation runs untouched.
 pub(crate) fn futex(c: &Call<'_>) -> Outcome {
     // The command part of `op` (FUTEX_CMD_MASK): without FUTEX_PRIVATE_FLAG and
     // FUTEX_CLOCK_REALTIME.
     const FUTEX_CMD_MASK: i32 = !(128 | 256);
     const FUTEX_LOCK_PI: i32 = 6;
+    const FUTEX_UNLOCK_PI: i32 = 7;
     const FUTEX_TRYLOCK_PI: i32 = 8;
+    const FUTEX_WAIT_REQUEUE_PI: i32 = 11;
     const FUTEX_CMP_REQUEUE_PI: i32 = 12;
     const FUTEX_LOCK_PI2: i32 = 13;
-    let looks_up_owner = matches!(
+    let pi = matches!(
         c.int_arg(1) & FUTEX_CMD_MASK,
-        FUTEX_LOCK_PI | FUTEX_LOCK_PI2 | FUTEX_TRYLOCK_PI | FUTEX_CMP_REQUEUE_PI
+        FUTEX_LOCK_PI
+            | FUTEX_LOCK_PI2
+            | FUTEX_TRYLOCK_PI
+            | FUTEX_UNLOCK_PI
+            | FUTEX_WAIT_REQUEUE_PI
+            | FUTEX_CMP_REQUEUE_PI
     );
-    if !looks_up_owner {
+    if !pi {
         return Outcome::Native;
     }
-    c.registry.tasks.set_in_pi_futex(c.task, true);
+    if c.aid.pid_range.is_some() {
+        match c.registry.attach_pi_translation() {
+            Ok(()) => {}
+            // The last AID went meanwhile (a forced UNREGISTER): the caller is in none.
+            Err(e) if e == ENOENT => return Outcome::Native,
+            // Without the translation the kernel would write system TIDs to the word.
+            Err(e) => return Outcome::Return(e.to_errno().into()),
+        }
+    }
+    c.registry.tasks.enter_pi_futex(c.task);
     let ret = c.call(c.args());
-    c.registry.tasks.set_in_pi_futex(c.task, false);
+    c.registry.tasks.leave_pi_futex(c.task);
     Outcome::Return(ret)
 }
