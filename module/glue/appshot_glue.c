@@ -699,6 +699,12 @@ static_assert(sizeof(struct pt_regs) == 168);
 /* src/syscalls/mod.rs */
 static_assert(TIOCGPGRP == 0x540f && TIOCSPGRP == 0x5410 && TIOCGSID == 0x5429);
 static_assert(P_PID == 1 && P_PGID == 2);
+static_assert(F_GETLK == 5 && F_GETLK64 == 12 && F_UNLCK == 2);
+static_assert(offsetof(struct flock, l_pid) == 24);
+#ifdef CONFIG_COMPAT
+static_assert(offsetof(struct compat_flock, l_pid) == 12);
+static_assert(offsetof(struct compat_flock64, l_pid) == 20);
+#endif
 static_assert(offsetof(siginfo_t, si_pid) == 16);
 #ifdef CONFIG_COMPAT
 static_assert(offsetof(struct compat_siginfo, _sifields._kill._pid) == 12);

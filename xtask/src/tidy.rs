@@ -71,6 +71,25 @@ mod tests {
     }
 
     #[test]
+    fn every_i386_entry_of_a_call_is_hooked() {
+        // i386 keeps older entries beside the ones x86-64 has, under other names (which
+        // `call_name` folds together): each is another way in. (i386 `fcntl` and
+        // `fcntl64` share `compat_sys_fcntl64` in 6.12's syscall_32.tbl.)
+        let source = read("module/src/syscalls/mod.rs");
+        let has = |row: &str| source.lines().any(|l| l.trim().starts_with(&format!("{row} =>")));
+        for (x64, ia32) in [
+            ("X64 sys_fcntl", &["Ia32 compat_sys_fcntl64"][..]),
+            ("X64 sys_wait4", &["Ia32 compat_sys_wait4", "Ia32 sys_waitpid"][..]),
+            ("X64 sys_getpgrp", &["Ia32 sys_getpgrp"][..]),
+        ] {
+            assert!(has(x64), "no row {x64:?}");
+            for row in ia32 {
+                assert!(has(row), "{x64} is hooked but not its i386 entry {row}");
+            }
+        }
+    }
+
+    #[test]
     fn every_abi_of_the_common_calls_is_hooked() {
         // A call hooked at its x86-64 entry but not at its i386 one is a way around
         // translation (`int $0x80`).

@@ -14,8 +14,26 @@ use kernel::bindings;
 use kernel::uaccess::UserSlice;
 
 use crate::linux::glue;
-use crate::syscalls::{read_user_i32, write_user_i32, Call, Outcome};
+use crate::syscalls::{read_user_i32, write_user_i32, Abi, Call, Outcome};
 use kernel::prelude::*;
+
+/// fcntl(fd, F_GETLK, flock): when a lock conflicts (`l_type` is not `F_UNLCK`), the
+/// kernel writes its holder's PID to `l_pid` at `pid_at` in the caller's structure; it
+/// is shown as the holder's virtual PID, 0 for a process outside the AID (as for
+/// `SO_PEERCRED`). Without a conflict the kernel leaves `l_pid` as the caller wrote it,
+/// and so does this.
+fn lock_holder(c: &Call<'_>, pid_at: u64) -> Outcome {
+    let ret = c.call(c.args());
+    let flock = c.ptr_arg(2);
+    if ret == 0 {
+        let mut l_type = [0u8; 2];
+        let read = UserSlice::new(flock as usize, 2).reader().read_slice(&mut l_type);
+        if read.is_ok() && i16::from_ne_bytes(l_type) != F_UNLCK {
+            rewrite_user_int(flock.wrapping_add(pid_at), |pid| if pid > 0 { c.shown(pid as u32) as i32 } else { pid });
+        }
+    }
+    Outcome::Return(ret)
+}
 
 /// capget/capset(header, data): `header->pid` (an int after the u32 version).
 pub(crate) fn capabilities(c: &Call<'_>) -> Outcome {
@@ -35,9 +53,20 @@ const SIOCSPGRP: u32 = bindings::SIOCSPGRP;
 const FIOGETOWN: u32 = bindings::FIOGETOWN;
 const SIOCGPGRP: u32 = bindings::SIOCGPGRP;
 
-/// fcntl(fd, cmd, arg) for the owner commands (SIGIO/SIGURG targets); others run as made.
+// fcntl commands that report the holder of a conflicting POSIX lock, and the lock type
+// that says there is none. Not all in the bindings; the glue checks them.
+const F_GETLK: u32 = 5;
+const F_GETLK64: u32 = 12;
+const F_UNLCK: i16 = 2;
+
+/// fcntl(fd, cmd, arg) for the owner commands (SIGIO/SIGURG targets) and the lock
+/// queries; others run as made.
 pub(crate) fn fcntl(c: &Call<'_>) -> Outcome {
     match c.int_arg(1) as u32 {
+        // `l_pid` of `struct flock` (x86-64, x32), `compat_flock` (i386 F_GETLK) or the
+        // packed `compat_flock64` (i386 F_GETLK64, which only `fcntl64` takes).
+        F_GETLK => lock_holder(c, if c.abi == Abi::Ia32 { 12 } else { 24 }),
+        F_GETLK64 if c.abi == Abi::Ia32 => lock_holder(c, 20),
         F_SETOWN => {
             let mut args = c.args();
             let owner = c.owner_to_system(c.int_arg(2));

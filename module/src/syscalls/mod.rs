@@ -203,6 +203,7 @@ syscalls! {
     Ia32 compat_sys_ioctl => ioctl,
     // File owners (SIGIO, SIGURG).
     X64 sys_fcntl => interfaces::fcntl,
+    // i386 `fcntl` (55) and `fcntl64` (221) both run this entry.
     Ia32 compat_sys_fcntl64 => interfaces::fcntl,
     // Capabilities, robust futex lists and memory of other processes.
     X64 sys_capget => interfaces::capabilities,

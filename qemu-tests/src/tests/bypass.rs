@@ -36,6 +36,7 @@ pub const TESTS: &[Test] = &[
     Test::new("bypass/ia32_waits", ia32_waits),
     Test::new("bypass/x32_ids_and_signals", x32_ids_and_signals),
     Test::new("bypass/x32_waits", x32_waits),
+    Test::new("bypass/fcntl_every_entry", fcntl_every_entry),
     Test::new(
         "bypass/setns_pid_namespace_einval",
         setns_pid_namespace_einval,
@@ -617,6 +618,13 @@ impl LowPage {
     fn poison(&self) {
         // SAFETY: the page is ours and writable.
         unsafe { std::ptr::write_bytes(self.0, 0xff, Self::SIZE) };
+    }
+
+    /// Writes `bytes` at `offset`.
+    fn write(&self, offset: usize, bytes: &[u8]) {
+        assert!(offset + bytes.len() <= Self::SIZE);
+        // SAFETY: inside the page, which is ours and writable.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.0.add(offset), bytes.len()) };
     }
 
     fn i32_at(&self, offset: usize) -> i32 {
@@ -1273,4 +1281,197 @@ fn clone3_race_in(
         crate::diag!("no clone3 saw CLONE_NEWPID: the flipper did not run alongside, the race was not exercised");
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// fcntl at every entry: the lock holder in F_GETLK, and the file owner.
+
+/// A fresh memfd, write-locked whole (a POSIX lock of the calling process) when `lock`.
+fn lock_file(lock: bool) -> Result<OwnedFd> {
+    // SAFETY: memfd_create with a NUL-terminated name; the result is a new descriptor.
+    let fd =
+        sys(unsafe { libc::memfd_create(c"appshot-lock".as_ptr(), 0) }).context("memfd_create")?;
+    // SAFETY: a descriptor we own from here on.
+    let file = unsafe { OwnedFd::from_raw_fd(fd) };
+    if lock {
+        // SAFETY: an all-zero flock is a valid one; F_SETLK reads it.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_WRLCK as i16;
+        // SAFETY: F_SETLK on our descriptor with a valid flock.
+        sys(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &fl) }).context("F_SETLK")?;
+    }
+    Ok(file)
+}
+
+/// One way to call fcntl from this 64-bit process.
+#[derive(Clone, Copy)]
+enum FcntlEntry {
+    X64,
+    /// i386 `fcntl` (55; `compat_sys_fcntl64` too on 6.12).
+    Ia32Fcntl,
+    /// i386 `fcntl64` (221, `compat_sys_fcntl64`).
+    Ia32Fcntl64,
+    /// x32 `fcntl` (72, `__x64_sys_fcntl` with the x32 bit).
+    X32,
+}
+
+impl FcntlEntry {
+    const ALL: [FcntlEntry; 4] = [
+        FcntlEntry::X64,
+        FcntlEntry::Ia32Fcntl,
+        FcntlEntry::Ia32Fcntl64,
+        FcntlEntry::X32,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            FcntlEntry::X64 => "fcntl",
+            FcntlEntry::Ia32Fcntl => "int $0x80 fcntl",
+            FcntlEntry::Ia32Fcntl64 => "int $0x80 fcntl64",
+            FcntlEntry::X32 => "x32 fcntl",
+        }
+    }
+
+    /// fcntl(fd, cmd, arg) through this entry.
+    ///
+    /// # Safety
+    /// As for fcntl; a pointer `arg` below 4 GiB.
+    unsafe fn call(self, fd: RawFd, cmd: i32, arg: i64) -> i64 {
+        let a = [fd as u64, cmd as u64, arg as u64, 0, 0, 0];
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            match self {
+                FcntlEntry::X64 => raw(libc::syscall(libc::SYS_fcntl, fd, cmd, arg)),
+                FcntlEntry::Ia32Fcntl => int80(55, a.map(|x| x as u32)),
+                FcntlEntry::Ia32Fcntl64 => int80(221, a.map(|x| x as u32)),
+                FcntlEntry::X32 => x32(72, a),
+            }
+        }
+    }
+
+    /// The lock queries this entry takes: (command, name, offset of `l_pid`), and the
+    /// offsets of `l_start` and `l_len` with their width.
+    fn getlk(self) -> Vec<(i32, &'static str, usize, [(usize, usize); 2])> {
+        // struct flock (x86-64, x32); compat_flock; packed compat_flock64.
+        let native = (libc::F_GETLK, "F_GETLK", 24, [(8, 8), (16, 8)]);
+        let compat = (libc::F_GETLK, "F_GETLK", 12, [(4, 4), (8, 4)]);
+        let compat64 = (12, "F_GETLK64", 20, [(4, 8), (12, 8)]);
+        match self {
+            FcntlEntry::X64 | FcntlEntry::X32 => vec![native],
+            FcntlEntry::Ia32Fcntl => vec![compat],
+            FcntlEntry::Ia32Fcntl64 => vec![compat, compat64],
+        }
+    }
+}
+
+/// Defect (found in this review): no entry translated `l_pid`, the holder of a
+/// conflicting POSIX lock that `F_GETLK` reports, so an AID process saw the system PIDs
+/// of its own siblings and of processes outside. Now every entry (x86-64, i386 `fcntl`
+/// and `fcntl64`, x32) gives the sibling's virtual PID and 0 for the outsider, and leaves
+/// `l_pid` alone when no lock conflicts, as natively. The owner commands are checked
+/// through every entry too (set through it, read through it and the 64-bit one).
+fn fcntl_every_entry() -> Result<()> {
+    Abi::Ia32.expect_available()?;
+    Abi::X32.expect_available()?;
+    // Locked by the test process, outside the AID.
+    let outside_file = lock_file(true)?;
+    let outside_fd = outside_file.as_raw_fd();
+    // Natively (the layouts and the kernel's answers): the holder's PID everywhere.
+    let me = proc::getpid();
+    proc::Agent::spawn(move |_| {
+        fcntl_checks(outside_fd, me).context("natively, outside every AID")
+    })?
+    .finish(step_timeout())?;
+    for_each_flavor("fcntl", |fx| {
+        fx.spawn(move |_| fcntl_checks(outside_fd, 0))?
+            .finish(step_timeout())
+    })
+}
+
+/// The checks of [`fcntl_every_entry`] in the calling process: `outside_fd` is locked by
+/// a process outside, which F_GETLK must report as `outsider_seen`.
+fn fcntl_checks(outside_fd: RawFd, outsider_seen: i32) -> Result<()> {
+    let sib_file = lock_file(false)?;
+    let sib_fd = sib_file.as_raw_fd();
+    let (rx, tx) = proc::pipe()?;
+    let tx_fd = tx.as_raw_fd();
+    let sibling = proc::fork(move || {
+        // SAFETY: an all-zero flock is valid; F_SETLK on an inherited descriptor.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_WRLCK as i16;
+        let r = unsafe { libc::fcntl(sib_fd, libc::F_SETLK, &fl) };
+        proc::write_raw(tx_fd, &(r as i64).to_ne_bytes());
+        proc::sleep_forever()
+    })?;
+    drop(tx);
+    let mut buf = [0u8; 8];
+    proc::read_exact_timeout(rx.as_raw_fd(), &mut buf, step_timeout())
+        .context("the sibling's lock")?;
+    if i64::from_ne_bytes(buf) != 0 {
+        bail!("premise: the sibling's F_SETLK failed");
+    }
+    let v = sibling.pid();
+    let free_file = lock_file(false)?;
+    let (pipe_r, _pipe_w) = proc::pipe()?;
+    let page = LowPage::new()?;
+    let mut w = Wrong::new();
+    const UNTOUCHED: i32 = 0x7777;
+    for entry in FcntlEntry::ALL {
+        for (cmd, cmd_name, pid_at, [(start, start_len), (len, len_len)]) in entry.getlk() {
+            for (what, fd, want_type, want_pid) in [
+                ("the sibling's lock", sib_fd, libc::F_WRLCK, v),
+                (
+                    "the outsider's lock",
+                    outside_fd,
+                    libc::F_WRLCK,
+                    outsider_seen,
+                ),
+                ("no lock", free_file.as_raw_fd(), libc::F_UNLCK, UNTOUCHED),
+            ] {
+                page.poison();
+                page.write(0, &(libc::F_WRLCK as i16).to_ne_bytes());
+                page.write(2, &0i16.to_ne_bytes());
+                page.write(start, &vec![0u8; start_len]);
+                page.write(len, &vec![0u8; len_len]);
+                page.write(pid_at, &UNTOUCHED.to_ne_bytes());
+                // SAFETY: the lock query on our descriptor and low page.
+                let r = unsafe { entry.call(fd, cmd, page.addr()) };
+                let l_type = page.i32_at(0) as i16 as i32;
+                let l_pid = page.i32_at(pid_at);
+                w.check(
+                    format!("{} {cmd_name} on {what}", entry.name()),
+                    r == 0 && l_type == want_type && l_pid == want_pid,
+                    format!(
+                        "{}, l_type {l_type}, l_pid {l_pid} (want 0, {want_type}, {want_pid})",
+                        show(r)
+                    ),
+                );
+            }
+        }
+        // The owner: set through the entry, read back through it and the 64-bit one.
+        let r_fd = pipe_r.as_raw_fd();
+        // SAFETY: F_SETOWN/F_GETOWN on our pipe, integer arguments.
+        let (set, got, got64) = unsafe {
+            (
+                entry.call(r_fd, libc::F_SETOWN, i64::from(v)),
+                entry.call(r_fd, libc::F_GETOWN, 0),
+                FcntlEntry::X64.call(r_fd, libc::F_GETOWN, 0),
+            )
+        };
+        w.check(
+            format!(
+                "{} F_SETOWN({v} sibling), then F_GETOWN through it and through fcntl",
+                entry.name()
+            ),
+            set == 0 && got == i64::from(v) && got64 == i64::from(v),
+            format!(
+                "{}, {}, {} (want 0, {v}, {v})",
+                show(set),
+                show(got),
+                show(got64)
+            ),
+        );
+    }
+    drop(sibling);
+    w.finish("fcntl")
 }
