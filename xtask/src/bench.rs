@@ -124,6 +124,10 @@ const APPSHOT: Section = Section {
             key: "kill-i386",
             label: "kill (int $0x80)",
         },
+        Column {
+            key: "futex-wake",
+            label: "futex wake (no waiter)",
+        },
     ],
     targets: &[
         Target {

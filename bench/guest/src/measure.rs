@@ -37,6 +37,9 @@ pub enum Call {
     GetpidI386,
     /// `kill(pid, 0)` through the i386 entry (number 37).
     KillI386,
+    /// `futex(&word, FUTEX_WAKE_PRIVATE, 1)` with no waiter: the call glibc's mutexes and
+    /// condition variables make most, which appshot's `futex` row lets through.
+    FutexWake,
 }
 
 /// A system call through the i386 entry (`int $0x80`) with up to two arguments.
@@ -69,6 +72,7 @@ impl Call {
             Call::Uname => "uname",
             Call::GetpidI386 => "getpid-i386",
             Call::KillI386 => "kill-i386",
+            Call::FutexWake => "futex-wake",
         }
     }
 
@@ -81,6 +85,7 @@ impl Call {
             Call::Uname,
             Call::GetpidI386,
             Call::KillI386,
+            Call::FutexWake,
         ]
         .into_iter()
         .find(|c| c.key() == key)
@@ -134,6 +139,16 @@ impl Call {
                 let pid = int80(20, 0, 0) as u32;
                 for _ in 0..n {
                     assert_eq!(int80(37, pid, 0), 0, "i386 kill(self, 0) failed");
+                }
+            }
+            Call::FutexWake => {
+                let word = 0u32;
+                for _ in 0..n {
+                    // SAFETY: FUTEX_WAKE on a valid, aligned word of ours (no waiter).
+                    let ret = unsafe {
+                        libc::syscall(libc::SYS_futex, &word as *const u32, libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1)
+                    };
+                    assert_eq!(ret, 0, "futex wake failed");
                 }
             }
             Call::Uname => {

@@ -375,14 +375,19 @@ fn syscall(
         unsafe { *out = value as c_long };
         return true;
     }
+    // SAFETY: the glue passes the current task's saved user registers, valid and not
+    // written by anyone else during its own system call.
+    let regs = unsafe { &*regs };
+    if let Some(wants) = syscall.wants {
+        if !wants(syscalls::args_of(regs, syscall.abi)) {
+            return false;
+        }
+    }
     // The handler may sleep (a blocking wait4): the AID it holds keeps the module loaded
     // meanwhile (`Aid::_module`).
     let Some(aid) = registry.tasks.lookup_at(task, slot) else {
         return false;
     };
-    // SAFETY: the glue passes the current task's saved user registers, valid and not
-    // written by anyone else during its own system call.
-    let regs = unsafe { &*regs };
     let call = Call { regs, abi: syscall.abi, original: site, aid: &aid, registry, task };
     match (syscall.handler)(&call) {
         Outcome::Native => false,

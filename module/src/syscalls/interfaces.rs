@@ -59,6 +59,11 @@ const F_GETLK: u32 = 5;
 const F_GETLK64: u32 = 12;
 const F_UNLCK: i16 = 2;
 
+/// The `fcntl` rows' pre-filter: the commands [`fcntl`] handles.
+pub(crate) fn fcntl_wants(args: [u64; 6]) -> bool {
+    matches!(args[1] as u32, F_GETLK | F_GETLK64 | F_SETOWN | F_GETOWN | F_SETOWN_EX | F_GETOWN_EX)
+}
+
 /// fcntl(fd, cmd, arg) for the owner commands (SIGIO/SIGURG targets) and the lock
 /// queries; others run as made.
 pub(crate) fn fcntl(c: &Call<'_>) -> Outcome {
@@ -101,6 +106,11 @@ pub(crate) fn fcntl(c: &Call<'_>) -> Outcome {
 
 /// The socket ioctls with an owner in an `int` the argument points to; `None` for every
 /// other request.
+/// Whether [`socket_owner_ioctl`] handles `request`.
+pub(crate) fn is_socket_owner_ioctl(request: u32) -> bool {
+    matches!(request, FIOSETOWN | SIOCSPGRP | FIOGETOWN | SIOCGPGRP)
+}
+
 pub(crate) fn socket_owner_ioctl(c: &Call<'_>, request: u32, address: u64) -> Option<Outcome> {
     match request {
         FIOSETOWN | SIOCSPGRP => {
@@ -152,6 +162,12 @@ fn clock_to_system(c: &Call<'_>, clock: i32) -> i32 {
         system => system as i32,
     };
     ((!system) << 3) | (clock & 7)
+}
+
+/// The clock rows' pre-filter: a CPU-time clock ID (negative); the others are never
+/// translated ([`clock_to_system`]).
+pub(crate) fn clock_wants(args: [u64; 6]) -> bool {
+    (args[0] as u32 as i32) < 0
 }
 
 /// clock_gettime, clock_getres, clock_settime, clock_adjtime, clock_nanosleep (any
@@ -380,11 +396,8 @@ pub(crate) fn socketcall(c: &Call<'_>) -> Outcome {
     }
 }
 
-/// `futex(uaddr, op, ...)`: a PI operation runs with the caller marked, so that the
-/// kernel's lookup of the lock's owner finds only tasks of its AID and, under a PID
-/// range, the TIDs the kernel's PI code writes and compares are virtual
-/// ([`crate::pid::futex`]); every other operation runs untouched.
-pub(crate) fn futex(c: &Call<'_>) -> Outcome {
+/// The `futex` rows' pre-filter: the PI operations, the only ones [`futex`] handles.
+pub(crate) fn futex_wants(args: [u64; 6]) -> bool {
     // The command part of `op` (FUTEX_CMD_MASK): without FUTEX_PRIVATE_FLAG and
     // FUTEX_CLOCK_REALTIME.
     const FUTEX_CMD_MASK: i32 = !(128 | 256);
@@ -394,16 +407,23 @@ pub(crate) fn futex(c: &Call<'_>) -> Outcome {
     const FUTEX_WAIT_REQUEUE_PI: i32 = 11;
     const FUTEX_CMP_REQUEUE_PI: i32 = 12;
     const FUTEX_LOCK_PI2: i32 = 13;
-    let pi = matches!(
-        c.int_arg(1) & FUTEX_CMD_MASK,
+    matches!(
+        args[1] as u32 as i32 & FUTEX_CMD_MASK,
         FUTEX_LOCK_PI
             | FUTEX_LOCK_PI2
             | FUTEX_TRYLOCK_PI
             | FUTEX_UNLOCK_PI
             | FUTEX_WAIT_REQUEUE_PI
             | FUTEX_CMP_REQUEUE_PI
-    );
-    if !pi {
+    )
+}
+
+/// `futex(uaddr, op, ...)`: a PI operation runs with the caller marked, so that the
+/// kernel's lookup of the lock's owner finds only tasks of its AID and, under a PID
+/// range, the TIDs the kernel's PI code writes and compares are virtual
+/// ([`crate::pid::futex`]); every other operation runs untouched.
+pub(crate) fn futex(c: &Call<'_>) -> Outcome {
+    if !futex_wants(c.args()) {
         return Outcome::Native;
     }
     if c.aid.pid_range.is_some() {

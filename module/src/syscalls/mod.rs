@@ -69,6 +69,14 @@ impl Abi {
 /// A system call's handler.
 pub(crate) type Handler = fn(&Call<'_>) -> Outcome;
 
+/// A row's pre-filter: whether the handler may do anything with a call of these
+/// arguments ([`args_of`]). `false` lets the call run as made before the dispatch takes
+/// a lock or a reference (`hooks/mod.rs`), for rows where most calls are not the
+/// handler's business (`futex` WAIT and WAKE, most `ioctl` and `fcntl` commands, clocks
+/// other than CPU-time ones). A filter may accept more than its handler handles, never
+/// less.
+pub(crate) type Wants = fn([u64; 6]) -> bool;
+
 /// One hooked system call entry.
 pub(crate) struct Syscall {
     /// The kernel function that implements it for `abi`, as ftrace knows it.
@@ -76,6 +84,8 @@ pub(crate) struct Syscall {
     pub(crate) abi: Abi,
     /// Whether it returns one of the caller's own IDs (answered from the task index).
     pub(crate) own: OwnId,
+    /// The row's pre-filter, if it has one.
+    pub(crate) wants: Option<Wants>,
     pub(crate) handler: Handler,
 }
 
@@ -88,7 +98,7 @@ pub(crate) enum OwnId {
 }
 
 macro_rules! syscalls {
-    ($($abi:ident $symbol:ident $([$own:ident])? => $handler:expr,)*) => {
+    ($($abi:ident $symbol:ident $([$own:ident])? $(if $wants:path)? => $handler:expr,)*) => {
         /// Every hooked system call entry, for every ABI a 64-bit kernel offers (the
         /// names are those of arch/x86/entry/syscalls/syscall_{64,32}.tbl).
         pub(crate) const SYSCALLS: &[Syscall] = &[
@@ -96,6 +106,7 @@ macro_rules! syscalls {
                 function: kernel::c_str!(concat!(syscalls!(@prefix $abi), stringify!($symbol))),
                 abi: Abi::$abi,
                 own: syscalls!(@own $($own)?),
+                wants: syscalls!(@wants $($wants)?),
                 handler: $handler,
             },)*
         ];
@@ -104,6 +115,8 @@ macro_rules! syscalls {
     (@prefix X32Compat) => { "__x64_" };
     (@prefix Ia32) => { "__ia32_" };
     (@own) => { OwnId::No };
+    (@wants) => { None };
+    (@wants $wants:path) => { Some($wants) };
     (@own $own:ident) => { OwnId::$own };
 }
 
@@ -198,13 +211,13 @@ syscalls! {
     X64 sys_prlimit64 => |c| c.targets(&[0]),
     Ia32 sys_prlimit64 => |c| c.targets(&[0]),
     // Terminals: foreground process group and session (job control).
-    X64 sys_ioctl => ioctl,
-    X32Compat compat_sys_ioctl => ioctl,
-    Ia32 compat_sys_ioctl => ioctl,
+    X64 sys_ioctl if ioctl_wants => ioctl,
+    X32Compat compat_sys_ioctl if ioctl_wants => ioctl,
+    Ia32 compat_sys_ioctl if ioctl_wants => ioctl,
     // File owners (SIGIO, SIGURG).
-    X64 sys_fcntl => interfaces::fcntl,
+    X64 sys_fcntl if interfaces::fcntl_wants => interfaces::fcntl,
     // i386 `fcntl` (55) and `fcntl64` (221) both run this entry.
-    Ia32 compat_sys_fcntl64 => interfaces::fcntl,
+    Ia32 compat_sys_fcntl64 if interfaces::fcntl_wants => interfaces::fcntl,
     // Capabilities, robust futex lists and memory of other processes.
     X64 sys_capget => interfaces::capabilities,
     Ia32 sys_capget => interfaces::capabilities,
@@ -218,25 +231,25 @@ syscalls! {
     X64 sys_move_pages => |c| c.targets(&[0]),
     Ia32 sys_move_pages => |c| c.targets(&[0]),
     // PI futex owners, named by the TID in the futex word (src/pid/futex.rs).
-    X64 sys_futex => interfaces::futex,
-    Ia32 sys_futex => interfaces::futex,
-    Ia32 sys_futex_time32 => interfaces::futex,
+    X64 sys_futex if interfaces::futex_wants => interfaces::futex,
+    Ia32 sys_futex if interfaces::futex_wants => interfaces::futex,
+    Ia32 sys_futex_time32 if interfaces::futex_wants => interfaces::futex,
     // CPU-time clocks of a process or thread, and timers that signal a thread.
-    X64 sys_clock_gettime => interfaces::clock,
-    Ia32 sys_clock_gettime => interfaces::clock,
-    Ia32 sys_clock_gettime32 => interfaces::clock,
-    X64 sys_clock_getres => interfaces::clock,
-    Ia32 sys_clock_getres => interfaces::clock,
-    Ia32 sys_clock_getres_time32 => interfaces::clock,
-    X64 sys_clock_settime => interfaces::clock,
-    Ia32 sys_clock_settime => interfaces::clock,
-    Ia32 sys_clock_settime32 => interfaces::clock,
-    X64 sys_clock_adjtime => interfaces::clock,
-    Ia32 sys_clock_adjtime => interfaces::clock,
-    Ia32 sys_clock_adjtime32 => interfaces::clock,
-    X64 sys_clock_nanosleep => interfaces::clock,
-    Ia32 sys_clock_nanosleep => interfaces::clock,
-    Ia32 sys_clock_nanosleep_time32 => interfaces::clock,
+    X64 sys_clock_gettime if interfaces::clock_wants => interfaces::clock,
+    Ia32 sys_clock_gettime if interfaces::clock_wants => interfaces::clock,
+    Ia32 sys_clock_gettime32 if interfaces::clock_wants => interfaces::clock,
+    X64 sys_clock_getres if interfaces::clock_wants => interfaces::clock,
+    Ia32 sys_clock_getres if interfaces::clock_wants => interfaces::clock,
+    Ia32 sys_clock_getres_time32 if interfaces::clock_wants => interfaces::clock,
+    X64 sys_clock_settime if interfaces::clock_wants => interfaces::clock,
+    Ia32 sys_clock_settime if interfaces::clock_wants => interfaces::clock,
+    Ia32 sys_clock_settime32 if interfaces::clock_wants => interfaces::clock,
+    X64 sys_clock_adjtime if interfaces::clock_wants => interfaces::clock,
+    Ia32 sys_clock_adjtime if interfaces::clock_wants => interfaces::clock,
+    Ia32 sys_clock_adjtime32 if interfaces::clock_wants => interfaces::clock,
+    X64 sys_clock_nanosleep if interfaces::clock_wants => interfaces::clock,
+    Ia32 sys_clock_nanosleep if interfaces::clock_wants => interfaces::clock,
+    Ia32 sys_clock_nanosleep_time32 if interfaces::clock_wants => interfaces::clock,
     X64 sys_timer_create => interfaces::timer_create,
     X32Compat compat_sys_timer_create => interfaces::timer_create,
     Ia32 compat_sys_timer_create => interfaces::timer_create,
@@ -340,23 +353,29 @@ pub(crate) fn err(e: Error) -> Outcome {
     Outcome::Return(e.to_errno() as i64)
 }
 
+/// The six argument registers of a call through an entry of `abi`, in its order. An
+/// i386 entry reads only their low 32 bits (the kernel's `__ia32_sys_*` wrappers
+/// truncate them), so they are truncated here too.
+#[inline]
+pub(crate) fn args_of(regs: &bindings::pt_regs, abi: Abi) -> [u64; 6] {
+    let r = regs;
+    match abi {
+        Abi::X64 | Abi::X32Compat => [r.di as u64, r.si as u64, r.dx as u64, r.r10 as u64, r.r8 as u64, r.r9 as u64],
+        Abi::Ia32 => [
+            u64::from(r.bx as u32),
+            u64::from(r.cx as u32),
+            u64::from(r.dx as u32),
+            u64::from(r.si as u32),
+            u64::from(r.di as u32),
+            u64::from(r.bp as u32),
+        ],
+    }
+}
+
 impl Call<'_> {
-    /// The six argument registers, in the order of the entry's ABI. An i386 entry reads
-    /// only their low 32 bits (the kernel's `__ia32_sys_*` wrappers truncate them), so
-    /// they are truncated here too.
+    /// The six argument registers, in the order of the entry's ABI ([`args_of`]).
     pub(crate) fn args(&self) -> [u64; 6] {
-        let r = self.regs;
-        match self.abi {
-            Abi::X64 | Abi::X32Compat => [r.di as u64, r.si as u64, r.dx as u64, r.r10 as u64, r.r8 as u64, r.r9 as u64],
-            Abi::Ia32 => [
-                u64::from(r.bx as u32),
-                u64::from(r.cx as u32),
-                u64::from(r.dx as u32),
-                u64::from(r.si as u32),
-                u64::from(r.di as u32),
-                u64::from(r.bp as u32),
-            ],
-        }
+        args_of(self.regs, self.abi)
     }
 
     pub(crate) fn arg(&self, i: usize) -> u64 {
@@ -771,6 +790,11 @@ pub(crate) fn read_user_i32(address: u64) -> Option<i32> {
 pub(crate) fn write_user_i32(address: u64, value: i32) {
     // A failed write leaves what the kernel wrote; the caller unmapped its own buffer.
     let _ = UserSlice::new(address as usize, 4).writer().write_slice(&value.to_ne_bytes());
+}
+
+/// The `ioctl` row's pre-filter: the requests [`ioctl`] handles.
+fn ioctl_wants(args: [u64; 6]) -> bool {
+    matches!(args[1] as u32, TIOCGPGRP | TIOCGSID | TIOCSPGRP) || interfaces::is_socket_owner_ioctl(args[1] as u32)
 }
 
 /// ioctl: the terminal requests that carry a process group or session ID, and the
