@@ -29,6 +29,15 @@
 #include <linux/proc_ns.h>
 #include <linux/ftrace.h>
 #include <linux/futex.h>
+#include <linux/ipc.h>
+#include <linux/ipc_namespace.h>
+/* The private header of ipc/ for its table numbers (IPC_SEM_IDS ...), checked below. */
+#include <../ipc/util.h>
+#include <linux/nsproxy.h>
+#include <linux/msg.h>
+#include <linux/sem.h>
+#include <linux/shm.h>
+#include <uapi/linux/shm.h>
 #include <linux/kprobes.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
@@ -146,15 +155,22 @@ bool appshot_glue_hook_entry(unsigned long *args, unsigned long site, long *out,
 			     unsigned long parent_ip, unsigned long slot);
 
 /*
- * Two ftrace_ops, same trampoline: appshot_ops holds the hooks attached with the first
- * AID; appshot_demand_ops the ones Rust attaches only once a feature needs them (the last
- * n_demand names given to appshot_glue_hooks_init), because they sit on functions so hot
- * that even the trampoline's fast path would show in every process (src/hooks/mod.rs
- * says which and when).
+ * Three ftrace_ops, in the order of the names given to appshot_glue_hooks_init:
+ * appshot_ops (attached with the first AID, through appshot_trampoline and its task
+ * filter), appshot_unfiltered_ops (the next n_unfiltered names, attached with it, through
+ * appshot_trampoline_unfiltered: functions whose every call appshot must see), and
+ * appshot_demand_ops (the last n_demand names, through appshot_trampoline, attached only
+ * once a feature needs them, because they sit on functions so hot that even the
+ * trampoline's fast path would show in every process). src/hooks/mod.rs says which
+ * function is in which group.
  */
+void appshot_trampoline_unfiltered(void);
+
 static struct ftrace_ops appshot_ops;
+static struct ftrace_ops appshot_unfiltered_ops;
 static struct ftrace_ops appshot_demand_ops;
 static bool appshot_ops_filtered;
+static bool appshot_unfiltered_filtered;
 static bool appshot_demand_filtered;
 static bool appshot_ops_attached;
 static bool appshot_demand_attached;
@@ -294,32 +310,40 @@ void appshot_glue_hooks_free(void)
 {
 	if (appshot_ops_filtered)
 		ftrace_free_filter(&appshot_ops);
+	if (appshot_unfiltered_filtered)
+		ftrace_free_filter(&appshot_unfiltered_ops);
 	if (appshot_demand_filtered)
 		ftrace_free_filter(&appshot_demand_ops);
 	appshot_ops_filtered = false;
+	appshot_unfiltered_filtered = false;
 	appshot_demand_filtered = false;
 }
 
-int appshot_glue_hooks_init(const char *const *names, unsigned int n, unsigned int n_demand,
-			    unsigned long *sites)
+int appshot_glue_hooks_init(const char *const *names, unsigned int n, unsigned int n_unfiltered,
+			    unsigned int n_demand, unsigned long *sites)
 {
-	unsigned int i;
+	unsigned int i, n_filtered;
 	int err;
 
-	if (n_demand > n)
+	if (n_unfiltered > n || n_demand > n - n_unfiltered || n_unfiltered == 0)
 		return -EINVAL;
+	n_filtered = n - n_unfiltered - n_demand;
 	err = appshot_resolve(names, sites, n);
 	if (err)
 		return err;
 	memset(&appshot_ops, 0, sizeof(appshot_ops));
+	memset(&appshot_unfiltered_ops, 0, sizeof(appshot_unfiltered_ops));
 	memset(&appshot_demand_ops, 0, sizeof(appshot_demand_ops));
-	/* One filter update for all (by name, each would scan every ftrace record). */
-	err = ftrace_set_filter_ips(&appshot_ops, sites, n - n_demand, 0, 0);
+	/* One filter update per group (by name, each would scan every ftrace record). */
+	err = ftrace_set_filter_ips(&appshot_ops, sites, n_filtered, 0, 0);
+	appshot_ops_filtered = !err;
 	if (!err) {
-		appshot_ops_filtered = true;
-		if (n_demand)
-			err = ftrace_set_filter_ips(&appshot_demand_ops, sites + (n - n_demand), n_demand, 0, 0);
-		appshot_demand_filtered = n_demand && !err;
+		err = ftrace_set_filter_ips(&appshot_unfiltered_ops, sites + n_filtered, n_unfiltered, 0, 0);
+		appshot_unfiltered_filtered = !err;
+	}
+	if (!err && n_demand) {
+		err = ftrace_set_filter_ips(&appshot_demand_ops, sites + n_filtered + n_unfiltered, n_demand, 0, 0);
+		appshot_demand_filtered = !err;
 	}
 	if (err) {
 		pr_err("cannot set the hook filter: error %d\n", err);
@@ -337,8 +361,11 @@ void appshot_glue_hooks_detach(void)
 	if (appshot_demand_attached)
 		unregister_ftrace_direct(&appshot_demand_ops, (unsigned long)appshot_trampoline, false);
 	appshot_demand_attached = false;
-	if (appshot_ops_attached)
+	if (appshot_ops_attached) {
+		unregister_ftrace_direct(&appshot_unfiltered_ops, (unsigned long)appshot_trampoline_unfiltered,
+					 false);
 		unregister_ftrace_direct(&appshot_ops, (unsigned long)appshot_trampoline, false);
+	}
 	appshot_ops_attached = false;
 }
 
@@ -364,6 +391,11 @@ int appshot_glue_hooks_attach(void)
 {
 	int err = register_ftrace_direct(&appshot_ops, (unsigned long)appshot_trampoline);
 
+	if (!err) {
+		err = register_ftrace_direct(&appshot_unfiltered_ops, (unsigned long)appshot_trampoline_unfiltered);
+		if (err)
+			unregister_ftrace_direct(&appshot_ops, (unsigned long)appshot_trampoline, false);
+	}
 	if (err) {
 		pr_err("cannot attach the hooks: error %d\n", err);
 		return err;
@@ -380,6 +412,25 @@ void appshot_glue_hooks_quiesce(void)
 	wait_var_event(&appshot_hooks_inflight, atomic_read(&appshot_hooks_inflight) == 0);
 	synchronize_rcu_tasks();
 }
+
+/* ---- SysV IPC (src/ipc/) ------------------------------------------------------------- */
+
+/* The current task's table of IPC objects of `kind` (IPC_SEM_IDS, IPC_MSG_IDS,
+ * IPC_SHM_IDS): what ipc_rmid() names the kind by. */
+const void *appshot_glue_ipc_ids(int kind)
+{
+	struct ipc_namespace *ns = current->nsproxy->ipc_ns;
+
+	return kind >= 0 && kind < 3 ? &ns->ids[kind] : NULL;
+}
+
+/* The ID of an IPC object. */
+int appshot_glue_ipc_perm_id(const struct kern_ipc_perm *perm)
+{
+	return READ_ONCE(perm->id);
+}
+
+static_assert(IPC_SEM_IDS == 0 && IPC_MSG_IDS == 1 && IPC_SHM_IDS == 2);
 
 /* ---- Credentials and tasks ----------------------------------------------------------- */
 
@@ -700,6 +751,25 @@ static_assert(sizeof(struct pt_regs) == 168);
 static_assert(TIOCGPGRP == 0x540f && TIOCSPGRP == 0x5410 && TIOCGSID == 0x5429);
 static_assert(P_PID == 1 && P_PGID == 2);
 static_assert(F_GETLK == 5 && F_GETLK64 == 12 && F_UNLCK == 2);
+/* SysV IPC (src/ipc/calls.rs). */
+static_assert(IPC_PRIVATE == 0 && IPC_CREAT == 01000 && IPC_EXCL == 02000 && IPC_64 == 0x100);
+static_assert(IPC_RMID == 0 && IPC_STAT == 2 && IPC_INFO == 3);
+static_assert(GETPID == 11 && SEM_STAT == 18 && SEM_INFO == 19 && SEM_STAT_ANY == 20);
+static_assert(SHM_STAT == 13 && SHM_INFO == 14 && SHM_STAT_ANY == 15);
+static_assert(MSG_STAT == 11 && MSG_INFO == 12 && MSG_STAT_ANY == 13);
+static_assert(SEMOP == 1 && SEMGET == 2 && SEMCTL == 3 && SEMTIMEDOP == 4);
+static_assert(MSGSND == 11 && MSGRCV == 12 && MSGGET == 13 && MSGCTL == 14);
+static_assert(SHMAT == 21 && SHMGET == 23 && SHMCTL == 24);
+static_assert(offsetof(struct ipc64_perm, key) == 0);
+static_assert(offsetof(struct shmid64_ds, shm_cpid) == 80 && offsetof(struct shmid64_ds, shm_lpid) == 84);
+static_assert(offsetof(struct msqid64_ds, msg_lspid) == 96 && offsetof(struct msqid64_ds, msg_lrpid) == 100);
+#ifdef CONFIG_COMPAT
+static_assert(offsetof(struct compat_ipc64_perm, key) == 0);
+static_assert(offsetof(struct compat_shmid64_ds, shm_cpid) == 64);
+static_assert(offsetof(struct compat_shmid64_ds, shm_lpid) == 68);
+static_assert(offsetof(struct compat_msqid64_ds, msg_lspid) == 72);
+static_assert(offsetof(struct compat_msqid64_ds, msg_lrpid) == 76);
+#endif
 static_assert(offsetof(struct flock, l_pid) == 24);
 #ifdef CONFIG_COMPAT
 static_assert(offsetof(struct compat_flock, l_pid) == 12);

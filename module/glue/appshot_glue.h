@@ -31,8 +31,8 @@ int appshot_glue_misc_register(void);
 void appshot_glue_misc_deregister(void);
 
 /* Hooks: filters set at load, attached while an AID exists (see appshot_glue.c). */
-int appshot_glue_hooks_init(const char *const *names, unsigned int n, unsigned int n_demand,
-			    unsigned long *sites);
+int appshot_glue_hooks_init(const char *const *names, unsigned int n, unsigned int n_unfiltered,
+			    unsigned int n_demand, unsigned long *sites);
 bool appshot_glue_site_callable(unsigned long site);
 bool appshot_glue_config_ia32_emulation(void);
 bool appshot_glue_config_x32_abi(void);
@@ -40,6 +40,9 @@ void appshot_glue_inflight_enter(void);
 void appshot_glue_inflight_exit(void);
 void appshot_glue_hooks_free(void);
 int appshot_glue_hooks_attach(void);
+const void *appshot_glue_ipc_ids(int kind);
+struct kern_ipc_perm;
+int appshot_glue_ipc_perm_id(const struct kern_ipc_perm *perm);
 int appshot_glue_hooks_attach_demand(void);
 void appshot_glue_hooks_detach(void);
 void appshot_glue_hooks_quiesce(void);

@@ -11,9 +11,10 @@
  * and reads appshot_linked_slots[slot], the number of linked tasks in that slot (kept by
  * src/pid/task_index.rs). Zero means the current task is in no AID, and the trampoline
  * returns straight into the hooked function, touching only %rax and %r11 (scratch in
- * the C calling convention, never read by the hooked functions on entry). The one
- * exception is release_task, which must see linked tasks reaped by a task in no AID:
- * its return site is in appshot_release_task_ret (set by src/hooks/mod.rs before attaching).
+ * the C calling convention, never read by the hooked functions on entry). The functions
+ * that must see every task's call (release_task: a linked task may be reaped by a task
+ * in no AID; ipc_rmid: an AID's object may be removed by anyone) have a trampoline of
+ * their own without the filter, appshot_trampoline_unfiltered.
  *
  * Slow path. The trampoline saves the six argument registers in an array on its stack
  * and calls its C entry (appshot_glue_hook_entry):
@@ -75,18 +76,7 @@ SYM_FUNC_START(appshot_task_slot)
 	RET
 SYM_FUNC_END(appshot_task_slot)
 
-SYM_FUNC_START(appshot_trampoline)
-	CALL_DEPTH_ACCOUNT
-	movq	PER_CPU_VAR(pcpu_hot + X86_current_task), %rax
-	APPSHOT_TASK_SLOT %rax, %r11
-	leaq	appshot_linked_slots(%rip), %r11
-	cmpl	$0, (%r11, %rax, 4)
-	jne	.Lappshot_hook
-	movq	(%rsp), %r11		/* return address into the hooked function */
-	cmpq	appshot_release_task_ret(%rip), %r11
-	je	.Lappshot_hook
-	RET				/* fast path: into the hooked function */
-.Lappshot_hook:
+.macro APPSHOT_HOOK_CALL
 	pushq	%rbp
 	movq	%rsp, %rbp
 	pushq	%r9
@@ -116,4 +106,28 @@ SYM_FUNC_START(appshot_trampoline)
 1:	addq	$8, %rsp		/* drop the return address into the hooked function */
 	UNWIND_HINT_FUNC
 	RET				/* to its caller, with the replacement's value in %rax */
+.endm
+
+SYM_FUNC_START(appshot_trampoline)
+	CALL_DEPTH_ACCOUNT
+	movq	PER_CPU_VAR(pcpu_hot + X86_current_task), %rax
+	APPSHOT_TASK_SLOT %rax, %r11
+	leaq	appshot_linked_slots(%rip), %r11
+	cmpl	$0, (%r11, %rax, 4)
+	jne	.Lappshot_hook
+	RET				/* fast path: into the hooked function */
+.Lappshot_hook:
+	APPSHOT_HOOK_CALL
 SYM_FUNC_END(appshot_trampoline)
+
+/*
+ * The trampoline of the functions every task's call must reach appshot (ipc_rmid: an
+ * object of an AID may be removed by any process): no filter, straight to the slow
+ * path with the current task's slot.
+ */
+SYM_FUNC_START(appshot_trampoline_unfiltered)
+	CALL_DEPTH_ACCOUNT
+	movq	PER_CPU_VAR(pcpu_hot + X86_current_task), %rax
+	APPSHOT_TASK_SLOT %rax, %r11
+	APPSHOT_HOOK_CALL
+SYM_FUNC_END(appshot_trampoline_unfiltered)

@@ -28,6 +28,7 @@ use kernel::prelude::*;
 mod aid;
 mod device;
 mod hooks;
+mod ipc;
 mod linux;
 mod pid;
 mod syscalls;

@@ -114,7 +114,7 @@ request! {
     RegisterRequest: flags = REGISTER_PID_RANGE, zero = [reserved];
     LinkRequest: flags = 0, zero = [pad, reserved];
     UnlinkRequest: flags = 0, zero = [pad, reserved];
-    UnregisterRequest: flags = UNREGISTER_FORCE, zero = [reserved];
+    UnregisterRequest: flags = UNREGISTER_FORCE | UNREGISTER_DESTROY_IPC, zero = [reserved];
     ListRequest: flags = 0, zero = [reserved];
     InfoRequest: flags = 0, zero = [reserved];
     TableRequest: flags = 0, zero = [pad, reserved];
@@ -239,7 +239,7 @@ fn unlink(registry: &Registry, req: &mut UnlinkRequest) -> Result {
 }
 
 fn unregister(registry: &Registry, req: &mut UnregisterRequest) -> Result {
-    registry.unregister(req.aid, req.flags & UNREGISTER_FORCE != 0).map(|_| ())
+    registry.unregister(req.aid, req.flags & UNREGISTER_FORCE != 0, req.flags & UNREGISTER_DESTROY_IPC != 0).map(|_| ())
 }
 
 /// Who asks a query: a privileged opener sees every AID, anyone else only the AIDs

@@ -42,6 +42,10 @@
 /* UNREGISTER flag: unlink every process of the AID instead of failing with EBUSY. */
 #define APPSHOT_UNREGISTER_FORCE 0x1
 
+/* UNREGISTER flag: remove the AID's SysV IPC objects (`IPC_RMID`, as the caller) */
+/* instead of failing with ENOTEMPTY while it has any. */
+#define APPSHOT_UNREGISTER_DESTROY_IPC 0x2
+
 /* `appshot_aid_info.flags`: the AID has a virtual PID range. */
 #define APPSHOT_AID_PID_RANGE 0x1
 

@@ -164,6 +164,9 @@ abi_consts! {
     pub const REGISTER_PID_RANGE: u32 = 1 << 0 => "APPSHOT_REGISTER_PID_RANGE";
     /// UNREGISTER flag: unlink every process of the AID instead of failing with EBUSY.
     pub const UNREGISTER_FORCE: u32 = 1 << 0 => "APPSHOT_UNREGISTER_FORCE";
+    /// UNREGISTER flag: remove the AID's SysV IPC objects (`IPC_RMID`, as the caller)
+    /// instead of failing with ENOTEMPTY while it has any.
+    pub const UNREGISTER_DESTROY_IPC: u32 = 1 << 1 => "APPSHOT_UNREGISTER_DESTROY_IPC";
     /// `appshot_aid_info.flags`: the AID has a virtual PID range.
     pub const AID_PID_RANGE: u32 = 1 << 0 => "APPSHOT_AID_PID_RANGE";
 

@@ -326,7 +326,7 @@ impl AidGuard {
 impl Drop for AidGuard {
     fn drop(&mut self) {
         let result =
-            Device::open_raw().and_then(|dev| dev.unregister(self.aid, uapi::UNREGISTER_FORCE));
+            Device::open_raw().and_then(|dev| dev.unregister(self.aid, uapi::UNREGISTER_FORCE | uapi::UNREGISTER_DESTROY_IPC));
         match result {
             Ok(()) | Err(Errno(libc::ENOENT)) => {}
             // Without the device (a load/unload test failed) there is nothing left to undo.

@@ -130,10 +130,12 @@ Example:
         pid: i32,
     },
 
-    /// Delete an application (refused while processes are linked, unless --force)
+    /// Delete an application (refused while processes are linked, unless --force, and
+    /// while it owns SysV IPC objects, unless --destroy-ipc)
     #[command(after_help = "\
 Example:
-  appshotctl unregister dbserver --force")]
+  appshotctl unregister dbserver --force
+  appshotctl unregister dbserver --force --destroy-ipc")]
     Unregister {
         /// The application's name
         #[arg(value_parser = AidNameParser)]
@@ -141,6 +143,10 @@ Example:
         /// Unlink the application's processes instead of refusing
         #[arg(long)]
         force: bool,
+        /// Remove the application's semaphore sets, shared memory segments and message
+        /// queues (IPC_RMID, with your permissions) instead of refusing
+        #[arg(long)]
+        destroy_ipc: bool,
     },
 
     /// List the registered applications
@@ -398,7 +404,7 @@ mod tests {
         assert!(parse(&["link", "db"]).is_err());
         assert!(matches!(
             command(&["unregister", "db"]),
-            Some(Command::Unregister { force: false, .. })
+            Some(Command::Unregister { force: false, destroy_ipc: false, .. })
         ));
         assert!(matches!(
             command(&["unregister", "db", "--force"]),

@@ -41,7 +41,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
         } => run(&name, create, pid_range, &command),
         Command::Link { name, pid } => link(&name, pid),
         Command::Unlink { pid } => unlink(pid),
-        Command::Unregister { name, force } => unregister(&name, force),
+        Command::Unregister { name, force, destroy_ipc } => unregister(&name, force, destroy_ipc),
         Command::List { json } => list(json),
         Command::Show { name, table, json } => show(&name, table, json),
     }
@@ -169,11 +169,11 @@ fn unlink(pid: i32) -> anyhow::Result<()> {
         .map_err(|e| explain(Operation::Unlink(pid), &e))
 }
 
-fn unregister(name: &AidName, force: bool) -> anyhow::Result<()> {
+fn unregister(name: &AidName, force: bool, destroy_ipc: bool) -> anyhow::Result<()> {
     let device = open_device()?;
     let aid = lookup(&device, name, Operation::Unregister(name))?;
     device
-        .unregister(aid, force)
+        .unregister(aid, force, destroy_ipc)
         .map_err(|e| explain(Operation::Unregister(name), &e))
 }
 

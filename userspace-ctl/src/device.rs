@@ -179,12 +179,15 @@ impl Device {
     }
 
     /// APPSHOT_IOC_UNREGISTER: deletes AID `aid`; `force` unlinks its processes first.
-    pub fn unregister(&self, aid: u64, force: bool) -> Result<(), DeviceError> {
+    pub fn unregister(&self, aid: u64, force: bool, destroy_ipc: bool) -> Result<(), DeviceError> {
         let mut request = UnregisterRequest::zeroed();
         request.size = size_of::<UnregisterRequest>() as u32;
         request.aid = aid;
         if force {
-            request.flags = uapi::UNREGISTER_FORCE;
+            request.flags |= uapi::UNREGISTER_FORCE;
+        }
+        if destroy_ipc {
+            request.flags |= uapi::UNREGISTER_DESTROY_IPC;
         }
         // SAFETY: UnregisterRequest is IOC_UNREGISTER's structure and holds no user address.
         unsafe { self.call::<{ uapi::IOC_UNREGISTER as Opcode }, _>(&mut request) }

@@ -4,7 +4,7 @@
 pub(crate) mod registry;
 
 use kernel::prelude::*;
-use kernel::sync::{new_spinlock, Arc, SpinLock};
+use kernel::sync::{new_mutex, new_spinlock, Arc, Mutex, SpinLock};
 
 use crate::linux::glue::ModulePin;
 use crate::pid::PidTable;
@@ -30,6 +30,11 @@ pub(crate) struct Aid {
     /// task-index bucket. Never held while allocating or sleeping.
     #[pin]
     pub(crate) state: SpinLock<AidState>,
+    /// Serializes the SysV `*get` calls of this AID that may bind a new key (`ipc/`), so
+    /// that two of its processes creating one key at once get one object, as natively.
+    /// Lock order: before `state`; held across the original system call (it sleeps).
+    #[pin]
+    pub(crate) key_lock: Mutex<()>,
     /// A reference on this module, for as long as the AID object lives: registered, or
     /// held by a linked task's index entry or by a hook handler running for one of its
     /// tasks (which may sleep, in `wait4` say). So a handler needs no reference of its
@@ -117,6 +122,7 @@ impl Aid {
                 owner_uid,
                 pid_range,
                 state <- new_spinlock!(state, "appshot_aid_state"),
+                key_lock <- new_mutex!((), "appshot_aid_keys"),
                 _module: ModulePin::new(),
             }),
             GFP_KERNEL,

@@ -23,11 +23,12 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use kernel::prelude::*;
 use kernel::rbtree::RBTree;
-use kernel::sync::{new_mutex, Arc, Mutex};
+use kernel::sync::{new_mutex, new_spinlock, Arc, Mutex, SpinLock};
 
 use crate::aid::{Aid, AidState};
 use crate::linux::glue;
 use crate::hooks;
+use crate::ipc;
 use crate::linux::task::Task;
 use crate::pid::task_index::TaskIndex;
 use crate::uapi::NAME_LEN;
@@ -46,6 +47,12 @@ pub(crate) struct Registry {
     aids: Mutex<AidSet>,
     /// Task -> AID for every linked task.
     pub(crate) tasks: TaskIndex,
+    /// Every SysV object bound in some AID, by system ID and kind, so that its removal
+    /// by any process (`ipc_rmid`) finds the AID to drop it from. Lock order: after the
+    /// kernel's IPC locks (the `ipc_rmid` hook runs under the object's spinlock), never
+    /// held with an AID's lock.
+    #[pin]
+    pub(crate) ipc_owners: SpinLock<RBTree<(u32, u8), ipc::Owner>>,
     /// Whether the on-demand hooks are attached (written under `aids`, read without it
     /// as a hint).
     on_demand: AtomicBool,
@@ -79,6 +86,7 @@ impl Registry {
         Ok(try_pin_init!(Registry {
             aids <- new_mutex!(AidSet { by_id: RBTree::new(), next_id: 1 }, "appshot_registry"),
             tasks,
+            ipc_owners <- new_spinlock!(RBTree::new(), "appshot_ipc_owners"),
             on_demand: AtomicBool::new(false),
         }? Error))
     }
@@ -151,11 +159,19 @@ impl Registry {
     }
 
     /// Unregisters an AID. Without `force`, refuses with `EBUSY` while tasks are linked;
-    /// with it, unlinks them (they keep running, unlinked). Returns how many threads were
-    /// unlinked.
-    pub(crate) fn unregister(&self, id: u64, force: bool) -> Result<usize> {
+    /// with it, unlinks them (they keep running, unlinked). Without `destroy_ipc`,
+    /// refuses with `ENOTEMPTY` while the AID has SysV IPC objects; with it, removes them
+    /// first (as the caller). Returns how many threads were unlinked.
+    pub(crate) fn unregister(&self, id: u64, force: bool, destroy_ipc: bool) -> Result<usize> {
         let mut set = self.aids.lock();
         let aid = set.by_id.get(&id).cloned().ok_or(ENOENT)?;
+        if destroy_ipc {
+            // Objects of processes still linked may come back: checked again below.
+            let removed = ipc::destroy_all(self, &aid)?;
+            if removed > 0 {
+                pr_info!("AID {} '{}': {} SysV IPC objects removed\n", id, aid.name_str(), removed);
+            }
+        }
         // The replacement is made before the lock is taken (building it allocates nothing,
         // but its drop of the old tables frees nodes, which happens after unlocking).
         let empty = AidState::new(aid.pid_range, true);
@@ -165,6 +181,9 @@ impl Registry {
             // members left unseen keeps its entry until then, and must not hold the AID).
             if state.pids.nr_threads() > 0 && !force {
                 return Err(EBUSY);
+            }
+            if ipc::objects(&state) > 0 {
+                return Err(Error::from_errno(-(kernel::bindings::ENOTEMPTY as i32)));
             }
             let unlinked = self.tasks.remove_all(&aid);
             // Every table and everything counted with it goes at once.

@@ -16,15 +16,23 @@ use crate::linux::glue;
 static FILTERED: AtomicUsize = AtomicUsize::new(0);
 
 /// Finds the named kernel functions and sets the hook filters to them (module load);
-/// nothing is attached yet. The last `on_demand` names are attached only by
+/// nothing is attached yet. After the filtered ones come `unfiltered` names, whose hook
+/// skips the trampoline's task filter, then `on_demand` ones, attached only by
 /// [`attach_on_demand`]. Returns each one's site, in order. Fails, naming the function in
 /// the kernel log, when one is missing.
-pub(crate) fn resolve(names: &[*const c_char], on_demand: usize) -> Result<KVec<c_ulong>> {
+pub(crate) fn resolve(names: &[*const c_char], unfiltered: usize, on_demand: usize) -> Result<KVec<c_ulong>> {
     let mut sites: KVec<c_ulong> = KVec::from_elem(0, names.len(), GFP_KERNEL)?;
     // SAFETY: `names` holds `len` pointers to NUL-terminated static strings (the hook
-    // tables'); `sites` has room for as many results; the glue checks `on_demand <= len`.
+    // tables'); `sites` has room for as many results; the glue checks that the groups
+    // fit in `len`.
     let err = unsafe {
-        glue::appshot_glue_hooks_init(names.as_ptr(), names.len() as u32, on_demand as u32, sites.as_mut_ptr())
+        glue::appshot_glue_hooks_init(
+            names.as_ptr(),
+            names.len() as u32,
+            unfiltered as u32,
+            on_demand as u32,
+            sites.as_mut_ptr(),
+        )
     };
     if err != 0 {
         return Err(Error::from_errno(err));

@@ -73,6 +73,7 @@ enum KernelHook {
     FutexRelease,
     FindTask,
     PidNr,
+    IpcRmid,
     Ia32Frame,
     X32Frame,
 }
@@ -88,13 +89,20 @@ const KERNEL_FUNCTIONS: &[(&CStr, KernelHook)] = &[
     (kernel::c_str!("futex_exec_release"), KernelHook::FutexRelease),
     (kernel::c_str!("find_get_task_by_vpid"), KernelHook::FindTask),
     (kernel::c_str!("__task_pid_nr_ns"), KernelHook::PidNr),
+    (kernel::c_str!("ipc_rmid"), KernelHook::IpcRmid),
     (kernel::c_str!("ia32_setup_rt_frame"), KernelHook::Ia32Frame),
     (kernel::c_str!("x32_setup_rt_frame"), KernelHook::X32Frame),
 ];
 
 /// The kernel functions attached only when first needed (see the module documentation):
-/// the glue puts them in a second `ftrace_ops`, [`attach::attach_on_demand`] attaches it.
+/// the glue puts them in an `ftrace_ops` of their own, [`attach::attach_on_demand`]
+/// attaches it.
 const ON_DEMAND: &[KernelHook] = &[KernelHook::PidNr];
+
+/// The kernel functions whose every call reaches the handler, whichever task makes it
+/// (the glue hooks them through the trampoline without the task filter): a linked task
+/// may be reaped, and an AID's object removed, by a task in no AID.
+const UNFILTERED: &[KernelHook] = &[KernelHook::ReleaseTask, KernelHook::IpcRmid];
 
 // `Sites::kernel` numbers the kernel functions in a byte.
 const _: () = assert!(KERNEL_FUNCTIONS.len() < u8::MAX as usize);
@@ -144,6 +152,22 @@ impl Hooked {
         matches!(Hooked::at(index), Some(Hooked::Kernel(hook)) if ON_DEMAND.contains(&hook))
     }
 
+    /// Whether every task's call of the function reaches its handler ([`UNFILTERED`]).
+    fn unfiltered(index: usize) -> bool {
+        matches!(Hooked::at(index), Some(Hooked::Kernel(hook)) if UNFILTERED.contains(&hook))
+    }
+
+    /// The glue's group of the function: 0 filtered, 1 unfiltered, 2 on demand.
+    fn group(index: usize) -> u8 {
+        if Hooked::on_demand(index) {
+            2
+        } else if Hooked::unfiltered(index) {
+            1
+        } else {
+            0
+        }
+    }
+
     /// Whether a handler calls the function itself (through an indirect call, which
     /// IBT lets land only on ENDBR).
     fn called_by_handler(self) -> bool {
@@ -181,10 +205,6 @@ static SITES: Sites = Sites {
     getpid: [const { AtomicUsize::new(usize::MAX) }; 2],
 };
 
-/// The site of `release_task`, read by the trampoline's fast path (it never skips
-/// that function: a linked task may be reaped by a task in no AID).
-#[export_name = "appshot_release_task_ret"]
-static RELEASE_TASK_SITE: AtomicUsize = AtomicUsize::new(0);
 
 impl Sites {
     /// The first slot to probe for `site` (Fibonacci hashing).
@@ -247,22 +267,44 @@ impl Sites {
     }
 }
 
+/// Calls the hooked system call entry `function` (an x86-64 one) from kernel code, with
+/// `args` in its registers: a copy of registers, so its own hook lets it run unhooked.
+/// `None` when no such entry is hooked.
+pub(crate) fn call_syscall(function: &CStr, args: [u64; 6]) -> Option<i64> {
+    let site = (0..SITE_SLOTS).find_map(|slot| {
+        // SAFETY: `insert` stored null or a pointer to an element of the static table.
+        let syscall = unsafe { SITES.syscalls[slot].load(Ordering::Relaxed).as_ref() }?;
+        (syscall.function.as_bytes() == function.as_bytes() && syscall.abi == syscalls::Abi::X64).then(|| SITES.slots[slot].load(Ordering::Relaxed))
+    })?;
+    // SAFETY: pt_regs is plain integers; all zero is a valid value.
+    let mut regs: bindings::pt_regs = unsafe { core::mem::zeroed() };
+    regs.di = args[0] as usize;
+    regs.si = args[1] as usize;
+    regs.dx = args[2] as usize;
+    regs.r10 = args[3] as usize;
+    regs.r8 = args[4] as usize;
+    regs.r9 = args[5] as usize;
+    // SAFETY: `site` is a hooked system call's, checked callable at load; the entry reads
+    // its arguments from `regs`, a valid local.
+    Some(unsafe { glue::appshot_glue_call_syscall(site as c_ulong, &mut regs) } as i64)
+}
+
 /// Finds every hooked function and sets the hook filter (module load). Nothing is
 /// attached yet. Fails, naming the function, when one is missing or cannot be called
 /// the way its handler calls it: the module never runs half-hooked.
 pub(crate) fn init() -> Result {
     let mut wanted: KVec<usize> = KVec::with_capacity(HOOKED, GFP_KERNEL)?;
     let mut names: KVec<*const c_char> = KVec::with_capacity(HOOKED, GFP_KERNEL)?;
-    // The on-demand ones last, as the glue wants them.
-    let present = || (0..HOOKED).filter(|&i| Hooked::present_in_kernel(i));
-    let mut on_demand = 0;
-    let ordered = Iterator::chain(present().filter(|&i| !Hooked::on_demand(i)), present().filter(|&i| Hooked::on_demand(i)));
-    for index in ordered {
-        wanted.push(index, GFP_KERNEL)?;
-        names.push(Hooked::name(index).as_char_ptr(), GFP_KERNEL)?;
-        on_demand += usize::from(Hooked::on_demand(index));
+    // In the glue's order: the filtered ones, the unfiltered ones, the on-demand ones.
+    let mut groups = [0usize; 3];
+    for group in 0..3u8 {
+        for index in (0..HOOKED).filter(|&i| Hooked::present_in_kernel(i) && Hooked::group(i) == group) {
+            wanted.push(index, GFP_KERNEL)?;
+            names.push(Hooked::name(index).as_char_ptr(), GFP_KERNEL)?;
+            groups[usize::from(group)] += 1;
+        }
     }
-    let sites = attach::resolve(&names, on_demand)?;
+    let sites = attach::resolve(&names, groups[1], groups[2])?;
     let mut pairs: KVec<(usize, u16)> = KVec::with_capacity(wanted.len(), GFP_KERNEL)?;
     for (&index, &site) in wanted.iter().zip(sites.iter()) {
         let hooked = Hooked::at(index).ok_or(EINVAL)?;
@@ -282,13 +324,11 @@ pub(crate) fn init() -> Result {
             continue;
         };
         SITES.insert(site, hooked);
-        match hooked {
-            Hooked::Kernel(KernelHook::ReleaseTask) => RELEASE_TASK_SITE.store(site, Ordering::Relaxed),
-            Hooked::Syscall(syscall) if syscall.own == OwnId::Pid && getpid < 2 => {
+        if let Hooked::Syscall(syscall) = hooked {
+            if syscall.own == OwnId::Pid && getpid < 2 {
                 SITES.getpid[getpid].store(site, Ordering::Relaxed);
                 getpid += 1;
             }
-            _ => {}
         }
     }
     Ok(())
@@ -479,6 +519,12 @@ unsafe fn kernel_function(registry: &Registry, hook: KernelHook, args: *const c_
                     true
                 }
             }
+        }
+        KernelHook::IpcRmid => {
+            // `ipc_rmid(ids, ipcp)`, under the object's spinlock: `ipcp` is valid for the
+            // call.
+            crate::ipc::on_rmid(registry, arg(0) as usize, arg(1) as *mut c_void);
+            false
         }
         KernelHook::Ia32Frame | KernelHook::X32Frame => {
             // The frame is written to the user stack: may fault and sleep.

@@ -24,6 +24,7 @@ extern "C" {
     pub(crate) fn appshot_glue_hooks_init(
         names: *const *const c_char,
         n: c_uint,
+        n_unfiltered: c_uint,
         n_demand: c_uint,
         sites: *mut c_ulong,
     ) -> c_int;
@@ -37,6 +38,8 @@ extern "C" {
     pub(crate) fn appshot_glue_attach_facts(task: *mut bindings::task_struct, facts: *mut AttachFacts);
     pub(crate) fn appshot_glue_hooks_free();
     pub(crate) fn appshot_glue_hooks_attach() -> c_int;
+    pub(crate) fn appshot_glue_ipc_ids(kind: c_int) -> *const c_void;
+    pub(crate) fn appshot_glue_ipc_perm_id(perm: *const c_void) -> c_int;
     pub(crate) fn appshot_glue_hooks_attach_demand() -> c_int;
     pub(crate) fn appshot_glue_hooks_detach();
     pub(crate) fn appshot_glue_hooks_quiesce();

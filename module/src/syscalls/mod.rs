@@ -26,10 +26,12 @@ pub(crate) mod interfaces;
 use kernel::bindings;
 use kernel::ffi::c_ulong;
 use kernel::prelude::*;
+use kernel::sync::Arc;
 use kernel::str::CStr;
 use kernel::uaccess::UserSlice;
 
 use crate::aid::Aid;
+use crate::ipc;
 use crate::linux::glue::{self, RcuReadLock};
 use crate::linux::task::{Task, TaskRef};
 use crate::aid::registry::Registry;
@@ -230,6 +232,30 @@ syscalls! {
     Ia32 sys_migrate_pages => |c| c.targets(&[0]),
     X64 sys_move_pages => |c| c.targets(&[0]),
     Ia32 sys_move_pages => |c| c.targets(&[0]),
+    // SysV IPC: IDs and keys of the AID's objects (src/ipc/). i386 `semop` and the old
+    // calls exist only through the `ipc` multiplexer.
+    X64 sys_semget => ipc::calls::semget,
+    Ia32 sys_semget => ipc::calls::semget,
+    X64 sys_semop => ipc::calls::semop,
+    X64 sys_semtimedop => ipc::calls::semop,
+    Ia32 sys_semtimedop => ipc::calls::semop,
+    X64 sys_semctl => ipc::calls::semctl,
+    Ia32 compat_sys_semctl => ipc::calls::semctl,
+    X64 sys_shmget => ipc::calls::shmget,
+    Ia32 sys_shmget => ipc::calls::shmget,
+    X64 sys_shmat => ipc::calls::shmat,
+    Ia32 compat_sys_shmat => ipc::calls::shmat,
+    X64 sys_shmctl => ipc::calls::shmctl,
+    Ia32 compat_sys_shmctl => ipc::calls::shmctl,
+    X64 sys_msgget => ipc::calls::msgget,
+    Ia32 sys_msgget => ipc::calls::msgget,
+    X64 sys_msgsnd => ipc::calls::msgop,
+    Ia32 compat_sys_msgsnd => ipc::calls::msgop,
+    X64 sys_msgrcv => ipc::calls::msgop,
+    Ia32 compat_sys_msgrcv => ipc::calls::msgop,
+    X64 sys_msgctl => ipc::calls::msgctl,
+    Ia32 compat_sys_msgctl => ipc::calls::msgctl,
+    Ia32 compat_sys_ipc => ipc::calls::multiplexer,
     // PI futex owners, named by the TID in the futex word (src/pid/futex.rs).
     X64 sys_futex if interfaces::futex_wants => interfaces::futex,
     Ia32 sys_futex if interfaces::futex_wants => interfaces::futex,
@@ -344,7 +370,7 @@ pub(crate) struct Call<'a> {
     pub(crate) abi: Abi,
     /// The system call's function, to call it again unhooked.
     pub(crate) original: usize,
-    pub(crate) aid: &'a Aid,
+    pub(crate) aid: &'a Arc<Aid>,
     pub(crate) registry: &'a Registry,
     pub(crate) task: Task<'a>,
 }

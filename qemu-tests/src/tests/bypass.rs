@@ -37,6 +37,7 @@ pub const TESTS: &[Test] = &[
     Test::new("bypass/x32_ids_and_signals", x32_ids_and_signals),
     Test::new("bypass/x32_waits", x32_waits),
     Test::new("bypass/fcntl_every_entry", fcntl_every_entry),
+    Test::new("bypass/ipc_i386_entries", ipc_i386_entries),
     Test::new(
         "bypass/setns_pid_namespace_einval",
         setns_pid_namespace_einval,
@@ -1474,4 +1475,134 @@ fn fcntl_checks(outside_fd: RawFd, outsider_seen: i32) -> Result<()> {
     }
     drop(sibling);
     w.finish("fcntl")
+}
+
+// ---------------------------------------------------------------------------------
+// issue #10: SysV IPC through the i386 entries.
+
+/// i386 system call numbers of the SysV IPC calls used below.
+const I386_IPC: u32 = 117;
+const I386_SEMGET: u32 = 393;
+const I386_SEMCTL: u32 = 394;
+const I386_SHMGET: u32 = 395;
+const I386_SHMCTL: u32 = 396;
+const I386_MSGCTL: u32 = 402;
+/// The `ipc(2)` calls and the i386 `IPC_64` flag (uapi/linux/ipc.h).
+const IPC_SEMOP: u32 = 1;
+const IPC_SEMCTL: u32 = 3;
+const IPC_MSGSND: u32 = 11;
+const IPC_MSGGET: u32 = 13;
+const IPC_SHMCTL: u32 = 24;
+const IPC_64: u32 = 0x100;
+
+/// issue #10 section 1: every i386 way to the SysV calls is translated like the x86-64
+/// one: the direct calls (semget 393, semctl 394, shmget 395, shmctl 396, msgctl 402:
+/// the 64-bit layouts; semctl with IPC_64 set returns the ID) and the `ipc(2)`
+/// multiplexer (SEMOP, SEMCTL, SHMCTL in the old layout, MSGGET, MSGSND). An ID from one entry works in the other; the PIDs in `shmid_ds`, `msqid_ds`
+/// and GETPID are virtual in both i386 layouts; SEM_STAT by index finds the set under
+/// its virtual ID; an ID outside the AID is EINVAL.
+fn ipc_i386_entries() -> Result<()> {
+    Abi::Ia32.expect_available()?;
+    // SAFETY: semget takes integers only.
+    let outside = unsafe { libc::semget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT | 0o666) };
+    if outside < 0 {
+        bail!("premise: semget outside: {}", Errno::last());
+    }
+    let result = for_each_flavor("ipc-i386", |fx| {
+        fx.spawn(move |_| {
+            let page = LowPage::new()?;
+            let buf = page.addr() as u32;
+            let me = i64::from(proc::getpid());
+            let mut w = Wrong::new();
+            let sys = |nr: u32, a: [u32; 6]| {
+                // SAFETY: SysV calls with integers and pointers into our low page.
+                unsafe { int80(nr, a) }
+            };
+            let x64_getval = |id: i64| {
+                // SAFETY: GETVAL takes integers only.
+                raw(unsafe { libc::semctl(id as i32, 0, libc::GETVAL) } as libc::c_long)
+            };
+            // Semaphores: semget (393), semop through ipc(SEMOP), semctl (394 and SEMCTL).
+            let sem = sys(I386_SEMGET, [0, 1, (libc::IPC_CREAT | 0o600) as u32, 0, 0, 0]);
+            if sem < 0 {
+                bail!("i386 semget: {}", show(sem));
+            }
+            w.expect("x86-64 GETVAL of the set i386 semget made", x64_getval(sem), 0);
+            // struct sembuf { u16 num; i16 op; i16 flg; }: +1 on semaphore 0.
+            page.poison();
+            page.write(0, &[0, 0, 1, 0, 0, 0]);
+            let r = sys(I386_IPC, [IPC_SEMOP, sem as u32, 1, 0, buf, 0]);
+            w.expect("ipc(SEMOP, +1)", r, 0);
+            w.expect("x86-64 GETVAL after ipc(SEMOP)", x64_getval(sem), 1);
+            w.expect("i386 semctl GETVAL", sys(I386_SEMCTL, [sem as u32, 0, libc::GETVAL as u32, 0, 0, 0]), 1);
+            w.expect("i386 semctl GETPID", sys(I386_SEMCTL, [sem as u32, 0, libc::GETPID as u32, 0, 0, 0]), me);
+            // ipc(SEMCTL) reads its semun from the word `ptr` points to.
+            page.write(0, &0u32.to_ne_bytes());
+            w.expect("ipc(SEMCTL, GETPID)", sys(I386_IPC, [IPC_SEMCTL, sem as u32, 0, libc::GETPID as u32, buf, 0]), me);
+            w.expect(
+                "i386 semctl GETVAL of a set outside the AID",
+                sys(I386_SEMCTL, [outside as u32, 0, libc::GETVAL as u32, 0, 0, 0]),
+                if outside as i64 == sem { 1 } else { neg(libc::EINVAL) },
+            );
+            // ipc(SEMCTL, SEM_STAT | IPC_64) by index: some index up to IPC_INFO's answer
+            // is ours. (The semun word at the page's start points to the rest of it.)
+            let stat = |index: u32, cmd: u32| {
+                page.write(0, &(buf + 64).to_ne_bytes());
+                sys(I386_IPC, [IPC_SEMCTL, index, 0, cmd | IPC_64, buf, 0])
+            };
+            let max = stat(0, libc::IPC_INFO as u32);
+            let found = (0..=max.max(0)).any(|i| stat(i as u32, 18) == sem);
+            w.check("ipc(SEMCTL, SEM_STAT) by index finds the set's virtual ID", found, format!("not among indexes 0..={max}"));
+            // The direct semctl with IPC_64 and IPC_STAT returns the ID: the virtual one.
+            w.expect(
+                "i386 semctl(IPC_STAT | IPC_64) (returns the ID)",
+                sys(I386_SEMCTL, [sem as u32, 0, libc::IPC_STAT as u32 | IPC_64, buf + 64, 0, 0]),
+                sem,
+            );
+            // Shared memory: shmget (395), shmctl IPC_STAT (396) in both layouts.
+            let shm = sys(I386_SHMGET, [0, 4096, (libc::IPC_CREAT | 0o600) as u32, 0, 0, 0]);
+            if shm < 0 {
+                bail!("i386 shmget: {}", show(shm));
+            }
+            page.poison();
+            let r = sys(I386_SHMCTL, [shm as u32, libc::IPC_STAT as u32, buf, 0, 0, 0]);
+            w.check(
+                "i386 shmctl(IPC_STAT) (64-bit layout): key, shm_cpid",
+                r == 0 && page.i32_at(0) == 0 && i64::from(page.i32_at(64)) == me,
+                format!("{}, key {}, cpid {} (want 0, 0, {me})", show(r), page.i32_at(0), page.i32_at(64)),
+            );
+            page.poison();
+            let r = sys(I386_IPC, [IPC_SHMCTL, shm as u32, libc::IPC_STAT as u32, 0, buf, 0]);
+            let cpid16 = page.i32_at(32) & 0xffff;
+            w.check(
+                "ipc(SHMCTL, IPC_STAT), old layout: shm_cpid (16 bits)",
+                r == 0 && i64::from(cpid16) == me & 0xffff,
+                format!("{}, cpid {cpid16} (want 0, {})", show(r), me & 0xffff),
+            );
+            w.expect("i386 shmctl(IPC_RMID)", sys(I386_SHMCTL, [shm as u32, libc::IPC_RMID as u32, 0, 0, 0, 0]), 0);
+            // Message queues: ipc(MSGGET), ipc(MSGSND), msgctl (402).
+            let msg = sys(I386_IPC, [IPC_MSGGET, 0, (libc::IPC_CREAT | 0o600) as u32, 0, 0, 0]);
+            if msg < 0 {
+                bail!("ipc(MSGGET): {}", show(msg));
+            }
+            // struct msgbuf { i32 mtype; char mtext[4]; } in the i386 layout.
+            page.poison();
+            page.write(0, &1i32.to_ne_bytes());
+            w.expect("ipc(MSGSND)", sys(I386_IPC, [IPC_MSGSND, msg as u32, 4, 0, buf, 0]), 0);
+            page.poison();
+            let r = sys(I386_MSGCTL, [msg as u32, libc::IPC_STAT as u32, buf, 0, 0, 0]);
+            w.check(
+                "i386 msgctl(IPC_STAT) (64-bit layout): msg_lspid",
+                r == 0 && i64::from(page.i32_at(72)) == me,
+                format!("{}, lspid {} (want 0, {me})", show(r), page.i32_at(72)),
+            );
+            w.expect("i386 msgctl(IPC_RMID)", sys(I386_MSGCTL, [msg as u32, libc::IPC_RMID as u32, 0, 0, 0, 0]), 0);
+            w.expect("i386 semctl(IPC_RMID)", sys(I386_SEMCTL, [sem as u32, 0, libc::IPC_RMID as u32, 0, 0, 0]), 0);
+            w.finish("i386 SysV IPC in the AID")
+        })?
+        .finish(step_timeout())
+    });
+    // SAFETY: IPC_RMID takes no buffer.
+    unsafe { libc::semctl(outside, 0, libc::IPC_RMID) };
+    result
 }

@@ -265,7 +265,7 @@ impl Kind {
     fn known_flags(self) -> u32 {
         match self {
             Kind::Register => uapi::REGISTER_PID_RANGE,
-            Kind::Unregister => uapi::UNREGISTER_FORCE,
+            Kind::Unregister => uapi::UNREGISTER_FORCE | uapi::UNREGISTER_DESTROY_IPC,
             _ => 0,
         }
     }

@@ -1,18 +1,20 @@
-//! SysV IPC (issue #10) as unmodified programs see it. IPC virtualization is not in the
-//! module yet: these tests hold what must not change for processes outside every AID
-//! while AIDs exist (their IDs are the kernel's, and util-linux's `ipcmk`, `ipcs` and
-//! `ipcrm` agree with the system calls about them), and they are the baseline the AID
-//! runs of issue #10 will be compared with.
+//! SysV IPC (issue #10) as unmodified programs see it: outside every AID nothing changes
+//! while AIDs exist (IDs are the kernel's, util-linux's `ipcmk`, `ipcs` and `ipcrm`
+//! agree with the system calls); inside an AID the same programs get the same answers but
+//! for IDs and PIDs, keys are private to the AID, no other object is reachable by ID,
+//! and an object's binding lives exactly as long as the object.
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use super::Test;
-use crate::aid_fixture::{AidFixture, Flavor};
+use crate::aid_fixture::{for_each_flavor, AidFixture, Flavor};
 use crate::check::{step_timeout, Errno};
 use crate::cmd;
+use crate::fixtures::{GO, READY};
 use crate::ensure_eq;
+use appshot_uapi as uapi;
 
 pub const TESTS: &[Test] = &[
     Test::new(
@@ -20,6 +22,14 @@ pub const TESTS: &[Test] = &[
         util_linux_tools_outside_any_aid,
     ),
     Test::new("ipc/ipcprobe_outside_any_aid", ipcprobe_outside_any_aid),
+    Test::new("ipc/ipcprobe_inside_aid", ipcprobe_inside_aid),
+    Test::new("ipc/keys_private_to_each_aid", keys_private_to_each_aid),
+    Test::new("ipc/foreign_ids_unreachable", foreign_ids_unreachable),
+    Test::new(
+        "ipc/objects_leave_the_table_when_removed",
+        objects_leave_the_table_when_removed,
+    ),
+    Test::new("ipc/unregister_with_objects", unregister_with_objects),
 ];
 
 /// `ipcprobe` (qemu-tests/c/), static and dynamic glibc builds.
@@ -197,24 +207,305 @@ fn ipcprobe_outside_any_aid() -> Result<()> {
     let _aid = AidFixture::new("ipcprobe", Flavor::Range)?;
     for probe in IPC_PROBES {
         let out = cmd::run(&[probe], step_timeout())?.ok()?;
-        let seen = parse(&out.stdout).with_context(|| probe.to_string())?;
-        let value = |key: &str| seen.get(key).copied().with_context(|| format!("{probe}: no {key}"));
-        for &(key, want) in IPCPROBE_NATIVE {
-            ensure_eq!(value(key)?, want, "{probe}: {key}");
-        }
-        let pid = value("pid")?;
-        for key in ["sem_getpid_pid", "shm_cpid_pid", "shm_lpid_pid", "msg_lspid_pid", "msg_lrpid_pid"] {
-            ensure_eq!(value(key)?, pid, "{probe}: {key} (the caller's PID)");
-        }
-        for key in ["sem_id", "shm_id", "msg_id"] {
-            let id = value(key)?;
-            if id < 0 {
-                bail!("{probe}: {key} = {id}");
-            }
-        }
-        // Nothing unexpected: every key is one of the above.
-        let known = IPCPROBE_NATIVE.len() + 1 + 5 + 3;
-        ensure_eq!(seen.len(), known, "{probe}: keys printed ({:?})", seen.keys().collect::<Vec<_>>());
+        check_probe(probe, &out.stdout, None)?;
     }
+    Ok(())
+}
+
+/// Checks what `probe` printed against [`IPCPROBE_NATIVE`]: every value the same, every
+/// recorded PID the probe's own, every ID an ID. `range`: the probe ran in an AID with
+/// this PID range, so its PID comes from it.
+fn check_probe(probe: &str, out: &str, range: Option<(u32, u32)>) -> Result<()> {
+    let seen = parse(out).with_context(|| probe.to_string())?;
+    let value = |key: &str| seen.get(key).copied().with_context(|| format!("{probe}: no {key}"));
+    for &(key, want) in IPCPROBE_NATIVE {
+        ensure_eq!(value(key)?, want, "{probe}: {key}");
+    }
+    let pid = value("pid")?;
+    if range.is_some() {
+        crate::virt::expect_in_range(pid, range, "the probe's getpid")?;
+    }
+    for key in ["sem_getpid_pid", "shm_cpid_pid", "shm_lpid_pid", "msg_lspid_pid", "msg_lrpid_pid"] {
+        ensure_eq!(value(key)?, pid, "{probe}: {key} (the caller's PID)");
+    }
+    for key in ["sem_id", "shm_id", "msg_id"] {
+        let id = value(key)?;
+        if id < 0 {
+            bail!("{probe}: {key} = {id}");
+        }
+    }
+    // Nothing unexpected: every key is one of the above.
+    let known = IPCPROBE_NATIVE.len() + 1 + 5 + 3;
+    ensure_eq!(seen.len(), known, "{probe}: keys printed ({:?})", seen.keys().collect::<Vec<_>>());
+    Ok(())
+}
+
+/// issue #10 section 1: every SysV command `ipcprobe` runs gives inside an AID what it
+/// gives natively but for IDs and PIDs: its IDs are the AID's virtual ones, every PID
+/// the kernel records (GETPID, shm_cpid/shm_lpid, msg_lspid/msg_lrpid) is the probe's
+/// virtual PID, and the errno of every bad argument is the native one. Afterwards the
+/// AID's tables hold nothing (the probe removed every object).
+fn ipcprobe_inside_aid() -> Result<()> {
+    for_each_flavor("ipcprobe-in", |fx| {
+        let range = fx.range();
+        fx.spawn(move |_| {
+            for probe in IPC_PROBES {
+                let out = cmd::run(&[probe], step_timeout())?.ok()?;
+                check_probe(probe, &out.stdout, range).context("in the AID")?;
+            }
+            Ok(())
+        })?
+        .finish(step_timeout())?;
+        let info = fx.dev.info(fx.aid())?;
+        for (table, name) in [(uapi::TABLE_SEM, "semaphore"), (uapi::TABLE_MSG, "message queue")] {
+            ensure_eq!(
+                info.table_sizes[table as usize],
+                0,
+                "{name} entries left in the AID after the probes removed every object"
+            );
+        }
+        Ok(())
+    })
+}
+
+/// `semget(key, 1, flags)`, as a value or -errno.
+fn semget(key: i32, flags: i32) -> i64 {
+    // SAFETY: semget takes integers only.
+    let r = unsafe { libc::semget(key, 1, flags) };
+    if r < 0 { -(Errno::last().0 as i64) } else { r as i64 }
+}
+
+/// `semctl(id, 0, GETVAL)` or `semctl(id, 0, SETVAL, value)`, as a value or -errno.
+fn semval(id: i64, set: Option<i32>) -> i64 {
+    // SAFETY: GETVAL/SETVAL take integers only (SETVAL's semun is the int).
+    let r = unsafe {
+        match set {
+            None => libc::semctl(id as i32, 0, libc::GETVAL),
+            Some(v) => libc::semctl(id as i32, 0, libc::SETVAL, v),
+        }
+    };
+    if r < 0 { -(Errno::last().0 as i64) } else { r as i64 }
+}
+
+/// `semctl(id, 0, IPC_RMID)`, as 0 or -errno.
+fn semrm(id: i64) -> i64 {
+    // SAFETY: IPC_RMID takes no buffer.
+    let r = unsafe { libc::semctl(id as i32, 0, libc::IPC_RMID) };
+    if r < 0 { -(Errno::last().0 as i64) } else { 0 }
+}
+
+/// A key no test uses elsewhere.
+const SHARED_KEY: i32 = 0x4150_5331;
+
+/// issue #10 section 3: a key names an object private to each AID. A process in no AID,
+/// and processes of two AIDs (with and without a PID range) all `semget` one key: three
+/// sets, each keeping its own value; within an AID the key finds its set again and
+/// `IPC_CREAT | IPC_EXCL` is `EEXIST`; a key only an outsider has is `ENOENT` inside an
+/// AID without `IPC_CREAT`.
+fn keys_private_to_each_aid() -> Result<()> {
+    let outside = semget(SHARED_KEY, libc::IPC_CREAT | libc::IPC_EXCL | 0o600);
+    if outside < 0 {
+        bail!("premise: semget({SHARED_KEY:#x}) outside every AID = {}", Errno(-outside as i32));
+    }
+    let result = (|| -> Result<()> {
+        ensure_eq!(semval(outside, Some(11)), 0, "SETVAL outside");
+        let only_outside = semget(SHARED_KEY + 1, libc::IPC_CREAT | libc::IPC_EXCL | 0o600);
+        ensure!(only_outside >= 0, "premise: semget({:#x}) outside = {only_outside}", SHARED_KEY + 1);
+        let mut agents = Vec::new();
+        let fixtures = [AidFixture::new("keys-a", Flavor::Range)?, AidFixture::new("keys-b", Flavor::NoRange)?];
+        for (fx, value) in fixtures.iter().zip([22, 33]) {
+            let agent = fx.spawn(move |chan| {
+                let id = semget(SHARED_KEY, libc::IPC_CREAT | 0o600);
+                ensure!(id >= 0, "semget({SHARED_KEY:#x}, IPC_CREAT) in the AID = {id}");
+                ensure_eq!(semval(id, None), 0, "GETVAL of the AID's new set (not the outsider's 11)");
+                ensure_eq!(semval(id, Some(value)), 0, "SETVAL in the AID");
+                ensure_eq!(semget(SHARED_KEY, 0), id, "semget of the key again, in the AID");
+                ensure_eq!(
+                    semget(SHARED_KEY, libc::IPC_CREAT | libc::IPC_EXCL | 0o600),
+                    -(libc::EEXIST as i64),
+                    "semget(IPC_CREAT | IPC_EXCL) of the AID's key"
+                );
+                ensure_eq!(
+                    semget(SHARED_KEY + 1, 0),
+                    -(libc::ENOENT as i64),
+                    "semget of a key only a process outside the AID has"
+                );
+                chan.send(READY)?;
+                // Both AIDs hold their sets at once; then each checks its value again.
+                chan.recv(step_timeout())?;
+                ensure_eq!(semval(id, None), value as i64, "GETVAL in the AID after the other AID set its own");
+                ensure_eq!(semrm(id), 0, "IPC_RMID in the AID");
+                Ok(())
+            })?;
+            agents.push(agent);
+        }
+        for agent in &mut agents {
+            ensure_eq!(agent.recv_step()?, READY, "an AID's agent");
+        }
+        for agent in &agents {
+            agent.send(GO)?;
+        }
+        for agent in agents {
+            agent.finish(step_timeout())?;
+        }
+        ensure_eq!(semval(outside, None), 11, "GETVAL outside after both AIDs used the key");
+        ensure_eq!(semget(SHARED_KEY, 0), outside, "semget of the key outside, after the AIDs");
+        semrm(only_outside);
+        Ok(())
+    })();
+    semrm(outside);
+    result
+}
+
+/// issue #10 section 1: an AID process reaches only its AID's objects by ID. The system
+/// ID of an outsider's set, a set of another AID (by the ID that AID's process sees) and
+/// a set the AID removed are all `EINVAL` (as natively for an ID no object has), while
+/// the AID's own set works.
+fn foreign_ids_unreachable() -> Result<()> {
+    let outside = semget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o666);
+    ensure!(outside >= 0, "premise: semget outside = {outside}");
+    let result = (|| -> Result<()> {
+        ensure_eq!(semval(outside, Some(5)), 0, "SETVAL outside");
+        let other = AidFixture::new("foreign-b", Flavor::NoRange)?;
+        let mut holder = other.spawn(|chan| {
+            let id = semget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o666);
+            ensure!(id >= 0, "semget in the other AID = {id}");
+            chan.send(id)?;
+            chan.recv(step_timeout())?;
+            semrm(id);
+            Ok(())
+        })?;
+        let theirs = holder.recv_step()?;
+        for_each_flavor("foreign-a", |fx| {
+            fx.spawn(move |_| {
+                let own = semget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600);
+                ensure!(own >= 0, "semget in the AID = {own}");
+                ensure_eq!(semval(own, Some(3)), 0, "SETVAL on the AID's own set");
+                for (what, id) in [("a set outside every AID", outside), ("another AID's set", theirs)] {
+                    if id != own {
+                        ensure_eq!(semval(id, None), -(libc::EINVAL as i64), "GETVAL of {what} (ID {id})");
+                        ensure_eq!(semval(id, Some(9)), -(libc::EINVAL as i64), "SETVAL of {what} (ID {id})");
+                        ensure_eq!(semrm(id), -(libc::EINVAL as i64), "IPC_RMID of {what} (ID {id})");
+                    }
+                }
+                ensure_eq!(semrm(own), 0, "IPC_RMID of the AID's set");
+                ensure_eq!(semval(own, None), -(libc::EINVAL as i64), "GETVAL of the removed set");
+                Ok(())
+            })?
+            .finish(step_timeout())
+        })?;
+        holder.send(GO)?;
+        holder.finish(step_timeout())?;
+        ensure_eq!(semval(outside, None), 5, "the outsider's value after the AIDs tried it");
+        Ok(())
+    })();
+    semrm(outside);
+    result
+}
+
+/// The AID's entries of `table` (`uapi::TABLE_SEM`...): (virtual, system) pairs.
+fn ipc_entries(fx: &AidFixture, table: u32) -> Result<Vec<(u32, u32)>> {
+    let entries = fx.dev.table(fx.aid(), table).with_context(|| format!("TABLE {table} of AID {}", fx.aid()))?;
+    Ok(entries.iter().map(|e| (e.virtual_id, e.system_id)).collect())
+}
+
+/// issue #10 section 4: objects outlive their creators and leave the AID's table only
+/// when the kernel removes them, whoever removes them. A set whose creator has exited
+/// stays bound (the creator's ID still reaches it from a new process of the AID); root
+/// removing it from outside drops the binding (a new process of the AID gets EINVAL);
+/// a segment removed while attached keeps its binding (IPC_STAT and shmat by its ID
+/// still work, as natively) until its last detach.
+fn objects_leave_the_table_when_removed() -> Result<()> {
+    for_each_flavor("ipc-lifetime", |fx| {
+        // A set made by a process that then exits.
+        let mut maker = fx.spawn(|chan| {
+            let id = semget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600);
+            ensure!(id >= 0, "semget = {id}");
+            ensure_eq!(semval(id, Some(8)), 0, "SETVAL");
+            chan.send(id)?;
+            Ok(())
+        })?;
+        let virtual_id = maker.recv_step()?;
+        maker.finish(step_timeout())?;
+        let sems = ipc_entries(fx, uapi::TABLE_SEM)?;
+        ensure!(
+            sems.len() == 1 && i64::from(sems[0].0) == virtual_id,
+            "the AID's semaphore table after its creator exited: {sems:?} (want virtual ID {virtual_id})"
+        );
+        let system_id = sems[0].1 as i64;
+        fx.spawn(move |_| {
+            ensure_eq!(semval(virtual_id, None), 8, "GETVAL by the exited creator's ID, from a new process");
+            Ok(())
+        })?
+        .finish(step_timeout())?;
+        // Root removes it from outside every AID.
+        ensure_eq!(semrm(system_id), 0, "IPC_RMID of the AID's set by its system ID, outside");
+        ensure_eq!(ipc_entries(fx, uapi::TABLE_SEM)?, vec![], "the AID's semaphore table after the removal outside");
+        fx.spawn(move |_| {
+            ensure_eq!(semval(virtual_id, None), -(libc::EINVAL as i64), "GETVAL of the removed set");
+            Ok(())
+        })?
+        .finish(step_timeout())?;
+        // A segment removed while attached.
+        let mut holder = fx.spawn(|chan| {
+            // SAFETY: shmget/shmat/shmctl on a private segment of ours.
+            unsafe {
+                let id = libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600);
+                ensure!(id >= 0, "shmget: {}", Errno::last());
+                let at = libc::shmat(id, std::ptr::null(), 0);
+                ensure!(at as isize != -1, "shmat: {}", Errno::last());
+                ensure_eq!(libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()), 0, "IPC_RMID while attached");
+                chan.send(id as i64)?;
+                chan.recv(step_timeout())?;
+                let mut ds: libc::shmid_ds = std::mem::zeroed();
+                ensure_eq!(libc::shmctl(id, libc::IPC_STAT, &mut ds), 0, "IPC_STAT of the removed, attached segment");
+                ensure_eq!(ds.shm_nattch, 1, "its attach count");
+                ensure_eq!(libc::shmdt(at), 0, "shmdt");
+                ensure_eq!(libc::shmctl(id, libc::IPC_STAT, &mut ds), -1, "IPC_STAT after the last detach");
+                ensure_eq!(Errno::last().0, libc::EINVAL, "its errno");
+            }
+            Ok(())
+        })?;
+        holder.recv_step()?;
+        ensure_eq!(ipc_entries(fx, uapi::TABLE_SHM)?.len(), 1, "shared memory entries while the removed segment is attached");
+        holder.send(GO)?;
+        holder.finish(step_timeout())?;
+        ensure_eq!(ipc_entries(fx, uapi::TABLE_SHM)?, vec![], "the AID's shared memory table after the last detach");
+        Ok(())
+    })
+}
+
+/// issue #10 section 4: UNREGISTER refuses (ENOTEMPTY) while the AID has objects, even
+/// with FORCE; with DESTROY_IPC it removes them from the system too. appshotctl says so.
+fn unregister_with_objects() -> Result<()> {
+    let fx = AidFixture::new("ipc-unreg", Flavor::Range)?;
+    fx.spawn(|_| {
+        // SAFETY: msgget takes integers only.
+        let id = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600) };
+        ensure!(id >= 0, "msgget: {}", Errno::last());
+        Ok(())
+    })?
+    .finish(step_timeout())?;
+    let msgs = ipc_entries(&fx, uapi::TABLE_MSG)?;
+    ensure_eq!(msgs.len(), 1, "message queues of the AID after its process exited");
+    let system_id = msgs[0].1 as i32;
+    let refused = fx.dev.unregister(fx.aid(), uapi::UNREGISTER_FORCE);
+    ensure!(
+        refused == Err(Errno(libc::ENOTEMPTY)),
+        "UNREGISTER (FORCE) of an AID with a message queue: {refused:?} (want ENOTEMPTY)"
+    );
+    let out = cmd::run(&["/usr/bin/appshotctl", "unregister", fx.name(), "--force"], step_timeout())?;
+    ensure!(
+        !out.success() && out.stderr.contains("SysV IPC objects") && out.stderr.contains("--destroy-ipc"),
+        "appshotctl unregister of an AID with objects: {out:?}"
+    );
+    cmd::run(&["/usr/bin/appshotctl", "unregister", fx.name(), "--force", "--destroy-ipc"], step_timeout())?.ok()?;
+    // SAFETY: IPC_STAT into a zeroed local.
+    let r = unsafe {
+        let mut ds: libc::msqid_ds = std::mem::zeroed();
+        libc::msgctl(system_id, libc::IPC_STAT, &mut ds)
+    };
+    ensure!(r == -1 && Errno::last().0 == libc::EINVAL, "the queue after --destroy-ipc: IPC_STAT = {r}");
+    ensure!(fx.dev.info(fx.aid()).is_err(), "the AID is still registered");
     Ok(())
 }

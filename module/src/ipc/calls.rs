@@ -1,0 +1,425 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The SysV IPC system calls of an AID process: where each entry takes its arguments,
+//! and what is translated in and out (the rules are in the module documentation).
+//!
+//! Entries: the x86-64 calls (which x32 reaches too, with the same structures), the
+//! i386 direct calls (`semget` 393 ... `msgctl` 402, `semtimedop_time64`) and the i386
+//! `ipc(2)` multiplexer, which is the only i386 way to `semop` and the one older
+//! programs use for everything. Each handler is generic over the kind
+//! ([`IpcKind`]), so a semaphore ID is only ever looked up in the semaphore table.
+
+use kernel::bindings;
+use kernel::prelude::*;
+use kernel::uaccess::UserSlice;
+
+use crate::ipc::{self, IpcKind};
+use crate::linux::glue;
+use crate::syscalls::{read_user_i32, write_user_i32, Abi, Call, Outcome};
+use crate::table::{kind, EntryReservation};
+
+// uapi/linux/ipc.h, sem.h, shm.h, msg.h (checked against the headers in the glue).
+const IPC_PRIVATE: i32 = 0;
+const IPC_CREAT: i32 = 0o1000;
+const IPC_EXCL: i32 = 0o2000;
+const IPC_STAT: i32 = 2;
+const IPC_INFO: i32 = 3;
+/// The i386 flag that asks for the 64-bit `*id64_ds` layouts (without it: the old ones).
+const IPC_64: i32 = 0x100;
+const GETPID: i32 = 11;
+const SEM_STAT: i32 = 18;
+const SEM_INFO: i32 = 19;
+const SEM_STAT_ANY: i32 = 20;
+const SHM_STAT: i32 = 13;
+const SHM_INFO: i32 = 14;
+const SHM_STAT_ANY: i32 = 15;
+const MSG_STAT: i32 = 11;
+const MSG_INFO: i32 = 12;
+const MSG_STAT_ANY: i32 = 13;
+/// An object's index is its ID modulo this (`ipcid_to_idx`).
+const SEQ_MULTIPLIER: u32 = 32768;
+
+// The ipc(2) multiplexer's calls (uapi/linux/ipc.h).
+const SEMOP: u32 = 1;
+const SEMGET: u32 = 2;
+const SEMCTL: u32 = 3;
+const SEMTIMEDOP: u32 = 4;
+const MSGSND: u32 = 11;
+const MSGRCV: u32 = 12;
+const MSGGET: u32 = 13;
+const MSGCTL: u32 = 14;
+const SHMAT: u32 = 21;
+const SHMGET: u32 = 23;
+const SHMCTL: u32 = 24;
+
+/// Draws of a system key before giving up with `ENOSPC` (each taken one is a 2^-32
+/// chance, or an object squatting a random key).
+const KEY_DRAWS: usize = 16;
+
+/// What a control command is, for translation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// `IPC_INFO`, `*_INFO`: no object named; system-wide limits and counts.
+    Info,
+    /// `*_STAT`, `*_STAT_ANY`: the argument is an index, the result an ID, the buffer
+    /// an object's `*_ds`.
+    StatByIndex,
+    /// `IPC_STAT`: the buffer is the object's `*_ds`.
+    Stat,
+    /// What the direct i386 `semctl` and `msgctl` make of a stat command with `IPC_64`
+    /// set: they dispatch on the command without the flag but compare it whole inside,
+    /// so it is an `IPC_STAT` by ID that returns the ID.
+    StatReturningId,
+    /// `semctl(GETPID)`: the result is a PID.
+    GetPid,
+    /// Every other command: only the ID is translated.
+    Plain,
+}
+
+/// A kind's control commands and `*_ds` layouts.
+trait Control: IpcKind {
+    /// The class of `cmd` (without `IPC_64`).
+    fn class(cmd: i32) -> Class;
+    /// Where a `*_ds` of this kind holds PIDs, as (offset, width in bytes), for an entry
+    /// of `abi` and, for i386, the 64-bit layout (`IPC_64`) or the old one.
+    fn pids(abi: Abi, layout64: bool) -> &'static [(u64, usize)];
+}
+
+fn common_class(cmd: i32) -> Class {
+    match cmd {
+        IPC_STAT => Class::Stat,
+        IPC_INFO => Class::Info,
+        _ => Class::Plain,
+    }
+}
+
+impl Control for kind::Sem {
+    fn class(cmd: i32) -> Class {
+        match cmd {
+            SEM_STAT | SEM_STAT_ANY => Class::StatByIndex,
+            SEM_INFO => Class::Info,
+            GETPID => Class::GetPid,
+            _ => common_class(cmd),
+        }
+    }
+    fn pids(_: Abi, _: bool) -> &'static [(u64, usize)] {
+        &[]
+    }
+}
+
+impl Control for kind::Shm {
+    fn class(cmd: i32) -> Class {
+        match cmd {
+            SHM_STAT | SHM_STAT_ANY => Class::StatByIndex,
+            SHM_INFO => Class::Info,
+            _ => common_class(cmd),
+        }
+    }
+    fn pids(abi: Abi, layout64: bool) -> &'static [(u64, usize)] {
+        // shm_cpid, shm_lpid of shmid64_ds, compat_shmid64_ds, compat_shmid_ds.
+        match (abi, layout64) {
+            (Abi::Ia32, true) => &[(64, 4), (68, 4)],
+            (Abi::Ia32, false) => &[(32, 2), (34, 2)],
+            _ => &[(80, 4), (84, 4)],
+        }
+    }
+}
+
+impl Control for kind::Msg {
+    fn class(cmd: i32) -> Class {
+        match cmd {
+            MSG_STAT | MSG_STAT_ANY => Class::StatByIndex,
+            MSG_INFO => Class::Info,
+            _ => common_class(cmd),
+        }
+    }
+    fn pids(abi: Abi, layout64: bool) -> &'static [(u64, usize)] {
+        // msg_lspid, msg_lrpid of msqid64_ds, compat_msqid64_ds, compat_msqid_ds.
+        match (abi, layout64) {
+            (Abi::Ia32, true) => &[(72, 4), (76, 4)],
+            (Abi::Ia32, false) => &[(50, 2), (52, 2)],
+            _ => &[(96, 4), (100, 4)],
+        }
+    }
+}
+
+/// Where a control command's buffer is.
+#[derive(Clone, Copy)]
+enum Buffer {
+    /// In argument `i`.
+    Arg(usize),
+    /// In the 32-bit word argument `i` points to: the `semun` of the multiplexer's
+    /// `SEMCTL`, which the kernel reads from there.
+    SemunAt(usize),
+}
+
+/// Argument `i` replaced by the 32-bit value `value` (the kernel reads an `int`).
+fn set_int(args: &mut [u64; 6], i: usize, value: i32) {
+    args[i] = (args[i] & !0xffff_ffff) | u64::from(value as u32);
+}
+
+/// `*get(key, ..., flags)`: the key as the AID sees it, the object bound to a virtual ID.
+fn get<K: IpcKind>(c: &Call<'_>, key_at: usize, flags_at: usize) -> Outcome {
+    let limit = glue::max_entries();
+    let binding = match ipc::Binding::<K>::new() {
+        Ok(binding) => binding,
+        Err(e) => return Outcome::Return(e.to_errno().into()),
+    };
+    let key = c.int_arg(key_at);
+    let flags = c.int_arg(flags_at);
+    let mut args = c.args();
+    let ret = if key == IPC_PRIVATE {
+        c.call(args)
+    } else {
+        // One binding per key, whichever process of the AID gets it first.
+        let _keys = c.aid.key_lock.lock();
+        match ipc::system_key(c.aid, key) {
+            Some(system) => {
+                set_int(&mut args, key_at, system);
+                c.call(args)
+            }
+            // As natively for a key no object has.
+            None if flags & IPC_CREAT == 0 => -i64::from(bindings::ENOENT),
+            None => create_with_new_key(c, key, key_at, flags_at, flags),
+        }
+    };
+    if ret < 0 {
+        return Outcome::Return(ret);
+    }
+    match ipc::bind::<K>(c.registry, c.aid, ret as i32, binding, limit) {
+        Ok(virtual_id) => Outcome::Return(i64::from(virtual_id)),
+        Err(e) => {
+            pr_warn!(
+                "AID {} '{}': no room for another {} (max_entries {}): ENOSPC\n",
+                c.aid.id,
+                c.aid.name_str(),
+                K::NAME,
+                limit
+            );
+            Outcome::Return(e.to_errno().into())
+        }
+    }
+}
+
+/// The AID's first `*get(key, IPC_CREAT)`: a new object under a random system key no
+/// object of this kind has (`IPC_EXCL`), then the key bound. The caller holds
+/// `Aid::key_lock`. Returns the call's result.
+fn create_with_new_key(c: &Call<'_>, key: i32, key_at: usize, flags_at: usize, flags: i32) -> i64 {
+    let reservation = match EntryReservation::<kind::Key>::new(GFP_KERNEL) {
+        Ok(reservation) => reservation,
+        Err(e) => return e.to_errno().into(),
+    };
+    let mut args = c.args();
+    set_int(&mut args, flags_at, flags | IPC_CREAT | IPC_EXCL);
+    for _ in 0..KEY_DRAWS {
+        // SAFETY: get_random_u32 has no preconditions.
+        let system = unsafe { bindings::get_random_u32() } as i32;
+        if system == IPC_PRIVATE || ipc::system_key_taken(c.aid, system) {
+            continue;
+        }
+        set_int(&mut args, key_at, system);
+        let ret = c.call(args);
+        if ret == -i64::from(bindings::EEXIST) {
+            // Some process in no AID (or another AID) has an object under this key.
+            continue;
+        }
+        if ret >= 0 {
+            // Neither key is bound: the virtual one was looked up and the system one
+            // drawn under `key_lock`.
+            let _ = ipc::bind_key(c.aid, key, system, reservation);
+        }
+        return ret;
+    }
+    -i64::from(bindings::ENOSPC)
+}
+
+/// A call on the object named by argument `id_at` (semop, semtimedop, shmat, msgsnd,
+/// msgrcv).
+fn uses<K: IpcKind>(c: &Call<'_>, id_at: usize) -> Outcome {
+    let mut args = c.args();
+    set_int(&mut args, id_at, ipc::to_system::<K>(c.aid, c.int_arg(id_at)));
+    Outcome::Return(c.call(args))
+}
+
+/// Which kind of entry a control command came through.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// A direct `*ctl` system call: the 64-bit `*_ds` layout, the command as given.
+    Direct,
+    /// The i386 `ipc(2)` multiplexer: `IPC_64` in the command asks for the 64-bit
+    /// layout, without it the old one (`compat_ipc_parse_version`).
+    Multiplexer,
+}
+
+/// `*ctl(id, cmd, buffer)`.
+fn ctl<K: Control>(c: &Call<'_>, entry: Entry, id_at: usize, cmd_at: usize, buffer: Buffer) -> Outcome {
+    let raw_cmd = c.int_arg(cmd_at);
+    let (class, layout64) = match entry {
+        Entry::Multiplexer => (K::class(raw_cmd & !IPC_64), raw_cmd & IPC_64 != 0),
+        Entry::Direct if c.abi == Abi::Ia32 && raw_cmd & IPC_64 != 0 => match K::class(raw_cmd & !IPC_64) {
+            Class::Stat | Class::StatByIndex => (Class::StatReturningId, true),
+            // Refused by the kernel, or run with the ID as given: translated.
+            _ => (Class::Plain, true),
+        },
+        Entry::Direct => (K::class(raw_cmd), true),
+    };
+    let mut args = c.args();
+    let id = c.int_arg(id_at);
+    match class {
+        Class::Info => return Outcome::Native,
+        Class::StatByIndex => {
+            // The index names an object of the AID only if one of its objects sits there;
+            // any other index (an outsider's object, or none) is an unused one.
+            match object_at_index::<K>(c, id) {
+                Some(_) => {}
+                None => return Outcome::Return(-i64::from(bindings::EINVAL)),
+            }
+        }
+        _ => set_int(&mut args, id_at, ipc::to_system::<K>(c.aid, id)),
+    }
+    let ret = c.call(args);
+    match class {
+        Class::StatByIndex if ret >= 0 => match ipc::to_virtual::<K>(c.aid, ret as i32) {
+            Some(virtual_id) => {
+                show_ds::<K>(c, buffer_address(c, buffer), layout64);
+                Outcome::Return(i64::from(virtual_id))
+            }
+            // Replaced meanwhile by an object outside the AID: as an unused index.
+            None => Outcome::Return(-i64::from(bindings::EINVAL)),
+        },
+        Class::Stat if ret == 0 => {
+            show_ds::<K>(c, buffer_address(c, buffer), layout64);
+            Outcome::Return(ret)
+        }
+        Class::StatReturningId if ret >= 0 => {
+            show_ds::<K>(c, buffer_address(c, buffer), layout64);
+            // The object was found by its translated ID: it is the AID's.
+            Outcome::Return(ipc::to_virtual::<K>(c.aid, ret as i32).map_or(-i64::from(bindings::EINVAL), i64::from))
+        }
+        Class::GetPid if ret > 0 => Outcome::Return(c.shown(ret as u32)),
+        _ => Outcome::Return(ret),
+    }
+}
+
+/// The system ID of the AID's object at index `index`, if it has one there.
+fn object_at_index<K: IpcKind>(c: &Call<'_>, index: i32) -> Option<i32> {
+    if index < 0 {
+        return None;
+    }
+    let mut state = c.aid.state.lock();
+    let mut found = None;
+    K::table(&mut state).for_each(|entry| {
+        if entry.system_id.raw() % SEQ_MULTIPLIER == index as u32 {
+            found = Some(entry.system_id.raw() as i32);
+            return false;
+        }
+        true
+    });
+    found
+}
+
+/// The user address of a control command's buffer.
+fn buffer_address(c: &Call<'_>, buffer: Buffer) -> u64 {
+    match buffer {
+        Buffer::Arg(i) => c.ptr_arg(i),
+        Buffer::SemunAt(i) => read_user_i32(c.ptr_arg(i)).map_or(0, |address| u64::from(address as u32)),
+    }
+}
+
+/// Rewrites the `*_ds` the kernel has written at `address` in the AID's terms: the key
+/// of its `ipc_perm` (first in every layout) and the PIDs.
+fn show_ds<K: Control>(c: &Call<'_>, address: u64, layout64: bool) {
+    if address == 0 {
+        return;
+    }
+    if let Some(key) = read_user_i32(address) {
+        let shown = ipc::virtual_key(c.aid, key);
+        if shown != key {
+            write_user_i32(address, shown);
+        }
+    }
+    for &(offset, width) in K::pids(c.abi, layout64) {
+        let at = address.wrapping_add(offset);
+        if width == 4 {
+            if let Some(pid) = read_user_i32(at) {
+                if pid > 0 {
+                    write_user_i32(at, c.shown(pid as u32) as i32);
+                }
+            }
+        } else {
+            // The old i386 layouts keep 16 bits of a PID, as the kernel truncates it.
+            let mut raw = [0u8; 2];
+            if UserSlice::new(at as usize, 2).reader().read_slice(&mut raw).is_ok() {
+                let pid = u16::from_ne_bytes(raw);
+                if pid > 0 {
+                    let shown = (c.shown(u32::from(pid)) as u16).to_ne_bytes();
+                    let _ = UserSlice::new(at as usize, 2).writer().write_slice(&shown);
+                }
+            }
+        }
+    }
+}
+
+// ---- The entries ---------------------------------------------------------------------
+
+/// semget(key, nsems, semflg).
+pub(crate) fn semget(c: &Call<'_>) -> Outcome {
+    get::<kind::Sem>(c, 0, 2)
+}
+
+/// semop(semid, sops, nsops), semtimedop(semid, sops, nsops, timeout).
+pub(crate) fn semop(c: &Call<'_>) -> Outcome {
+    uses::<kind::Sem>(c, 0)
+}
+
+/// semctl(semid, semnum, cmd, arg): the buffer is the `semun` value itself.
+pub(crate) fn semctl(c: &Call<'_>) -> Outcome {
+    ctl::<kind::Sem>(c, Entry::Direct, 0, 2, Buffer::Arg(3))
+}
+
+/// shmget(key, size, shmflg).
+pub(crate) fn shmget(c: &Call<'_>) -> Outcome {
+    get::<kind::Shm>(c, 0, 2)
+}
+
+/// shmat(shmid, shmaddr, shmflg).
+pub(crate) fn shmat(c: &Call<'_>) -> Outcome {
+    uses::<kind::Shm>(c, 0)
+}
+
+/// shmctl(shmid, cmd, buf).
+pub(crate) fn shmctl(c: &Call<'_>) -> Outcome {
+    ctl::<kind::Shm>(c, Entry::Direct, 0, 1, Buffer::Arg(2))
+}
+
+/// msgget(key, msgflg).
+pub(crate) fn msgget(c: &Call<'_>) -> Outcome {
+    get::<kind::Msg>(c, 0, 1)
+}
+
+/// msgsnd(msqid, msgp, msgsz, msgflg), msgrcv(msqid, msgp, msgsz, msgtyp, msgflg).
+pub(crate) fn msgop(c: &Call<'_>) -> Outcome {
+    uses::<kind::Msg>(c, 0)
+}
+
+/// msgctl(msqid, cmd, buf).
+pub(crate) fn msgctl(c: &Call<'_>) -> Outcome {
+    ctl::<kind::Msg>(c, Entry::Direct, 0, 1, Buffer::Arg(2))
+}
+
+/// i386 ipc(call, first, second, third, ptr, fifth): the call's number in the low 16
+/// bits (a version above), then each call's own arguments (`compat_sys_ipc`).
+pub(crate) fn multiplexer(c: &Call<'_>) -> Outcome {
+    match c.arg(0) as u32 & 0xffff {
+        SEMOP | SEMTIMEDOP => uses::<kind::Sem>(c, 1),
+        SEMGET => get::<kind::Sem>(c, 1, 3),
+        SEMCTL => ctl::<kind::Sem>(c, Entry::Multiplexer, 1, 3, Buffer::SemunAt(4)),
+        MSGSND | MSGRCV => uses::<kind::Msg>(c, 1),
+        MSGGET => get::<kind::Msg>(c, 1, 2),
+        MSGCTL => ctl::<kind::Msg>(c, Entry::Multiplexer, 1, 2, Buffer::Arg(4)),
+        SHMAT => uses::<kind::Shm>(c, 1),
+        SHMGET => get::<kind::Shm>(c, 1, 3),
+        SHMCTL => ctl::<kind::Shm>(c, Entry::Multiplexer, 1, 2, Buffer::Arg(4)),
+        // SHMDT names no object; unknown calls fail natively.
+        _ => Outcome::Native,
+    }
+}
