@@ -30,6 +30,7 @@
 #include <linux/ftrace.h>
 #include <linux/futex.h>
 #include <linux/ipc.h>
+#include <linux/seq_file.h>
 #include <linux/ipc_namespace.h>
 /* The private header of ipc/ for its table numbers (IPC_SEM_IDS ...), checked below. */
 #include <../ipc/util.h>
@@ -422,6 +423,29 @@ const void *appshot_glue_ipc_ids(int kind)
 	struct ipc_namespace *ns = current->nsproxy->ipc_ns;
 
 	return kind >= 0 && kind < 3 ? &ns->ids[kind] : NULL;
+}
+
+/* Calls a /proc/sysvipc show function (found by its hook, checked callable at load). */
+int appshot_glue_call_seq_show(unsigned long site, struct seq_file *m, void *it)
+{
+	int (*call)(struct seq_file *, void *) = (void *)appshot_site_function(site);
+
+	return call(m, it);
+}
+
+/* A seq_file's buffer, its fill and its size. */
+void appshot_glue_seq_state(struct seq_file *m, char **buf, size_t *count, size_t *size)
+{
+	*buf = m->buf;
+	*count = m->count;
+	*size = m->size;
+}
+
+/* Sets a seq_file's fill (`count` == size: overflow, the read retries with a larger
+ * buffer). */
+void appshot_glue_seq_set_count(struct seq_file *m, size_t count)
+{
+	m->count = min(count, m->size);
 }
 
 /* The ID of an IPC object. */

@@ -51,6 +51,7 @@ use kernel::str::CStr;
 use kernel::sync::Arc;
 
 use crate::aid::Aid;
+use crate::table::kind;
 
 use crate::linux::glue;
 use crate::pid::{futex, link};
@@ -74,6 +75,9 @@ enum KernelHook {
     FindTask,
     PidNr,
     IpcRmid,
+    SemProcShow,
+    ShmProcShow,
+    MsgProcShow,
     Ia32Frame,
     X32Frame,
 }
@@ -90,6 +94,9 @@ const KERNEL_FUNCTIONS: &[(&CStr, KernelHook)] = &[
     (kernel::c_str!("find_get_task_by_vpid"), KernelHook::FindTask),
     (kernel::c_str!("__task_pid_nr_ns"), KernelHook::PidNr),
     (kernel::c_str!("ipc_rmid"), KernelHook::IpcRmid),
+    (kernel::c_str!("sysvipc_sem_proc_show"), KernelHook::SemProcShow),
+    (kernel::c_str!("sysvipc_shm_proc_show"), KernelHook::ShmProcShow),
+    (kernel::c_str!("sysvipc_msg_proc_show"), KernelHook::MsgProcShow),
     (kernel::c_str!("ia32_setup_rt_frame"), KernelHook::Ia32Frame),
     (kernel::c_str!("x32_setup_rt_frame"), KernelHook::X32Frame),
 ];
@@ -171,7 +178,16 @@ impl Hooked {
     /// Whether a handler calls the function itself (through an indirect call, which
     /// IBT lets land only on ENDBR).
     fn called_by_handler(self) -> bool {
-        matches!(self, Hooked::Syscall(_) | Hooked::Kernel(KernelHook::SignalfdRead))
+        matches!(
+            self,
+            Hooked::Syscall(_)
+                | Hooked::Kernel(
+                    KernelHook::SignalfdRead
+                        | KernelHook::SemProcShow
+                        | KernelHook::ShmProcShow
+                        | KernelHook::MsgProcShow
+                )
+        )
     }
 }
 
@@ -525,6 +541,26 @@ unsafe fn kernel_function(registry: &Registry, hook: KernelHook, args: *const c_
             // call.
             crate::ipc::on_rmid(registry, arg(0) as usize, arg(1) as *mut c_void);
             false
+        }
+        KernelHook::SemProcShow | KernelHook::ShmProcShow | KernelHook::MsgProcShow => {
+            let (m, it) = (arg(0) as *mut bindings::seq_file, arg(1) as *mut c_void);
+            // SAFETY: the show function's arguments, valid for the call (its caller holds
+            // the object's lock); `site` is the function's.
+            let shown = unsafe {
+                match hook {
+                    KernelHook::SemProcShow => crate::ipc::proc::show::<kind::Sem>(registry, m, it, site),
+                    KernelHook::ShmProcShow => crate::ipc::proc::show::<kind::Shm>(registry, m, it, site),
+                    _ => crate::ipc::proc::show::<kind::Msg>(registry, m, it, site),
+                }
+            };
+            match shown {
+                None => false,
+                Some(ret) => {
+                    // SAFETY: `out` points to the trampoline's result slot.
+                    unsafe { *out = ret as c_long };
+                    true
+                }
+            }
         }
         KernelHook::Ia32Frame | KernelHook::X32Frame => {
             // The frame is written to the user stack: may fault and sleep.

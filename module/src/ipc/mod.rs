@@ -26,6 +26,7 @@
 //! The handlers and the argument layouts of every entry are in [`calls`].
 
 pub(crate) mod calls;
+pub(crate) mod proc;
 
 use kernel::prelude::*;
 use kernel::str::CStr;

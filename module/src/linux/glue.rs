@@ -40,6 +40,14 @@ extern "C" {
     pub(crate) fn appshot_glue_hooks_attach() -> c_int;
     pub(crate) fn appshot_glue_ipc_ids(kind: c_int) -> *const c_void;
     pub(crate) fn appshot_glue_ipc_perm_id(perm: *const c_void) -> c_int;
+    pub(crate) fn appshot_glue_call_seq_show(site: c_ulong, m: *mut bindings::seq_file, it: *mut c_void) -> c_int;
+    pub(crate) fn appshot_glue_seq_state(
+        m: *mut bindings::seq_file,
+        buf: *mut *mut c_char,
+        count: *mut usize,
+        size: *mut usize,
+    );
+    pub(crate) fn appshot_glue_seq_set_count(m: *mut bindings::seq_file, count: usize);
     pub(crate) fn appshot_glue_hooks_attach_demand() -> c_int;
     pub(crate) fn appshot_glue_hooks_detach();
     pub(crate) fn appshot_glue_hooks_quiesce();

@@ -30,6 +30,7 @@ pub const TESTS: &[Test] = &[
         objects_leave_the_table_when_removed,
     ),
     Test::new("ipc/unregister_with_objects", unregister_with_objects),
+    Test::new("ipc/util_linux_tools_inside_aid", util_linux_tools_inside_aid),
 ];
 
 /// `ipcprobe` (qemu-tests/c/), static and dynamic glibc builds.
@@ -508,4 +509,91 @@ fn unregister_with_objects() -> Result<()> {
     ensure!(r == -1 && Errno::last().0 == libc::EINVAL, "the queue after --destroy-ipc: IPC_STAT = {r}");
     ensure!(fx.dev.info(fx.aid()).is_err(), "the AID is still registered");
     Ok(())
+}
+
+/// The IDs `ipcs OPTION` lists (the second column of its object lines, which start with
+/// the key in hex).
+fn ipcs_ids(option: &str) -> Result<Vec<i64>> {
+    let out = cmd::run(&["/usr/bin/ipcs", option], step_timeout())?.ok()?;
+    let mut ids = Vec::new();
+    for line in out.stdout.lines().filter(|l| l.starts_with("0x")) {
+        let id = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("`ipcs {option}` line {line:?}"))?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// issue #10 section 2: util-linux's `ipcmk`, `ipcs` and `ipcrm`, unmodified, inside an
+/// AID: `ipcmk` prints the AID's virtual IDs, `ipcs` (which reads /proc/sysvipc) lists
+/// exactly the AID's objects under them (not an object of a process outside the AID,
+/// with its PIDs as the AID sees them), `ipcs -i` shows one, and `ipcrm` removes by
+/// virtual ID. /proc/sysvipc read inside holds one line per object of the AID.
+fn util_linux_tools_inside_aid() -> Result<()> {
+    // An object of each kind outside every AID, which the AID must not see.
+    let outside = [
+        semget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o666),
+        // SAFETY: shmget/msgget take integers only.
+        unsafe { libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o666) } as i64,
+        unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o666) } as i64,
+    ];
+    ensure!(outside.iter().all(|&id| id >= 0), "premise: objects outside: {outside:?}");
+    let result = for_each_flavor("ipc-tools-in", |fx| {
+        let range = fx.range();
+        fx.spawn(move |_| {
+            for (kind, &outsider) in KINDS.iter().zip(&outside) {
+                let mut argv = vec!["/usr/bin/ipcmk"];
+                argv.extend(kind.make);
+                let out = cmd::run(&argv, step_timeout())?.ok()?;
+                let id: i64 = out
+                    .stdout
+                    .lines()
+                    .find_map(|line| line.strip_prefix(kind.answer))
+                    .and_then(|rest| rest.trim().parse().ok())
+                    .with_context(|| format!("`{}` printed no {:?}: {:?}", argv.join(" "), kind.answer, out.stdout))?;
+                ensure_eq!(stat(kind, id as i32), 0, "IPC_STAT in the AID of the {} ipcmk made", kind.what);
+                let listed = ipcs_ids(kind.option)?;
+                ensure_eq!(listed, vec![id], "`ipcs {}` in the AID (the outsider's is {outsider})", kind.option);
+                let file = match kind.option {
+                    "-s" => "/proc/sysvipc/sem",
+                    "-m" => "/proc/sysvipc/shm",
+                    _ => "/proc/sysvipc/msg",
+                };
+                let proc = std::fs::read_to_string(file).with_context(|| format!("read {file}"))?;
+                let lines: Vec<&str> = proc.lines().skip(1).collect();
+                ensure!(
+                    lines.len() == 1 && lines[0].split_whitespace().nth(1) == Some(id.to_string().as_str()),
+                    "{file} in the AID: {proc:?} (want one line, ID {id})"
+                );
+                let id_text = id.to_string();
+                let one = cmd::run(&["/usr/bin/ipcs", kind.option, "-i", &id_text], step_timeout())?.ok()?;
+                ensure!(
+                    one.stdout.contains(&format!("id={id}")),
+                    "`ipcs {} -i {id}` in the AID: {:?}",
+                    kind.option,
+                    one.stdout
+                );
+                if kind.option == "-m" {
+                    // The creator's PID as the AID sees it (ipcmk, a process of the AID).
+                    let cpid: i64 = lines[0].split_whitespace().nth(4).and_then(|s| s.parse().ok()).unwrap_or(-1);
+                    crate::virt::expect_in_range(cpid, range, "shm_cpid in /proc/sysvipc/shm")?;
+                    ensure!(cpid > 0, "{file}: the creator's PID {cpid}");
+                }
+                cmd::run(&["/usr/bin/ipcrm", kind.option, &id_text], step_timeout())?.ok()?;
+                ensure_eq!(ipcs_ids(kind.option)?, Vec::<i64>::new(), "`ipcs {}` in the AID after ipcrm", kind.option);
+            }
+            Ok(())
+        })?
+        .finish(step_timeout())
+    });
+    semrm(outside[0]);
+    // SAFETY: IPC_RMID takes no buffer.
+    unsafe {
+        libc::shmctl(outside[1] as i32, libc::IPC_RMID, std::ptr::null_mut());
+        libc::msgctl(outside[2] as i32, libc::IPC_RMID, std::ptr::null_mut());
+    }
+    result
 }
