@@ -155,7 +155,8 @@ fn restore(before: &Snapshot) -> Vec<String> {
     }
     if let (Some(old), Some(now)) = (&before.aids, registered_aids()) {
         for (aid, name) in now.into_iter().filter(|(aid, _)| !old.contains(aid)) {
-            let result = Device::open_raw().and_then(|d| d.unregister(aid, uapi::UNREGISTER_FORCE));
+            let result = Device::open_raw()
+                .and_then(|d| d.unregister(aid, uapi::UNREGISTER_FORCE | uapi::UNREGISTER_DESTROY_IPC));
             match result {
                 Ok(()) => problems.push(format!(
                     "AID {aid} ({name}) was left registered (unregistered)"
