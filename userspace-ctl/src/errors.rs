@@ -118,10 +118,9 @@ fn why_ioctl(operation: Operation<'_>, errno: Errno) -> String {
         (Errno::NOENT, Lookup(_) | Link(..) | Unregister(_) | Show(..)) => no_such_aid(),
         (Errno::SRCH, Link(_, pid) | Unlink(pid)) => format!("no process {pid}"),
         (Errno::BUSY, Unregister(_)) => "processes are still linked (use --force)".to_string(),
-        (Errno::NOTEMPTY, Unregister(_)) => {
-            "it still owns SysV IPC objects (see `appshotctl show NAME --type sem|shm|msg`; use --destroy-ipc to remove them)"
-                .to_string()
-        }
+        (Errno::NOTEMPTY, Unregister(name)) => format!(
+            "it still owns SysV IPC objects (see `appshotctl show {name} --type sem|shm|msg`; use --destroy-ipc to remove them)"
+        ),
         (Errno::BUSY, Link(_, pid)) => {
             format!("process {pid}, or one of its descendants, is linked to another AID")
         }

@@ -34,7 +34,28 @@ appshotctl run dbserver -- sh -c '
     echo
     echo "==> kill -0 1   (PID 1 is outside the application: unreachable)"
     kill -0 1 2>&1 || echo "dbserver: kill -0 1 failed, as in a child PID namespace"
+    echo
+    echo "==> ipcmk -S 2; ipcmk -M 4096; ipcmk -Q   (util-linux, unmodified: a semaphore set,"
+    echo "    a shared memory segment and a message queue of the application)"
+    ipcmk -S 2
+    ipcmk -M 4096
+    ipcmk -Q
+    echo
+    echo "==> ipcs; ipcs -m -p   (inside: only the application'"'"'s objects, their keys as"
+    echo "    created, the creator by its virtual PID)"
+    ipcs
+    ipcs -m -p
 '
+
+echo
+echo "==> outside: ipcs -m; ipcs -m -p   (the same segment: its random system key, the"
+echo "    creator's system PID)"
+ipcs -m
+ipcs -m -p
+
+echo
+echo "==> appshotctl show dbserver --type sem|shm|msg|key   (the system IDs and keys behind)"
+for t in sem shm msg key; do appshotctl show dbserver --type $t; done
 
 echo
 echo "==> outside the application: system PIDs, untouched"
@@ -43,8 +64,12 @@ sh -c 'echo "a shell outside: my pid is $$"'
 echo
 echo "(dbserver and its workers have exited; the application stays registered)"
 step appshotctl list
-step appshotctl unregister dbserver
+echo
+echo "==> appshotctl unregister dbserver   (its SysV objects outlive its processes)"
+appshotctl unregister dbserver 2>&1 || true
+step appshotctl unregister dbserver --destroy-ipc
 step appshotctl list
+step ipcs
 
 echo
 echo "==> dmesg | grep appshot   (what the module logged)"
