@@ -785,10 +785,14 @@ static_assert(SEMOP == 1 && SEMGET == 2 && SEMCTL == 3 && SEMTIMEDOP == 4);
 static_assert(MSGSND == 11 && MSGRCV == 12 && MSGGET == 13 && MSGCTL == 14);
 static_assert(SHMAT == 21 && SHMGET == 23 && SHMCTL == 24);
 static_assert(offsetof(struct ipc64_perm, key) == 0);
+static_assert(sizeof(struct semid64_ds) == 104 && sizeof(struct shmid64_ds) == 112);
+static_assert(sizeof(struct msqid64_ds) == 120);
 static_assert(offsetof(struct shmid64_ds, shm_cpid) == 80 && offsetof(struct shmid64_ds, shm_lpid) == 84);
 static_assert(offsetof(struct msqid64_ds, msg_lspid) == 96 && offsetof(struct msqid64_ds, msg_lrpid) == 100);
 #ifdef CONFIG_COMPAT
 static_assert(offsetof(struct compat_ipc64_perm, key) == 0);
+static_assert(sizeof(struct compat_semid64_ds) == 64 && sizeof(struct compat_shmid64_ds) == 84);
+static_assert(sizeof(struct compat_msqid64_ds) == 88);
 static_assert(offsetof(struct compat_shmid64_ds, shm_cpid) == 64);
 static_assert(offsetof(struct compat_shmid64_ds, shm_lpid) == 68);
 static_assert(offsetof(struct compat_msqid64_ds, msg_lspid) == 72);

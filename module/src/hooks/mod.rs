@@ -7,7 +7,7 @@
 //! | kernel function | when | handler |
 //! |---|---|---|
 //! | `wake_up_new_task(p)` | a new process or thread is about to run for the first time | [`link::on_new_task`] |
-//! | `release_task(p)` | a process or thread is reaped, its TID still allocated | [`link::on_release_task`] |
+//! | `release_task(p)` *(unfiltered)* | a process or thread is reaped, its TID still allocated | [`link::on_release_task`] |
 //! | `__x64_sys_*`, `__ia32_sys_*`, `__x64_compat_sys_*`, `__ia32_compat_sys_*` `(regs)` | a system call of [`syscalls::SYSCALLS`] from user space, any ABI | its handler there |
 //! | `kernel_clone(args)` | fork, vfork, clone, clone3 (any ABI), with the kernel's final copy of the flags | [`on_kernel_clone`] |
 //! | `copy_siginfo_to_user(to, from)` | a siginfo is copied to user space | [`signals::copy_to_user`] |
@@ -15,17 +15,22 @@
 //! | `futex_exit_release(tsk)`, `futex_exec_release(tsk)` | a thread exits or execs, before the kernel walks its robust futex lists | [`futex::on_futex_release`] |
 //! | `find_get_task_by_vpid(nr)` | the kernel looks a task up by number (in a PI futex operation: the owner named by the futex word) | [`futex::find_pi_owner`] |
 //! | `__task_pid_nr_ns(task, type, ns)` *(on demand)* | the kernel takes a task's number (in a PI futex operation under a PID range: the owner TID it writes to or compares with the futex word) | [`futex::pi_owner_tid`] |
+//! | `ipc_rmid(ids, ipcp)` *(unfiltered)* | the kernel removes a SysV object, whoever removes it | [`crate::ipc::on_rmid`] |
+//! | `sysvipc_sem_proc_show`, `sysvipc_shm_proc_show`, `sysvipc_msg_proc_show` `(m, it)` | a line of `/proc/sysvipc/*` is printed for a reader | [`crate::ipc::proc::show`] |
 //! | `ia32_setup_rt_frame(ksig, regs)`, `x32_setup_rt_frame(ksig, regs)` | a signal is delivered to an i386 or x32 `SA_SIGINFO` handler | [`signals::translate_delivery`] |
 //!
 //! [`HOOKED`] is the one list of these functions: the glue gets their names from it,
 //! resolves them and reports where each one's fentry call returns (its *site*), which
 //! is how a hook call is told apart ([`Sites`]).
 //!
-//! All run in process context. All but `find_get_task_by_vpid` and `__task_pid_nr_ns`
-//! run with no spinlock held, so their handlers may sleep and touch user memory; the
-//! futex code calls those two under its hash-bucket lock, the second one also under a
-//! PI mutex's raw `wait_lock` with interrupts off, and their handlers neither sleep nor
-//! allocate. The hooks are attached while at least one AID is registered (see
+//! All run in process context. All but `find_get_task_by_vpid`, `__task_pid_nr_ns`,
+//! `ipc_rmid` and the `/proc/sysvipc` show functions run with no spinlock held, so their
+//! handlers may sleep and touch user memory; the futex code calls the first two under
+//! its hash-bucket lock, the second one also under a PI mutex's raw `wait_lock` with
+//! interrupts off, the IPC code the others under the object's spinlock, and their
+//! handlers neither sleep nor allocate. A function marked *unfiltered* is reached
+//! through the trampoline without the task filter: every task's call reaches its
+//! handler ([`UNFILTERED`]). The hooks are attached while at least one AID is registered (see
 //! `Registry::register`/`unregister`): with no AID, a loaded module costs nothing.
 //! `__task_pid_nr_ns` is behind every `getpid` of every process, so even the
 //! trampoline's fast path would show there: it is attached *on demand*, the first time a

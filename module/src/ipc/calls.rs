@@ -14,7 +14,7 @@ use kernel::uaccess::UserSlice;
 
 use crate::ipc::{self, IpcKind};
 use crate::linux::glue;
-use crate::syscalls::{read_user_i32, write_user_i32, Abi, Call, Outcome};
+use crate::syscalls::{read_user_i32, Abi, Call, Outcome};
 use crate::table::{kind, EntryReservation};
 
 // uapi/linux/ipc.h, sem.h, shm.h, msg.h (checked against the headers in the glue).
@@ -82,6 +82,15 @@ trait Control: IpcKind {
     /// Where a `*_ds` of this kind holds PIDs, as (offset, width in bytes), for an entry
     /// of `abi` and, for i386, the 64-bit layout (`IPC_64`) or the old one.
     fn pids(abi: Abi, layout64: bool) -> &'static [(u64, usize)];
+    /// The size of the 64-bit `*_ds` layout of an entry of `abi` (`*id64_ds`,
+    /// `compat_*id64_ds`; asserted in the glue).
+    fn ds_size(abi: Abi) -> usize;
+}
+
+/// The bytes of a `*_ds` the translation reads and writes in the old i386 layouts (up to
+/// the last PID), which the kernel keeps private.
+fn old_ds_span<K: Control>() -> usize {
+    K::pids(Abi::Ia32, false).iter().map(|&(offset, width)| offset as usize + width).max().unwrap_or(4).max(4)
 }
 
 fn common_class(cmd: i32) -> Class {
@@ -104,6 +113,9 @@ impl Control for kind::Sem {
     fn pids(_: Abi, _: bool) -> &'static [(u64, usize)] {
         &[]
     }
+    fn ds_size(abi: Abi) -> usize {
+        if abi == Abi::Ia32 { 64 } else { 104 }
+    }
 }
 
 impl Control for kind::Shm {
@@ -122,6 +134,9 @@ impl Control for kind::Shm {
             _ => &[(80, 4), (84, 4)],
         }
     }
+    fn ds_size(abi: Abi) -> usize {
+        if abi == Abi::Ia32 { 84 } else { 112 }
+    }
 }
 
 impl Control for kind::Msg {
@@ -139,6 +154,9 @@ impl Control for kind::Msg {
             (Abi::Ia32, false) => &[(50, 2), (52, 2)],
             _ => &[(96, 4), (100, 4)],
         }
+    }
+    fn ds_size(abi: Abi) -> usize {
+        if abi == Abi::Ia32 { 88 } else { 120 }
     }
 }
 
@@ -276,22 +294,37 @@ fn ctl<K: Control>(c: &Call<'_>, entry: Entry, id_at: usize, cmd_at: usize, buff
         }
         _ => set_int(&mut args, id_at, ipc::to_system::<K>(c.aid, id)),
     }
-    let ret = c.call(args);
+    let stat = matches!(class, Class::Stat | Class::StatByIndex | Class::StatReturningId);
+    let (ret, shown) = match (stat, buffer) {
+        // The kernel writes the object's *_ds into a scratch area of the caller's stack;
+        // it reaches the caller's buffer once, translated (other threads never see
+        // system values there).
+        (true, Buffer::Arg(at)) if layout64 => match stat_through_scratch::<K>(c, args, at) {
+            Some(result) => result,
+            None => (c.call(args), false),
+        },
+        _ => (c.call(args), false),
+    };
+    let show = |c: &Call<'_>| {
+        if !shown {
+            show_ds::<K>(c, buffer_address(c, buffer), layout64);
+        }
+    };
     match class {
         Class::StatByIndex if ret >= 0 => match ipc::to_virtual::<K>(c.aid, ret as i32) {
             Some(virtual_id) => {
-                show_ds::<K>(c, buffer_address(c, buffer), layout64);
+                show(c);
                 Outcome::Return(i64::from(virtual_id))
             }
             // Replaced meanwhile by an object outside the AID: as an unused index.
             None => Outcome::Return(-i64::from(bindings::EINVAL)),
         },
         Class::Stat if ret == 0 => {
-            show_ds::<K>(c, buffer_address(c, buffer), layout64);
+            show(c);
             Outcome::Return(ret)
         }
         Class::StatReturningId if ret >= 0 => {
-            show_ds::<K>(c, buffer_address(c, buffer), layout64);
+            show(c);
             // The object was found by its translated ID: it is the AID's.
             Outcome::Return(ipc::to_virtual::<K>(c.aid, ret as i32).map_or(-i64::from(bindings::EINVAL), i64::from))
         }
@@ -325,38 +358,87 @@ fn buffer_address(c: &Call<'_>, buffer: Buffer) -> u64 {
     }
 }
 
-/// Rewrites the `*_ds` the kernel has written at `address` in the AID's terms: the key
-/// of its `ipc_perm` (first in every layout) and the PIDs.
+/// Largest `*_ds` handled (`msqid64_ds`).
+const DS_MAX: usize = 120;
+/// Bytes left below the caller's stack pointer before the scratch area: the x86-64 red
+/// zone (128) and room to spare.
+const BELOW_SP: u64 = 256;
+
+/// A stat command with the kernel's `*_ds` redirected to a scratch area below the
+/// caller's stack pointer (memory no other thread uses: the thread is in this call, and
+/// the area is below even its red zone), then translated in kernel memory and copied to
+/// the caller's buffer (argument `at`) in one write. Returns the call's result and
+/// whether the buffer was written; `None` when the scratch area is not usable (the
+/// kernel could not write it: the caller's buffer is then used, see [`show_ds`]).
+fn stat_through_scratch<K: Control>(c: &Call<'_>, mut args: [u64; 6], at: usize) -> Option<(i64, bool)> {
+    let size = K::ds_size(c.abi);
+    let user = c.ptr_arg(at);
+    let sp = c.regs.sp as u64;
+    let scratch = sp.checked_sub(BELOW_SP + size as u64)? & !63;
+    if c.abi == Abi::Ia32 && scratch > u64::from(u32::MAX) {
+        // A compat entry takes 32-bit pointers.
+        return None;
+    }
+    args[at] = scratch;
+    let ret = c.call(args);
+    if ret == -i64::from(bindings::EFAULT) {
+        return None;
+    }
+    if ret < 0 {
+        return Some((ret, true));
+    }
+    let mut ds = [0u8; DS_MAX];
+    if UserSlice::new(scratch as usize, size).reader().read_slice(&mut ds[..size]).is_err() {
+        return None;
+    }
+    translate_ds::<K>(c, &mut ds[..size], true);
+    // The one write of the caller's buffer: EFAULT for a bad one, as natively.
+    match UserSlice::new(user as usize, size).writer().write_slice(&ds[..size]) {
+        Ok(()) => Some((ret, true)),
+        Err(_) => Some((-i64::from(bindings::EFAULT), true)),
+    }
+}
+
+/// Translates a `*_ds` in kernel memory: the key of its `ipc_perm` (first in every
+/// layout) and the PIDs.
+fn translate_ds<K: Control>(c: &Call<'_>, ds: &mut [u8], layout64: bool) {
+    if let Some(key) = ds.get(0..4) {
+        let key = i32::from_ne_bytes([key[0], key[1], key[2], key[3]]);
+        ds[0..4].copy_from_slice(&ipc::virtual_key(c.aid, key).to_ne_bytes());
+    }
+    for &(offset, width) in K::pids(c.abi, layout64) {
+        let offset = offset as usize;
+        let Some(field) = ds.get_mut(offset..offset + width) else { continue };
+        if width == 4 {
+            let pid = i32::from_ne_bytes([field[0], field[1], field[2], field[3]]);
+            if pid > 0 {
+                field.copy_from_slice(&(c.shown(pid as u32) as i32).to_ne_bytes());
+            }
+        } else {
+            // The old i386 layouts keep 16 bits of a PID, as the kernel truncates it.
+            let pid = u16::from_ne_bytes([field[0], field[1]]);
+            if pid > 0 {
+                field.copy_from_slice(&(c.shown(u32::from(pid)) as u16).to_ne_bytes());
+            }
+        }
+    }
+}
+
+/// Rewrites the `*_ds` the kernel has written at `address` in the AID's terms (the
+/// multiplexer's old layouts and `SEMCTL`, whose buffer address is in user memory, and
+/// any call the scratch area could not serve): read once, translated, written once.
+/// Another thread of the caller reading the buffer meanwhile can see system values.
 fn show_ds<K: Control>(c: &Call<'_>, address: u64, layout64: bool) {
     if address == 0 {
         return;
     }
-    if let Some(key) = read_user_i32(address) {
-        let shown = ipc::virtual_key(c.aid, key);
-        if shown != key {
-            write_user_i32(address, shown);
-        }
+    let size = if layout64 { K::ds_size(c.abi) } else { old_ds_span::<K>() };
+    let mut ds = [0u8; DS_MAX];
+    if UserSlice::new(address as usize, size).reader().read_slice(&mut ds[..size]).is_err() {
+        return;
     }
-    for &(offset, width) in K::pids(c.abi, layout64) {
-        let at = address.wrapping_add(offset);
-        if width == 4 {
-            if let Some(pid) = read_user_i32(at) {
-                if pid > 0 {
-                    write_user_i32(at, c.shown(pid as u32) as i32);
-                }
-            }
-        } else {
-            // The old i386 layouts keep 16 bits of a PID, as the kernel truncates it.
-            let mut raw = [0u8; 2];
-            if UserSlice::new(at as usize, 2).reader().read_slice(&mut raw).is_ok() {
-                let pid = u16::from_ne_bytes(raw);
-                if pid > 0 {
-                    let shown = (c.shown(u32::from(pid)) as u16).to_ne_bytes();
-                    let _ = UserSlice::new(at as usize, 2).writer().write_slice(&shown);
-                }
-            }
-        }
-    }
+    translate_ds::<K>(c, &mut ds[..size], layout64);
+    let _ = UserSlice::new(address as usize, size).writer().write_slice(&ds[..size]);
 }
 
 // ---- The entries ---------------------------------------------------------------------

@@ -37,6 +37,10 @@ pub const TESTS: &[Test] = &[
         producer_consumer_four_processes,
     ),
     Test::new("ipc/races_two_aids_and_root", races_two_aids_and_root),
+    Test::new(
+        "ipc/stat_buffer_never_holds_system_values",
+        stat_buffer_never_holds_system_values,
+    ),
 ];
 
 /// `ipcprobe` (qemu-tests/c/), static and dynamic glibc builds.
@@ -888,4 +892,54 @@ fn races_two_aids_and_root() -> Result<()> {
     crate::diag!("{} objects left, {removed} removed by root from outside", made.len());
     ensure_eq!(bound, made, "the AIDs' tables against the objects the kernel has (seed {seed:#x})");
     Ok(())
+}
+
+/// issue #10 section 1: the `*_ds` an IPC_STAT writes reaches the caller's buffer once,
+/// already translated: a second thread reading the buffer while the first repeats
+/// IPC_STAT never sees the system PID of the creator (it sees nothing but the initial
+/// value and the virtual PID). A bad buffer is still EFAULT, as natively.
+fn stat_buffer_never_holds_system_values() -> Result<()> {
+    let fx = AidFixture::new("ipc-stat-race", Flavor::Range)?;
+    fx.spawn(|_| {
+        let me = crate::proc::getpid();
+        // SAFETY: shmget takes integers only.
+        let id = unsafe { libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600) };
+        ensure!(id >= 0, "shmget: {}", Errno::last());
+        // SAFETY: IPC_STAT into a NULL buffer: EFAULT.
+        let r = unsafe { libc::shmctl(id, libc::IPC_STAT, std::ptr::null_mut()) };
+        ensure!(r == -1 && Errno::last().0 == libc::EFAULT, "IPC_STAT into NULL: {r} ({})", Errno::last());
+        let ds = std::sync::Arc::new(std::cell::UnsafeCell::new(unsafe { std::mem::zeroed::<libc::shmid_ds>() }));
+        struct Shared(std::sync::Arc<std::cell::UnsafeCell<libc::shmid_ds>>);
+        // SAFETY: the reader only reads with volatile loads; a torn value is a finding.
+        unsafe impl Send for Shared {}
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (ds, stop) = (Shared(ds.clone()), stop.clone());
+            std::thread::spawn(move || {
+                let ds = ds;
+                let mut seen = BTreeSet::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // SAFETY: a volatile read of a field the other thread's calls write.
+                    let cpid = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*ds.0.get()).shm_cpid)) };
+                    seen.insert(cpid);
+                }
+                seen
+            })
+        };
+        for i in 0..2000 {
+            // SAFETY: IPC_STAT into the shared buffer.
+            let r = unsafe { libc::shmctl(id, libc::IPC_STAT, ds.get()) };
+            ensure!(r == 0, "IPC_STAT {i}: {}", Errno::last());
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen = reader.join().map_err(|_| anyhow::anyhow!("the reader panicked"))?;
+        ensure!(
+            seen.iter().all(|&pid| pid == 0 || pid == me),
+            "shm_cpid values a second thread saw in the buffer: {seen:?} (only 0 and the virtual PID {me} may appear)"
+        );
+        // SAFETY: IPC_RMID takes no buffer.
+        unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+        Ok(())
+    })?
+    .finish(crate::check::secs(120))
 }
