@@ -98,6 +98,14 @@ const APPSHOT: Section = Section {
             key: "aid-1000",
             label: "caller in an AID with PID range (1,000 processes)",
         },
+        Row {
+            key: "aid-10-sems",
+            label: "caller in an AID with PID range owning 10 more semaphore sets",
+        },
+        Row {
+            key: "aid-10000-sems",
+            label: "caller in an AID with PID range owning 10,000 more semaphore sets",
+        },
     ],
     columns: &[
         Column {
@@ -127,6 +135,22 @@ const APPSHOT: Section = Section {
         Column {
             key: "futex-wake",
             label: "futex wake (no waiter)",
+        },
+        Column {
+            key: "semop",
+            label: "semop",
+        },
+        Column {
+            key: "msgsnd-rcv",
+            label: "msgsnd+msgrcv (64 B)",
+        },
+        Column {
+            key: "shmat-dt",
+            label: "shmat+shmdt",
+        },
+        Column {
+            key: "semctl-stat",
+            label: "semctl IPC_STAT",
         },
     ],
     targets: &[
@@ -220,13 +244,30 @@ const APPSHOT: Section = Section {
             baseline: "aid-range",
             limit: 1.2,
         },
+        // Issue #10: the SysV IPC calls, and the slow path's fixed cost.
+        Target { row: "other-aid", column: "semop", baseline: "unloaded", limit: 1.05 },
+        Target { row: "other-aid", column: "msgsnd-rcv", baseline: "unloaded", limit: 1.05 },
+        Target { row: "other-aid", column: "shmat-dt", baseline: "unloaded", limit: 1.05 },
+        Target { row: "other-aid", column: "semctl-stat", baseline: "unloaded", limit: 1.05 },
+        Target { row: "aid-range", column: "semop", baseline: "unloaded", limit: 1.3 },
+        Target { row: "aid-range", column: "msgsnd-rcv", baseline: "unloaded", limit: 1.3 },
+        Target { row: "aid-range", column: "shmat-dt", baseline: "unloaded", limit: 1.3 },
+        Target { row: "aid-range", column: "semctl-stat", baseline: "unloaded", limit: 1.3 },
+        Target { row: "aid-10000-sems", column: "semop", baseline: "aid-10-sems", limit: 1.5 },
+        Target { row: "aid-10000-sems", column: "semctl-stat", baseline: "aid-10-sems", limit: 1.5 },
+        Target { row: "aid", column: "getppid", baseline: "unloaded", limit: 1.6 },
+        Target { row: "aid", column: "kill", baseline: "unloaded", limit: 1.6 },
     ],
     notes: "Each measurement runs in a fresh worker process, linked (`appshotctl link`) \
 before it starts when the configuration puts it in an AID; its fork+waitpid children \
 are then in the AID too. kill is `kill(pid, 0)` on the worker's own PID, looked up once. \
 The 1,000-process AID is the worker, a holder process and the holder's 998 sleeping \
 children (linked as children of a linked process); its targets compare it with the \
-1-process AID with PID range. The PID range is 5000-9999.",
+1-process AID with PID range. The PID range is 5000-9999. The SysV calls run on a \
+semaphore set (one semaphore), a queue and a 4096-byte segment the worker makes once \
+linked (so they are its AID's); semop alternates +1 and -1, msgsnd+msgrcv and \
+shmat+shmdt are one measured call per pair. The semaphore-set configurations have a \
+process of the AID make 10 or 10,000 more sets before the worker starts.",
 };
 
 const CANDIDATES: Section = Section {
@@ -431,7 +472,7 @@ fn render_section(section: &Section, samples: &Samples, info: &RunInfo) -> Strin
         let _ = writeln!(out, "| {} | {} |", row.label, cells.join(" | "));
     }
     if !section.targets.is_empty() {
-        let _ = writeln!(out, "\nTargets (issue #4):\n");
+        let _ = writeln!(out, "\nTargets (issues #4 and #10):\n");
         let _ = writeln!(out, "| target | measured | |");
         let _ = writeln!(out, "|---|---:|---|");
         for target in section.targets {

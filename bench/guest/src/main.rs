@@ -45,6 +45,8 @@ const CONFIGURATIONS: &[Setup] = &[
     Setup::Aid,
     Setup::AidRange,
     Setup::AidThousand,
+    Setup::AidTenSems,
+    Setup::AidTenThousandSems,
 ];
 
 /// The modes of section `candidates`: `none` is hook_candidates.ko not loaded.
@@ -133,7 +135,19 @@ fn run() -> Result<()> {
     };
     println!("BENCH tsc-mhz {:.1}", clock.ticks_per_ns * 1000.0);
     if opts.appshot {
-        let calls = [Call::Getpid, Call::Getppid, Call::Kill, Call::ForkWait, Call::GetpidI386, Call::KillI386, Call::FutexWake];
+        let calls = [
+            Call::Getpid,
+            Call::Getppid,
+            Call::Kill,
+            Call::ForkWait,
+            Call::GetpidI386,
+            Call::KillI386,
+            Call::FutexWake,
+            Call::Semop,
+            Call::MsgSndRcv,
+            Call::ShmAtDt,
+            Call::SemctlStat,
+        ];
         for round in 1..=opts.rounds {
             for i in 0..CONFIGURATIONS.len() {
                 // Rotate the starting configuration so none always runs first.

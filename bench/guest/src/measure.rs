@@ -40,6 +40,14 @@ pub enum Call {
     /// `futex(&word, FUTEX_WAKE_PRIVATE, 1)` with no waiter: the call glibc's mutexes and
     /// condition variables make most, which appshot's `futex` row lets through.
     FutexWake,
+    /// `semop` of +1 or -1 (alternately) on a set of one semaphore.
+    Semop,
+    /// `msgsnd` then `msgrcv` of a 64-byte message (one measured call is the pair).
+    MsgSndRcv,
+    /// `shmat` then `shmdt` of a 4096-byte segment (one measured call is the pair).
+    ShmAtDt,
+    /// `semctl(IPC_STAT)` of a set.
+    SemctlStat,
 }
 
 /// A system call through the i386 entry (`int $0x80`) with up to two arguments.
@@ -73,6 +81,10 @@ impl Call {
             Call::GetpidI386 => "getpid-i386",
             Call::KillI386 => "kill-i386",
             Call::FutexWake => "futex-wake",
+            Call::Semop => "semop",
+            Call::MsgSndRcv => "msgsnd-rcv",
+            Call::ShmAtDt => "shmat-dt",
+            Call::SemctlStat => "semctl-stat",
         }
     }
 
@@ -86,14 +98,58 @@ impl Call {
             Call::GetpidI386,
             Call::KillI386,
             Call::FutexWake,
+            Call::Semop,
+            Call::MsgSndRcv,
+            Call::ShmAtDt,
+            Call::SemctlStat,
         ]
         .into_iter()
         .find(|c| c.key() == key)
     }
 
-    /// Runs the call `n` times; panics (in the worker) if one fails.
-    fn run(self, n: u64) {
+    /// Runs the call `n` times on the worker's objects; panics (in the worker) if one
+    /// fails.
+    fn run(self, n: u64, ipc: &IpcObjects) {
         match self {
+            Call::Semop => {
+                for i in 0..n {
+                    let mut op = libc::sembuf { sem_num: 0, sem_op: if i % 2 == 0 { 1 } else { -1 }, sem_flg: 0 };
+                    // SAFETY: one valid sembuf on the worker's set.
+                    let ret = unsafe { libc::semop(ipc.sem, &mut op, 1) };
+                    assert_eq!(ret, 0, "semop failed");
+                }
+            }
+            Call::MsgSndRcv => {
+                let mut msg = Message { mtype: 1, text: [7; 64] };
+                for _ in 0..n {
+                    // SAFETY: `msg` is a message of 64 bytes after its type.
+                    unsafe {
+                        let ret = libc::msgsnd(ipc.msg, &msg as *const Message as *const libc::c_void, 64, 0);
+                        assert_eq!(ret, 0, "msgsnd failed");
+                        let got = libc::msgrcv(ipc.msg, &mut msg as *mut Message as *mut libc::c_void, 64, 0, 0);
+                        assert_eq!(got, 64, "msgrcv failed");
+                    }
+                }
+            }
+            Call::ShmAtDt => {
+                for _ in 0..n {
+                    // SAFETY: attaches the worker's segment and detaches it at once.
+                    unsafe {
+                        let at = libc::shmat(ipc.shm, std::ptr::null(), 0);
+                        assert!(at as isize != -1, "shmat failed");
+                        assert_eq!(libc::shmdt(at), 0, "shmdt failed");
+                    }
+                }
+            }
+            Call::SemctlStat => {
+                // SAFETY: semid_ds is plain old data.
+                let mut ds: libc::semid_ds = unsafe { std::mem::zeroed() };
+                for _ in 0..n {
+                    // SAFETY: IPC_STAT into a valid semid_ds.
+                    let ret = unsafe { libc::semctl(ipc.sem, 0, libc::IPC_STAT, &mut ds as *mut libc::semid_ds) };
+                    assert_eq!(ret, 0, "semctl IPC_STAT failed");
+                }
+            }
             Call::Getpid => {
                 for _ in 0..n {
                     // SAFETY: getpid takes no arguments and cannot fail.
@@ -344,15 +400,17 @@ fn worker(calls: &[Call], iters: Iterations, clock: Clock, go: &OwnedFd, out: &O
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
     wait_byte(go);
+    // Made after the link, so that they are the AID's in an AID configuration.
+    let ipc = IpcObjects::make();
     let mut report = String::new();
     for &call in calls {
         let n = iters.of(call);
         let batch = (n / BATCHES).max(1);
-        call.run(batch);
+        call.run(batch, &ipc);
         let mut per_call: Vec<f64> = (0..BATCHES)
             .map(|_| {
                 let start = tsc();
-                call.run(batch);
+                call.run(batch, &ipc);
                 clock.ns(tsc() - start) / batch as f64
             })
             .collect();
@@ -360,9 +418,48 @@ fn worker(calls: &[Call], iters: Iterations, clock: Clock, go: &OwnedFd, out: &O
         let median = (per_call[(BATCHES as usize - 1) / 2] + per_call[BATCHES as usize / 2]) / 2.0;
         report.push_str(&format!("{} {median:.3}\n", call.key()));
     }
+    ipc.remove();
     write_all(out, report.as_bytes());
     // SAFETY: ends the worker without running the driver's exit handlers.
     unsafe { libc::_exit(0) }
+}
+
+/// A message of [`Call::MsgSndRcv`].
+#[repr(C)]
+struct Message {
+    mtype: libc::c_long,
+    text: [u8; 64],
+}
+
+/// The SysV objects the IPC calls run on, made by the worker.
+pub struct IpcObjects {
+    sem: i32,
+    msg: i32,
+    shm: i32,
+}
+
+impl IpcObjects {
+    fn make() -> IpcObjects {
+        // SAFETY: SysV get calls take integers only.
+        let objects = unsafe {
+            IpcObjects {
+                sem: libc::semget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT | 0o600),
+                msg: libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600),
+                shm: libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600),
+            }
+        };
+        assert!(objects.sem >= 0 && objects.msg >= 0 && objects.shm >= 0, "SysV objects");
+        objects
+    }
+
+    fn remove(self) {
+        // SAFETY: IPC_RMID takes no buffer.
+        unsafe {
+            libc::semctl(self.sem, 0, libc::IPC_RMID);
+            libc::msgctl(self.msg, libc::IPC_RMID, std::ptr::null_mut::<libc::msqid_ds>());
+            libc::shmctl(self.shm, libc::IPC_RMID, std::ptr::null_mut::<libc::shmid_ds>());
+        }
+    }
 }
 
 /// `uname -r` of the running kernel.

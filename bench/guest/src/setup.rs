@@ -37,6 +37,10 @@ pub enum Setup {
     AidRange,
     /// The worker in an AID with a PID range and 999 other processes.
     AidThousand,
+    /// The worker in an AID with a PID range that owns 10 semaphore sets besides its own.
+    AidTenSems,
+    /// The same with 10,000 sets.
+    AidTenThousandSems,
 }
 
 impl Setup {
@@ -49,6 +53,8 @@ impl Setup {
             Setup::Aid => "aid",
             Setup::AidRange => "aid-range",
             Setup::AidThousand => "aid-1000",
+            Setup::AidTenSems => "aid-10-sems",
+            Setup::AidTenThousandSems => "aid-10000-sems",
         }
     }
 }
@@ -99,6 +105,8 @@ pub fn prepare(setup: Setup) -> Result<Prepared> {
         Setup::Aid => ("bench-aid", false),
         Setup::AidRange => ("bench-range", true),
         Setup::AidThousand => ("bench-1000", true),
+        Setup::AidTenSems => ("bench-10-sems", true),
+        Setup::AidTenThousandSems => ("bench-10000-sems", true),
     };
     if range {
         appshotctl(&["register", name, "--pid-range", PID_RANGE])?;
@@ -112,6 +120,11 @@ pub fn prepare(setup: Setup) -> Result<Prepared> {
     if setup == Setup::AidThousand {
         prepared.holder = Some(spawn_holder(name)?);
     }
+    match setup {
+        Setup::AidTenSems => make_sets(name, 10)?,
+        Setup::AidTenThousandSems => make_sets(name, 10_000)?,
+        _ => {}
+    }
     Ok(prepared)
 }
 
@@ -121,9 +134,39 @@ pub fn teardown(prepared: Prepared) -> Result<()> {
         reap(holder.pid, "holder")?;
     }
     for name in prepared.registered {
-        appshotctl(&["unregister", name, "--force"])?;
+        appshotctl(&["unregister", name, "--force", "--destroy-ipc"])?;
     }
     Ok(())
+}
+
+/// Has a process linked to `aid` make `count` semaphore sets, which stay the AID's
+/// after it exits (the lookup-scaling configurations).
+fn make_sets(aid: &'static str, count: usize) -> Result<()> {
+    let (go_read, go_write) = pipe()?;
+    // SAFETY: the driver is single-threaded; the child only makes sets and _exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        bail!("fork: {}", std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        drop(go_write);
+        wait_byte(&go_read);
+        for _ in 0..count {
+            // SAFETY: semget takes integers only.
+            if unsafe { libc::semget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT | 0o600) } < 0 {
+                // SAFETY: the driver sees the failure in the status.
+                unsafe { libc::_exit(1) };
+            }
+        }
+        // SAFETY: ends the child without the driver's exit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    drop(go_read);
+    let linked = appshotctl(&["link", aid, &pid.to_string()]);
+    write_all(&go_write, b"g");
+    drop(go_write);
+    reap(pid, "set maker")?;
+    linked
 }
 
 /// Forks the holder, links it to `aid`, lets it fork its sleepers (linked on creation,
