@@ -9,6 +9,8 @@
 //! ([`IpcKind`]), so a semaphore ID is only ever looked up in the semaphore table.
 
 use kernel::bindings;
+use kernel::page::PAGE_SIZE;
+use kernel::str::CStr;
 use kernel::prelude::*;
 use kernel::uaccess::UserSlice;
 
@@ -58,8 +60,10 @@ const KEY_DRAWS: usize = 16;
 /// What a control command is, for translation.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Class {
-    /// `IPC_INFO`, `*_INFO`: no object named; system-wide limits and counts.
+    /// `IPC_INFO`: no object named; the limits, and the highest index in use.
     Info,
+    /// `SEM_INFO`, `SHM_INFO`, `MSG_INFO`: also counts of objects and their contents.
+    Counts,
     /// `*_STAT`, `*_STAT_ANY`: the argument is an index, the result an ID, the buffer
     /// an object's `*_ds`.
     StatByIndex,
@@ -85,6 +89,24 @@ trait Control: IpcKind {
     /// The size of the 64-bit `*_ds` layout of an entry of `abi` (`*id64_ds`,
     /// `compat_*id64_ds`; asserted in the glue).
     fn ds_size(abi: Abi) -> usize;
+    /// The x86-64 `*ctl` entry and its arguments for `IPC_STAT` of `id` into `buffer`.
+    fn stat_call(id: u64, buffer: u64) -> (&'static CStr, [u64; 6]);
+    /// Rewrites the counts of a `*_INFO` answer at `info` (the caller's buffer, in the
+    /// layout of `abi`) to the AID's objects, whose x86-64 `*id64_ds` are `objects`.
+    fn show_counts(abi: Abi, info: u64, objects: &[[u8; DS_MAX]]);
+}
+
+/// Reads the `N` bytes at `offset` of a `*_ds`.
+fn field<const N: usize>(ds: &[u8; DS_MAX], offset: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&ds[offset..offset + N]);
+    out
+}
+
+/// Writes `value` (its low `width` bytes) at `address` in user memory.
+fn write_user_uint(address: u64, value: u64, width: usize) {
+    let bytes = value.to_ne_bytes();
+    let _ = UserSlice::new(address as usize, width).writer().write_slice(&bytes[..width]);
 }
 
 /// The bytes of a `*_ds` the translation reads and writes in the old i386 layouts (up to
@@ -105,7 +127,7 @@ impl Control for kind::Sem {
     fn class(cmd: i32) -> Class {
         match cmd {
             SEM_STAT | SEM_STAT_ANY => Class::StatByIndex,
-            SEM_INFO => Class::Info,
+            SEM_INFO => Class::Counts,
             GETPID => Class::GetPid,
             _ => common_class(cmd),
         }
@@ -116,13 +138,23 @@ impl Control for kind::Sem {
     fn ds_size(abi: Abi) -> usize {
         if abi == Abi::Ia32 { 64 } else { 104 }
     }
+    fn stat_call(id: u64, buffer: u64) -> (&'static CStr, [u64; 6]) {
+        (kernel::c_str!("__x64_sys_semctl"), [id, 0, IPC_STAT as u64, buffer, 0, 0])
+    }
+    fn show_counts(_: Abi, info: u64, objects: &[[u8; DS_MAX]]) {
+        // struct seminfo (ints): semusz at 28 (sets), semaem at 36 (semaphores); the
+        // sets' sem_nsems at 80 of semid64_ds.
+        let semaphores: u64 = objects.iter().map(|ds| u64::from_ne_bytes(field(ds, 80))).sum();
+        write_user_uint(info + 28, objects.len() as u64, 4);
+        write_user_uint(info + 36, semaphores.min(i32::MAX as u64), 4);
+    }
 }
 
 impl Control for kind::Shm {
     fn class(cmd: i32) -> Class {
         match cmd {
             SHM_STAT | SHM_STAT_ANY => Class::StatByIndex,
-            SHM_INFO => Class::Info,
+            SHM_INFO => Class::Counts,
             _ => common_class(cmd),
         }
     }
@@ -137,13 +169,28 @@ impl Control for kind::Shm {
     fn ds_size(abi: Abi) -> usize {
         if abi == Abi::Ia32 { 84 } else { 112 }
     }
+    fn stat_call(id: u64, buffer: u64) -> (&'static CStr, [u64; 6]) {
+        (kernel::c_str!("__x64_sys_shmctl"), [id, IPC_STAT as u64, buffer, 0, 0, 0])
+    }
+    fn show_counts(abi: Abi, info: u64, objects: &[[u8; DS_MAX]]) {
+        // struct shm_info: used_ids (int) at 0, shm_tot (pages) after it: an unsigned
+        // long at 8 natively, a 32-bit one at 4 in the compat layout. shm_segsz is at 48
+        // of shmid64_ds. (shm_rss and shm_swp stay the kernel's: not per segment.)
+        let pages: u64 = objects.iter().map(|ds| u64::from_ne_bytes(field(ds, 48)).div_ceil(PAGE_SIZE as u64)).sum();
+        write_user_uint(info, objects.len() as u64, 4);
+        if abi == Abi::Ia32 {
+            write_user_uint(info + 4, pages.min(u64::from(u32::MAX)), 4);
+        } else {
+            write_user_uint(info + 8, pages, 8);
+        }
+    }
 }
 
 impl Control for kind::Msg {
     fn class(cmd: i32) -> Class {
         match cmd {
             MSG_STAT | MSG_STAT_ANY => Class::StatByIndex,
-            MSG_INFO => Class::Info,
+            MSG_INFO => Class::Counts,
             _ => common_class(cmd),
         }
     }
@@ -157,6 +204,18 @@ impl Control for kind::Msg {
     }
     fn ds_size(abi: Abi) -> usize {
         if abi == Abi::Ia32 { 88 } else { 120 }
+    }
+    fn stat_call(id: u64, buffer: u64) -> (&'static CStr, [u64; 6]) {
+        (kernel::c_str!("__x64_sys_msgctl"), [id, IPC_STAT as u64, buffer, 0, 0, 0])
+    }
+    fn show_counts(_: Abi, info: u64, objects: &[[u8; DS_MAX]]) {
+        // struct msginfo (ints): msgpool at 0 (queues), msgmap at 4 (messages), msgtql at
+        // 24 (bytes); msg_cbytes at 72 and msg_qnum at 80 of msqid64_ds.
+        let messages: u64 = objects.iter().map(|ds| u64::from_ne_bytes(field(ds, 80))).sum();
+        let bytes: u64 = objects.iter().map(|ds| u64::from_ne_bytes(field(ds, 72))).sum();
+        write_user_uint(info, objects.len() as u64, 4);
+        write_user_uint(info + 4, messages.min(i32::MAX as u64), 4);
+        write_user_uint(info + 24, bytes.min(i32::MAX as u64), 4);
     }
 }
 
@@ -283,7 +342,13 @@ fn ctl<K: Control>(c: &Call<'_>, entry: Entry, id_at: usize, cmd_at: usize, buff
     let mut args = c.args();
     let id = c.int_arg(id_at);
     match class {
-        Class::Info => return Outcome::Native,
+        Class::Info | Class::Counts => {
+            let ret = c.call(args);
+            if ret < 0 {
+                return Outcome::Return(ret);
+            }
+            return Outcome::Return(info::<K>(c, class, buffer_address(c, buffer)));
+        }
         Class::StatByIndex => {
             // The index names an object of the AID only if one of its objects sits there;
             // any other index (an outsider's object, or none) is an unused one.
@@ -331,6 +396,55 @@ fn ctl<K: Control>(c: &Call<'_>, entry: Entry, id_at: usize, cmd_at: usize, buff
         Class::GetPid if ret > 0 => Outcome::Return(c.shown(ret as u32)),
         _ => Outcome::Return(ret),
     }
+}
+
+/// After a successful `IPC_INFO` or `*_INFO` (which wrote system-wide values to `info`):
+/// its result, the highest index in use, becomes the highest of the AID's objects (0
+/// without any, as natively), so that an enumeration by index covers them and tells
+/// nothing of others; for `*_INFO` the counts become those of the AID's objects, read
+/// with `IPC_STAT` of each (their `*id64_ds` through the x86-64 entry, into the scratch
+/// area below the caller's stack pointer).
+fn info<K: Control>(c: &Call<'_>, class: Class, info: u64) -> i64 {
+    let mut ids: KVec<u32> = KVec::new();
+    let mut max_index = 0;
+    {
+        let mut state = c.aid.state.lock();
+        K::table(&mut state).for_each(|entry| {
+            max_index = max_index.max(entry.system_id.raw() % SEQ_MULTIPLIER);
+            true
+        });
+    }
+    if class == Class::Counts && info != 0 {
+        // The IDs, copied out of the lock (allocation first, then a bounded copy).
+        let len = K::table(&mut c.aid.state.lock()).len();
+        if ids.reserve(len, GFP_KERNEL).is_err() {
+            return -i64::from(bindings::ENOMEM);
+        }
+        K::table(&mut c.aid.state.lock()).for_each(|entry| {
+            // Within the reserved capacity only: never allocates under the lock.
+            ids.len() < ids.capacity() && ids.push(entry.system_id.raw(), GFP_NOWAIT).is_ok()
+        });
+        let mut objects: KVec<[u8; DS_MAX]> = KVec::new();
+        if objects.reserve(ids.len(), GFP_KERNEL).is_err() {
+            return -i64::from(bindings::ENOMEM);
+        }
+        let Some(scratch) = (c.regs.sp as u64).checked_sub(BELOW_SP + DS_MAX as u64).map(|a| a & !63) else {
+            return i64::from(max_index);
+        };
+        for &id in ids.iter() {
+            let (function, args) = K::stat_call(u64::from(id), scratch);
+            if crate::hooks::call_syscall(function, args) != Some(0) {
+                // Removed meanwhile: not counted.
+                continue;
+            }
+            let mut ds = [0u8; DS_MAX];
+            if UserSlice::new(scratch as usize, K::ds_size(Abi::X64)).reader().read_slice(&mut ds[..K::ds_size(Abi::X64)]).is_ok() {
+                let _ = objects.push(ds, GFP_KERNEL);
+            }
+        }
+        K::show_counts(c.abi, info, &objects);
+    }
+    i64::from(max_index)
 }
 
 /// The system ID of the AID's object at index `index`, if it has one there.

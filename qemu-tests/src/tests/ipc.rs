@@ -41,6 +41,7 @@ pub const TESTS: &[Test] = &[
         "ipc/stat_buffer_never_holds_system_values",
         stat_buffer_never_holds_system_values,
     ),
+    Test::new("ipc/info_counts_only_the_aid", info_counts_only_the_aid),
 ];
 
 /// `ipcprobe` (qemu-tests/c/), static and dynamic glibc builds.
@@ -942,4 +943,72 @@ fn stat_buffer_never_holds_system_values() -> Result<()> {
         Ok(())
     })?
     .finish(crate::check::secs(120))
+}
+
+/// `SHM_INFO` (uapi/linux/shm.h; not in the libc crate).
+const SHM_INFO: i32 = 14;
+
+/// issue #10 section 2: SEM_INFO, MSG_INFO and SHM_INFO inside an AID count only its
+/// objects (sets and semaphores; queues, messages and bytes; segments and pages), and
+/// the highest index they return makes an enumeration by *_STAT find exactly the AID's
+/// objects, while a process outside has objects of each kind too.
+fn info_counts_only_the_aid() -> Result<()> {
+    let outside = [
+        semget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o666),
+        // SAFETY: shmget/msgget take integers only.
+        unsafe { libc::shmget(libc::IPC_PRIVATE, 4096 * 5, libc::IPC_CREAT | 0o666) } as i64,
+        unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o666) } as i64,
+    ];
+    ensure!(outside.iter().all(|&id| id >= 0), "premise: objects outside: {outside:?}");
+    let result = for_each_flavor("ipc-info", |fx| {
+        fx.spawn(|_| {
+            // SAFETY: SysV calls with integers and local buffers of the right types.
+            unsafe {
+                let sets = [libc::semget(libc::IPC_PRIVATE, 2, libc::IPC_CREAT | 0o600), libc::semget(libc::IPC_PRIVATE, 3, libc::IPC_CREAT | 0o600)];
+                let shm = libc::shmget(libc::IPC_PRIVATE, 8192, libc::IPC_CREAT | 0o600);
+                let msg = libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600);
+                ensure!(sets[0] >= 0 && sets[1] >= 0 && shm >= 0 && msg >= 0, "objects: {sets:?} {shm} {msg}");
+                let note = [1i64, 0, 0];
+                for _ in 0..2 {
+                    ensure_eq!(libc::msgsnd(msg, note.as_ptr().cast(), 10, 0), 0, "msgsnd");
+                }
+                let mut seminfo: libc::seminfo = std::mem::zeroed();
+                let max = libc::semctl(0, 0, libc::SEM_INFO, &mut seminfo as *mut libc::seminfo);
+                ensure!(max >= 0, "SEM_INFO: {}", Errno::last());
+                ensure_eq!((seminfo.semusz, seminfo.semaem), (2, 5), "SEM_INFO (sets, semaphores) in the AID");
+                let mut found = Vec::new();
+                for i in 0..=max {
+                    let mut ds: libc::semid_ds = std::mem::zeroed();
+                    let id = libc::semctl(i, 0, libc::SEM_STAT, &mut ds as *mut libc::semid_ds);
+                    if id >= 0 {
+                        found.push(id);
+                    }
+                }
+                found.sort();
+                let mut want = sets.to_vec();
+                want.sort();
+                ensure_eq!(found, want, "SEM_STAT over the indexes 0..={max} SEM_INFO gives");
+                let mut msginfo: libc::msginfo = std::mem::zeroed();
+                ensure!(libc::msgctl(0, libc::MSG_INFO, (&mut msginfo as *mut libc::msginfo).cast()) >= 0, "MSG_INFO: {}", Errno::last());
+                ensure_eq!((msginfo.msgpool, msginfo.msgmap, msginfo.msgtql), (1, 2, 20), "MSG_INFO (queues, messages, bytes) in the AID");
+                // struct shm_info: int used_ids; unsigned long shm_tot, ...
+                let mut shminfo = [0u64; 8];
+                ensure!(libc::shmctl(0, SHM_INFO, shminfo.as_mut_ptr().cast()) >= 0, "SHM_INFO: {}", Errno::last());
+                ensure_eq!((shminfo[0] as u32, shminfo[1]), (1, 2), "SHM_INFO (segments, pages) in the AID");
+                libc::semctl(sets[0], 0, libc::IPC_RMID);
+                libc::semctl(sets[1], 0, libc::IPC_RMID);
+                libc::shmctl(shm, libc::IPC_RMID, std::ptr::null_mut());
+                libc::msgctl(msg, libc::IPC_RMID, std::ptr::null_mut());
+            }
+            Ok(())
+        })?
+        .finish(step_timeout())
+    });
+    semrm(outside[0]);
+    // SAFETY: IPC_RMID takes no buffer.
+    unsafe {
+        libc::shmctl(outside[1] as i32, libc::IPC_RMID, std::ptr::null_mut());
+        libc::msgctl(outside[2] as i32, libc::IPC_RMID, std::ptr::null_mut());
+    }
+    result
 }
