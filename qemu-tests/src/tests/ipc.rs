@@ -522,6 +522,37 @@ fn unregister_with_objects() -> Result<()> {
     Ok(())
 }
 
+/// One object of each kind (semaphore set, segment, queue) made by the test process,
+/// outside every AID, removed when dropped: what an AID must not see.
+struct OutsideObjects {
+    ids: [i64; 3],
+}
+
+impl OutsideObjects {
+    fn new() -> Result<OutsideObjects> {
+        let ids = [
+            semget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o666),
+            // SAFETY: shmget/msgget take integers only.
+            unsafe { libc::shmget(libc::IPC_PRIVATE, 4096 * 5, libc::IPC_CREAT | 0o666) } as i64,
+            unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o666) } as i64,
+        ];
+        let objects = OutsideObjects { ids };
+        ensure!(ids.iter().all(|&id| id >= 0), "premise: objects outside: {ids:?}");
+        Ok(objects)
+    }
+}
+
+impl Drop for OutsideObjects {
+    fn drop(&mut self) {
+        semrm(self.ids[0]);
+        // SAFETY: IPC_RMID takes no buffer (a failed get left -1: EINVAL).
+        unsafe {
+            libc::shmctl(self.ids[1] as i32, libc::IPC_RMID, std::ptr::null_mut());
+            libc::msgctl(self.ids[2] as i32, libc::IPC_RMID, std::ptr::null_mut());
+        }
+    }
+}
+
 /// The IDs `ipcs OPTION` lists (the second column of its object lines, which start with
 /// the key in hex).
 fn ipcs_ids(option: &str) -> Result<Vec<i64>> {
@@ -545,13 +576,8 @@ fn ipcs_ids(option: &str) -> Result<Vec<i64>> {
 /// virtual ID. /proc/sysvipc read inside holds one line per object of the AID.
 fn util_linux_tools_inside_aid() -> Result<()> {
     // An object of each kind outside every AID, which the AID must not see.
-    let outside = [
-        semget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o666),
-        // SAFETY: shmget/msgget take integers only.
-        unsafe { libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o666) } as i64,
-        unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o666) } as i64,
-    ];
-    ensure!(outside.iter().all(|&id| id >= 0), "premise: objects outside: {outside:?}");
+    let outside = OutsideObjects::new()?;
+    let outside = outside.ids;
     let result = for_each_flavor("ipc-tools-in", |fx| {
         let range = fx.range();
         fx.spawn(move |_| {
@@ -600,12 +626,6 @@ fn util_linux_tools_inside_aid() -> Result<()> {
         })?
         .finish(step_timeout())
     });
-    semrm(outside[0]);
-    // SAFETY: IPC_RMID takes no buffer.
-    unsafe {
-        libc::shmctl(outside[1] as i32, libc::IPC_RMID, std::ptr::null_mut());
-        libc::msgctl(outside[2] as i32, libc::IPC_RMID, std::ptr::null_mut());
-    }
     result
 }
 
@@ -953,13 +973,7 @@ const SHM_INFO: i32 = 14;
 /// the highest index they return makes an enumeration by *_STAT find exactly the AID's
 /// objects, while a process outside has objects of each kind too.
 fn info_counts_only_the_aid() -> Result<()> {
-    let outside = [
-        semget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o666),
-        // SAFETY: shmget/msgget take integers only.
-        unsafe { libc::shmget(libc::IPC_PRIVATE, 4096 * 5, libc::IPC_CREAT | 0o666) } as i64,
-        unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o666) } as i64,
-    ];
-    ensure!(outside.iter().all(|&id| id >= 0), "premise: objects outside: {outside:?}");
+    let _outside = OutsideObjects::new()?;
     let result = for_each_flavor("ipc-info", |fx| {
         fx.spawn(|_| {
             // SAFETY: SysV calls with integers and local buffers of the right types.
@@ -1004,11 +1018,5 @@ fn info_counts_only_the_aid() -> Result<()> {
         })?
         .finish(step_timeout())
     });
-    semrm(outside[0]);
-    // SAFETY: IPC_RMID takes no buffer.
-    unsafe {
-        libc::shmctl(outside[1] as i32, libc::IPC_RMID, std::ptr::null_mut());
-        libc::msgctl(outside[2] as i32, libc::IPC_RMID, std::ptr::null_mut());
-    }
     result
 }
