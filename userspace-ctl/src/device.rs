@@ -178,7 +178,8 @@ impl Device {
         unsafe { self.call::<{ uapi::IOC_UNLINK as Opcode }, _>(&mut request) }
     }
 
-    /// APPSHOT_IOC_UNREGISTER: deletes AID `aid`; `force` unlinks its processes first.
+    /// APPSHOT_IOC_UNREGISTER: deletes AID `aid`; `force` unlinks its processes first,
+    /// `destroy_ipc` removes its SysV IPC objects first.
     pub fn unregister(&self, aid: u64, force: bool, destroy_ipc: bool) -> Result<(), DeviceError> {
         let mut request = UnregisterRequest::zeroed();
         request.size = size_of::<UnregisterRequest>() as u32;

@@ -183,7 +183,7 @@ fn commands() -> Vec<Command> {
             name: "UNREGISTER",
             cmd: uapi::IOC_UNREGISTER,
             size: std::mem::size_of::<UnregisterRequest>(),
-            known_flags: uapi::UNREGISTER_FORCE,
+            known_flags: uapi::UNREGISTER_FORCE | uapi::UNREGISTER_DESTROY_IPC,
             zero_fields: reserved(offset_of!(UnregisterRequest, reserved), 2),
             pid_fields: vec![],
         },
