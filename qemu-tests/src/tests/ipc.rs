@@ -929,6 +929,7 @@ fn stat_buffer_never_holds_system_values() -> Result<()> {
         // SAFETY: IPC_STAT into a NULL buffer: EFAULT.
         let r = unsafe { libc::shmctl(id, libc::IPC_STAT, std::ptr::null_mut()) };
         ensure!(r == -1 && Errno::last().0 == libc::EFAULT, "IPC_STAT into NULL: {r} ({})", Errno::last());
+        // SAFETY: shmid_ds is plain integers; all zero is a valid value.
         let ds = std::sync::Arc::new(std::cell::UnsafeCell::new(unsafe { std::mem::zeroed::<libc::shmid_ds>() }));
         struct Shared(std::sync::Arc<std::cell::UnsafeCell<libc::shmid_ds>>);
         // SAFETY: the reader only reads with volatile loads; a torn value is a finding.
