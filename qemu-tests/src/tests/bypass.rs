@@ -1500,13 +1500,19 @@ const IPC_64: u32 = 0x100;
 /// the 64-bit layouts; semctl with IPC_64 set returns the ID) and the `ipc(2)`
 /// multiplexer (SEMOP, SEMCTL, SHMCTL in the old layout, MSGGET, MSGSND). An ID from one entry works in the other; the PIDs in `shmid_ds`, `msqid_ds`
 /// and GETPID are virtual in both i386 layouts; SEM_STAT by index finds the set under
-/// its virtual ID; an ID outside the AID is EINVAL.
+/// its virtual ID; SHM_INFO's compat layout counts only the AID's segment; an ID outside
+/// the AID is EINVAL.
 fn ipc_i386_entries() -> Result<()> {
     Abi::Ia32.expect_available()?;
-    // SAFETY: semget takes integers only.
-    let outside = unsafe { libc::semget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT | 0o666) };
-    if outside < 0 {
-        bail!("premise: semget outside: {}", Errno::last());
+    // SAFETY: semget and shmget take integers only.
+    let (outside, outside_shm) = unsafe {
+        (
+            libc::semget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT | 0o666),
+            libc::shmget(libc::IPC_PRIVATE, 3 * 4096, libc::IPC_CREAT | 0o666),
+        )
+    };
+    if outside < 0 || outside_shm < 0 {
+        bail!("premise: semget/shmget outside: {}", Errno::last());
     }
     let result = for_each_flavor("ipc-i386", |fx| {
         fx.spawn(move |_| {
@@ -1579,6 +1585,15 @@ fn ipc_i386_entries() -> Result<()> {
                 r == 0 && i64::from(cpid16) == me & 0xffff,
                 format!("{}, cpid {cpid16} (want 0, {})", show(r), me & 0xffff),
             );
+            // SHM_INFO in the compat layout (int used_ids, then 32-bit shm_tot): the AID's
+            // one segment of one page (a segment outside the AID exists too).
+            page.poison();
+            let r = sys(I386_SHMCTL, [0, 14, buf, 0, 0, 0]);
+            w.check(
+                "i386 shmctl(SHM_INFO), compat layout: used_ids, shm_tot",
+                r >= 0 && page.i32_at(0) == 1 && page.i32_at(4) == 1,
+                format!("{}, used_ids {}, shm_tot {} (want >= 0, 1, 1)", show(r), page.i32_at(0), page.i32_at(4)),
+            );
             w.expect("i386 shmctl(IPC_RMID)", sys(I386_SHMCTL, [shm as u32, libc::IPC_RMID as u32, 0, 0, 0, 0]), 0);
             // Message queues: ipc(MSGGET), ipc(MSGSND), msgctl (402).
             let msg = sys(I386_IPC, [IPC_MSGGET, 0, (libc::IPC_CREAT | 0o600) as u32, 0, 0, 0]);
@@ -1603,6 +1618,9 @@ fn ipc_i386_entries() -> Result<()> {
         .finish(step_timeout())
     });
     // SAFETY: IPC_RMID takes no buffer.
-    unsafe { libc::semctl(outside, 0, libc::IPC_RMID) };
+    unsafe {
+        libc::semctl(outside, 0, libc::IPC_RMID);
+        libc::shmctl(outside_shm, libc::IPC_RMID, std::ptr::null_mut());
+    }
     result
 }
