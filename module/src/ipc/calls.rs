@@ -234,8 +234,19 @@ fn set_int(args: &mut [u64; 6], i: usize, value: i32) {
     args[i] = (args[i] & !0xffff_ffff) | u64::from(value as u32);
 }
 
+/// Whether the kernel still has object `id`: its `IPC_STAT` into a NULL buffer fails
+/// with `EFAULT` (or `EACCES` without read permission) for an object that exists, and
+/// with `EINVAL` or `EIDRM` for one that does not.
+fn exists<K: Control>(id: u64) -> bool {
+    let (function, args) = K::stat_call(id, 0);
+    match crate::hooks::call_syscall(function, args) {
+        Some(ret) => ret != -i64::from(bindings::EINVAL) && ret != -i64::from(bindings::EIDRM),
+        None => true,
+    }
+}
+
 /// `*get(key, ..., flags)`: the key as the AID sees it, the object bound to a virtual ID.
-fn get<K: IpcKind>(c: &Call<'_>, key_at: usize, flags_at: usize) -> Outcome {
+fn get<K: Control>(c: &Call<'_>, key_at: usize, flags_at: usize) -> Outcome {
     let limit = glue::max_entries();
     let binding = match ipc::Binding::<K>::new() {
         Ok(binding) => binding,
@@ -263,7 +274,16 @@ fn get<K: IpcKind>(c: &Call<'_>, key_at: usize, flags_at: usize) -> Outcome {
         return Outcome::Return(ret);
     }
     match ipc::bind::<K>(c.registry, c.aid, ret as i32, binding, limit) {
-        Ok(virtual_id) => Outcome::Return(i64::from(virtual_id)),
+        Ok(virtual_id) => {
+            // The object may have been removed between the kernel's answer and the
+            // binding (another process of the AID found it by key and removed it): its
+            // removal hook then found no binding to drop. The binding is in the owner
+            // index now, so a removal from here on drops it; one before is seen here.
+            if !exists::<K>(ret as u64) {
+                ipc::unbind::<K>(c.registry, c.aid, ret as i32);
+            }
+            Outcome::Return(i64::from(virtual_id))
+        }
         Err(e) => {
             pr_warn!(
                 "AID {} '{}': no room for another {} (max_entries {}): ENOSPC\n",
