@@ -36,6 +36,10 @@
 /* IDs in system calls and signals (docs/syscalls.md). */
 #define APPSHOT_FEATURE_PID_VIRTUAL 0x4
 
+/* The module translates the SysV IPC IDs and keys of AID processes (semaphore sets, */
+/* shared memory segments, message queues; docs/syscalls.md). */
+#define APPSHOT_FEATURE_IPC_VIRTUAL 0x8
+
 /* REGISTER flag: `pid_min`..=`pid_max` is the AID's virtual PID range. */
 #define APPSHOT_REGISTER_PID_RANGE 0x1
 

@@ -159,6 +159,9 @@ abi_consts! {
     /// Feature bit: processes of an AID see virtual process, thread, group and session
     /// IDs in system calls and signals (docs/syscalls.md).
     pub const FEATURE_PID_VIRTUAL: u64 = 1 << 2 => "APPSHOT_FEATURE_PID_VIRTUAL";
+    /// The module translates the SysV IPC IDs and keys of AID processes (semaphore sets,
+    /// shared memory segments, message queues; docs/syscalls.md).
+    pub const FEATURE_IPC_VIRTUAL: u64 = 1 << 3 => "APPSHOT_FEATURE_IPC_VIRTUAL";
 
     /// REGISTER flag: `pid_min`..=`pid_max` is the AID's virtual PID range.
     pub const REGISTER_PID_RANGE: u32 = 1 << 0 => "APPSHOT_REGISTER_PID_RANGE";
@@ -189,7 +192,7 @@ abi_consts! {
 }
 
 /// Every feature bit this version of the ABI defines.
-pub const FEATURES: u64 = FEATURE_PID_TABLE | FEATURE_PID_RANGE | FEATURE_PID_VIRTUAL;
+pub const FEATURES: u64 = FEATURE_PID_TABLE | FEATURE_PID_RANGE | FEATURE_PID_VIRTUAL | FEATURE_IPC_VIRTUAL;
 
 /// Names of the table types, indexed by type number.
 pub const TABLE_NAMES: [&str; TABLE_COUNT] = ["pid", "sem", "shm", "msg", "key"];

@@ -149,10 +149,11 @@ pub fn write_stdout(text: &str) -> anyhow::Result<()> {
 }
 
 /// The feature bits of VERSION, by name.
-const FEATURE_NAMES: [(u64, &str); 3] = [
+const FEATURE_NAMES: [(u64, &str); 4] = [
     (uapi::FEATURE_PID_TABLE, "pid-table"),
     (uapi::FEATURE_PID_RANGE, "pid-range"),
     (uapi::FEATURE_PID_VIRTUAL, "pid-virtual"),
+    (uapi::FEATURE_IPC_VIRTUAL, "ipc-virtual"),
 ];
 
 /// The `appshot.ko` line of `appshotctl --version`.
@@ -519,7 +520,7 @@ VIRTUAL  SYSTEM  PROCESS
         version.nr_aids = 2;
         assert_eq!(
             module_version(&version),
-            "appshot.ko ABI v1, max_entries 65536, 2 AIDs registered, features: pid-table pid-range pid-virtual\n"
+            "appshot.ko ABI v1, max_entries 65536, 2 AIDs registered, features: pid-table pid-range pid-virtual ipc-virtual\n"
         );
         version.abi_version = 9;
         version.features = 1 << 7;
