@@ -135,19 +135,7 @@ fn run() -> Result<()> {
     };
     println!("BENCH tsc-mhz {:.1}", clock.ticks_per_ns * 1000.0);
     if opts.appshot {
-        let calls = [
-            Call::Getpid,
-            Call::Getppid,
-            Call::Kill,
-            Call::ForkWait,
-            Call::GetpidI386,
-            Call::KillI386,
-            Call::FutexWake,
-            Call::Semop,
-            Call::MsgSndRcv,
-            Call::ShmAtDt,
-            Call::SemctlStat,
-        ];
+        let calls = measure::MEASURED;
         for round in 1..=opts.rounds {
             for i in 0..CONFIGURATIONS.len() {
                 // Rotate the starting configuration so none always runs first.

@@ -422,10 +422,8 @@ pub(crate) fn futex_wants(args: [u64; 6]) -> bool {
 /// kernel's lookup of the lock's owner finds only tasks of its AID and, under a PID
 /// range, the TIDs the kernel's PI code writes and compares are virtual
 /// ([`crate::pid::futex`]); every other operation runs untouched.
+/// Runs only for the PI commands: the rows' pre-filter ([`futex_wants`]) let the call in.
 pub(crate) fn futex(c: &Call<'_>) -> Outcome {
-    if !futex_wants(c.args()) {
-        return Outcome::Native;
-    }
     if c.aid.pid_range.is_some() {
         match c.registry.attach_pi_translation() {
             Ok(()) => {}
