@@ -34,6 +34,8 @@ pub struct Options {
     pub candidates: bool,
     pub only_candidates: bool,
     pub write_doc: bool,
+    /// `--only`: the configurations to measure (all when `None`).
+    pub only: Option<String>,
     /// QEMU's `-icount`: guest time counts executed instructions, not host time.
     pub icount: bool,
     pub timeout: Duration,
@@ -620,6 +622,10 @@ pub fn run(ctx: &Context, opts: &Options) -> Result<ExitCode> {
     if !opts.icount {
         args.push("--tsc-mhz".into());
         args.push(format!("{:.1}", host_tsc_mhz()));
+    }
+    if let Some(only) = &opts.only {
+        args.push("--only".into());
+        args.push(only.clone());
     }
     if opts.only_candidates {
         args.push("--only-candidates".into());

@@ -159,6 +159,11 @@ struct BenchArgs {
     /// Print the tables only; leave docs/BENCHMARKS.md alone.
     #[arg(long)]
     no_doc: bool,
+    /// Measure only these appshot.ko configurations (comma-separated keys: unloaded,
+    /// loaded, other-aid, aid, aid-range, aid-1000, aid-10-sems, aid-10000-sems), for a
+    /// quick look while changing the module; implies --no-doc.
+    #[arg(long, value_name = "KEYS", conflicts_with = "only_candidates")]
+    only: Option<String>,
     /// Time with the host's clock (plain TCG) instead of -icount, where guest time
     /// counts executed instructions. Wall-clock numbers swing with host load.
     #[arg(long)]
@@ -244,7 +249,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 fork_iters: args.fork_iters,
                 candidates: args.candidates,
                 only_candidates: args.only_candidates,
-                write_doc: !args.no_doc,
+                write_doc: !args.no_doc && args.only.is_none(),
+                only: args.only,
                 icount: !args.wall_clock,
                 timeout: Duration::from_secs(args.timeout),
             };

@@ -27,7 +27,7 @@ use crate::measure::Call;
 use crate::setup::Setup;
 
 const USAGE: &str = "\
-usage: appshot-bench [--rounds N] [--iters N] [--fork-iters N] [--tsc-mhz F] [--candidates | --only-candidates]
+usage: appshot-bench [--rounds N] [--iters N] [--fork-iters N] [--tsc-mhz F] [--only KEY,...] [--candidates | --only-candidates]
 
 Measures system calls under appshot.ko configurations (and, with --candidates, under
 the hook mechanisms of /lib/modules/hook_candidates.ko), interleaved over N rounds,
@@ -35,7 +35,9 @@ and prints `BENCH sample ...` lines for cargo xtask bench. Run as root in the gu
   --rounds N       rounds (default 7)
   --iters N        calls per measurement of getpid-like calls (default 200000)
   --fork-iters N   fork+waitpid pairs per measurement (default 2000)
-  --tsc-mhz F      the TSC rate (default: calibrated against CLOCK_MONOTONIC)";
+  --tsc-mhz F      the TSC rate (default: calibrated against CLOCK_MONOTONIC)
+  --only KEY,...   only these appshot.ko configurations (unloaded, loaded, other-aid, aid,
+                   aid-range, aid-1000, aid-10-sems, aid-10000-sems)";
 
 /// The appshot.ko configurations of section `appshot`, in the order of the report.
 const CONFIGURATIONS: &[Setup] = &[
@@ -67,6 +69,8 @@ struct Options {
     candidates: bool,
     /// The TSC rate as the host measured it (QEMU's TCG TSC is the host's).
     tsc_mhz: Option<f64>,
+    /// The configurations measured (all of [`CONFIGURATIONS`] unless `--only`).
+    configurations: Vec<Setup>,
 }
 
 fn parse_args() -> Result<Options> {
@@ -77,6 +81,7 @@ fn parse_args() -> Result<Options> {
         appshot: true,
         candidates: false,
         tsc_mhz: None,
+        configurations: CONFIGURATIONS.to_vec(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -100,6 +105,19 @@ fn parse_args() -> Result<Options> {
                     Ok(mhz) if mhz > 0.0 => opts.tsc_mhz = Some(mhz),
                     _ => bail!("--tsc-mhz {value}: expected a positive number"),
                 }
+            }
+            "--only" => {
+                let value = args.next().context("--only needs a list of configurations")?;
+                opts.configurations = value
+                    .split(',')
+                    .map(|key| {
+                        CONFIGURATIONS
+                            .iter()
+                            .copied()
+                            .find(|setup| setup.key() == key)
+                            .with_context(|| format!("--only: no configuration {key:?}"))
+                    })
+                    .collect::<Result<_>>()?;
             }
             "--only-candidates" => {
                 opts.candidates = true;
@@ -137,9 +155,10 @@ fn run() -> Result<()> {
     if opts.appshot {
         let calls = measure::MEASURED;
         for round in 1..=opts.rounds {
-            for i in 0..CONFIGURATIONS.len() {
+            let configurations = &opts.configurations;
+            for i in 0..configurations.len() {
                 // Rotate the starting configuration so none always runs first.
-                let setup = CONFIGURATIONS[(i + round as usize - 1) % CONFIGURATIONS.len()];
+                let setup = configurations[(i + round as usize - 1) % configurations.len()];
                 eprintln!("# round {round}/{}: appshot {}", opts.rounds, setup.key());
                 let prepared = setup::prepare(setup)?;
                 let results = measure::in_worker(&calls, &opts.iters_for(), clock, &prepared)?;
