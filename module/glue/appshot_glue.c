@@ -128,16 +128,16 @@ void appshot_glue_misc_deregister(void)
 
 /*
  * Every hook is an ftrace direct call: the fentry site of each hooked function calls
- * appshot_trampoline (appshot_trampoline.S), which calls appshot_glue_hook_entry() with
- * the function's arguments and either returns into the function or replaces the call.
- * One ftrace_ops holds every hooked function, so attaching and detaching are one ftrace
- * update each. Which functions are hooked, and what each hook call means, is decided in
+ * one of the trampolines of appshot_trampoline.S, which calls Rust
+ * (appshot_rust_syscall() for a system call, appshot_rust_hook() for another function)
+ * and either returns into the function or replaces the call. A few ftrace_ops (one per trampoline, below) hold every hooked function, so
+ * attaching and detaching are a few ftrace updates. Which functions are hooked, and what each hook call means, is decided in
  * Rust (src/hooks/mod.rs): the glue resolves the names it is given and passes every hook
  * call on with its *site* (the return address of the fentry call), which names the
  * function. All hooked functions run in process context; src/hooks/mod.rs says which
  * ones run with a spinlock held.
  *
- * Attach/detach: the filter and the sites are set once at module load; the ops is
+ * Attach/detach: the filters and the sites are set once at module load; the ops are
  * registered when the first AID is registered and unregistered when the last one goes,
  * so a loaded module with no AID costs nothing (called from Rust under the registry
  * mutex).
@@ -151,30 +151,49 @@ void appshot_glue_misc_deregister(void)
  */
 static atomic_t appshot_hooks_inflight = ATOMIC_INIT(0);
 
-void appshot_trampoline(void);
-bool appshot_glue_hook_entry(unsigned long *args, unsigned long site, long *out,
-			     unsigned long parent_ip, unsigned long slot);
-
 /*
- * Three ftrace_ops, in the order of the names given to appshot_glue_hooks_init:
- * appshot_ops (attached with the first AID, through appshot_trampoline and its task
- * filter), appshot_unfiltered_ops (the next n_unfiltered names, attached with it, through
- * appshot_trampoline_unfiltered: functions whose every call appshot must see), and
- * appshot_demand_ops (the last n_demand names, through appshot_trampoline, attached only
- * once a feature needs them, because they sit on functions so hot that even the
- * trampoline's fast path would show in every process). src/hooks/mod.rs says which
- * function is in which group.
+ * The groups of hooked functions, in the order of the names given to
+ * appshot_glue_hooks_init, each an ftrace_ops with its own trampoline
+ * (appshot_trampoline.S; src/hooks/mod.rs says which function is in which group):
+ *
+ *  - system calls: through appshot_trampoline_syscall, with the task filter and the
+ *    test that lets a handler's own call of the original (on a copy of the registers)
+ *    run unhooked;
+ *  - other kernel functions: through appshot_trampoline, with the task filter;
+ *  - unfiltered: through appshot_trampoline_unfiltered, for the functions whose every
+ *    call appshot must see;
+ *  - on demand: through appshot_trampoline, attached only once a feature needs them,
+ *    because they sit on functions so hot that even the trampoline's fast path would
+ *    show in every process.
+ *
+ * The first three are attached with the first AID and detached with the last; every
+ * group must have functions (an ftrace_ops with an empty filter would trace them all).
  */
+void appshot_trampoline(void);
+void appshot_trampoline_syscall(void);
 void appshot_trampoline_unfiltered(void);
 
-static struct ftrace_ops appshot_ops;
-static struct ftrace_ops appshot_unfiltered_ops;
-static struct ftrace_ops appshot_demand_ops;
-static bool appshot_ops_filtered;
-static bool appshot_unfiltered_filtered;
-static bool appshot_demand_filtered;
-static bool appshot_ops_attached;
-static bool appshot_demand_attached;
+enum appshot_group {
+	APPSHOT_GROUP_SYSCALL,
+	APPSHOT_GROUP_KERNEL,
+	APPSHOT_GROUP_UNFILTERED,
+	APPSHOT_GROUP_DEMAND,
+	APPSHOT_GROUPS
+};
+
+struct appshot_hook_group {
+	struct ftrace_ops ops;
+	void (*trampoline)(void);
+	bool filtered;
+	bool attached;
+};
+
+static struct appshot_hook_group appshot_groups[APPSHOT_GROUPS] = {
+	[APPSHOT_GROUP_SYSCALL] = { .trampoline = appshot_trampoline_syscall },
+	[APPSHOT_GROUP_KERNEL] = { .trampoline = appshot_trampoline },
+	[APPSHOT_GROUP_UNFILTERED] = { .trampoline = appshot_trampoline_unfiltered },
+	[APPSHOT_GROUP_DEMAND] = { .trampoline = appshot_trampoline },
+};
 
 void appshot_glue_inflight_enter(void)
 {
@@ -185,14 +204,6 @@ void appshot_glue_inflight_exit(void)
 {
 	if (atomic_dec_and_test(&appshot_hooks_inflight))
 		wake_up_var(&appshot_hooks_inflight);
-}
-
-bool appshot_glue_hook_entry(unsigned long *args, unsigned long site, long *out,
-			     unsigned long parent_ip, unsigned long slot)
-{
-	struct task_struct *task = current;
-
-	return appshot_rust_hook(args, site, task_pt_regs(task), out, slot, task);
 }
 
 /* The start of the function whose fentry call returns to `site`. */
@@ -309,42 +320,42 @@ out:
 
 void appshot_glue_hooks_free(void)
 {
-	if (appshot_ops_filtered)
-		ftrace_free_filter(&appshot_ops);
-	if (appshot_unfiltered_filtered)
-		ftrace_free_filter(&appshot_unfiltered_ops);
-	if (appshot_demand_filtered)
-		ftrace_free_filter(&appshot_demand_ops);
-	appshot_ops_filtered = false;
-	appshot_unfiltered_filtered = false;
-	appshot_demand_filtered = false;
+	int g;
+
+	for (g = 0; g < APPSHOT_GROUPS; g++) {
+		if (appshot_groups[g].filtered)
+			ftrace_free_filter(&appshot_groups[g].ops);
+		appshot_groups[g].filtered = false;
+	}
 }
 
-int appshot_glue_hooks_init(const char *const *names, unsigned int n, unsigned int n_unfiltered,
-			    unsigned int n_demand, unsigned long *sites)
+/* Resolves the n names (counts[g] of each group, in group order) into sites and sets
+ * each group's filter. */
+int appshot_glue_hooks_init(const char *const *names, unsigned int n, const unsigned int *counts,
+			    unsigned long *sites)
 {
-	unsigned int i, n_filtered;
-	int err;
+	unsigned int i, first = 0;
+	int g, err;
 
-	if (n_unfiltered > n || n_demand > n - n_unfiltered || n_unfiltered == 0)
+	for (g = 0; g < APPSHOT_GROUPS; g++) {
+		if (counts[g] == 0 || counts[g] > n - first)
+			return -EINVAL;
+		first += counts[g];
+	}
+	if (first != n)
 		return -EINVAL;
-	n_filtered = n - n_unfiltered - n_demand;
 	err = appshot_resolve(names, sites, n);
 	if (err)
 		return err;
-	memset(&appshot_ops, 0, sizeof(appshot_ops));
-	memset(&appshot_unfiltered_ops, 0, sizeof(appshot_unfiltered_ops));
-	memset(&appshot_demand_ops, 0, sizeof(appshot_demand_ops));
 	/* One filter update per group (by name, each would scan every ftrace record). */
-	err = ftrace_set_filter_ips(&appshot_ops, sites, n_filtered, 0, 0);
-	appshot_ops_filtered = !err;
-	if (!err) {
-		err = ftrace_set_filter_ips(&appshot_unfiltered_ops, sites + n_filtered, n_unfiltered, 0, 0);
-		appshot_unfiltered_filtered = !err;
-	}
-	if (!err && n_demand) {
-		err = ftrace_set_filter_ips(&appshot_demand_ops, sites + n_filtered + n_unfiltered, n_demand, 0, 0);
-		appshot_demand_filtered = !err;
+	first = 0;
+	for (g = 0; g < APPSHOT_GROUPS && !err; g++) {
+		struct appshot_hook_group *group = &appshot_groups[g];
+
+		memset(&group->ops, 0, sizeof(group->ops));
+		err = ftrace_set_filter_ips(&group->ops, sites + first, counts[g], 0, 0);
+		group->filtered = !err;
+		first += counts[g];
 	}
 	if (err) {
 		pr_err("cannot set the hook filter: error %d\n", err);
@@ -356,18 +367,34 @@ int appshot_glue_hooks_init(const char *const *names, unsigned int n, unsigned i
 	return 0;
 }
 
+static int appshot_group_attach(enum appshot_group g)
+{
+	struct appshot_hook_group *group = &appshot_groups[g];
+	int err;
+
+	if (group->attached || !group->filtered)
+		return group->attached ? 0 : -ENOENT;
+	err = register_ftrace_direct(&group->ops, (unsigned long)group->trampoline);
+	group->attached = !err;
+	return err;
+}
+
+static void appshot_group_detach(enum appshot_group g)
+{
+	struct appshot_hook_group *group = &appshot_groups[g];
+
+	/* Keeps the filter for the next attach. */
+	if (group->attached)
+		unregister_ftrace_direct(&group->ops, (unsigned long)group->trampoline, false);
+	group->attached = false;
+}
+
 void appshot_glue_hooks_detach(void)
 {
-	/* Keeps the filters for the next attach. */
-	if (appshot_demand_attached)
-		unregister_ftrace_direct(&appshot_demand_ops, (unsigned long)appshot_trampoline, false);
-	appshot_demand_attached = false;
-	if (appshot_ops_attached) {
-		unregister_ftrace_direct(&appshot_unfiltered_ops, (unsigned long)appshot_trampoline_unfiltered,
-					 false);
-		unregister_ftrace_direct(&appshot_ops, (unsigned long)appshot_trampoline, false);
-	}
-	appshot_ops_attached = false;
+	int g;
+
+	for (g = APPSHOT_GROUPS - 1; g >= 0; g--)
+		appshot_group_detach(g);
 }
 
 /* Attaches the on-demand hooks; only while the others are (called under the same mutex). */
@@ -375,34 +402,26 @@ int appshot_glue_hooks_attach_demand(void)
 {
 	int err;
 
-	if (appshot_demand_attached || !appshot_demand_filtered)
-		return 0;
-	if (!appshot_ops_attached)
+	if (!appshot_groups[APPSHOT_GROUP_SYSCALL].attached)
 		return -ENOENT;
-	err = register_ftrace_direct(&appshot_demand_ops, (unsigned long)appshot_trampoline);
-	if (err) {
+	err = appshot_group_attach(APPSHOT_GROUP_DEMAND);
+	if (err)
 		pr_err("cannot attach the on-demand hooks: error %d\n", err);
-		return err;
-	}
-	appshot_demand_attached = true;
-	return 0;
+	return err;
 }
 
+/* Attaches every group but the on-demand one, all or none. */
 int appshot_glue_hooks_attach(void)
 {
-	int err = register_ftrace_direct(&appshot_ops, (unsigned long)appshot_trampoline);
+	int g, err = 0;
 
-	if (!err) {
-		err = register_ftrace_direct(&appshot_unfiltered_ops, (unsigned long)appshot_trampoline_unfiltered);
-		if (err)
-			unregister_ftrace_direct(&appshot_ops, (unsigned long)appshot_trampoline, false);
-	}
+	for (g = 0; g < APPSHOT_GROUP_DEMAND && !err; g++)
+		err = appshot_group_attach(g);
 	if (err) {
 		pr_err("cannot attach the hooks: error %d\n", err);
-		return err;
+		appshot_glue_hooks_detach();
 	}
-	appshot_ops_attached = true;
-	return 0;
+	return err;
 }
 
 void appshot_glue_hooks_quiesce(void)
@@ -570,6 +589,13 @@ void appshot_glue_rcu_read_lock(void)
 void appshot_glue_rcu_read_unlock(void)
 {
 	rcu_read_unlock();
+}
+
+/* The address of the current task's parent, to compare only (not dereferenced: no RCU
+ * read lock needed). */
+unsigned long appshot_glue_current_parent_address(void)
+{
+	return (unsigned long)READ_ONCE(current->real_parent);
 }
 
 /* Caller holds rcu_read_lock(), which keeps the parent's task_struct allocated. */

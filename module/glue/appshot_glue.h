@@ -19,8 +19,9 @@ struct task_struct;
 
 /* Implemented in Rust. */
 long appshot_rust_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
-bool appshot_rust_hook(const unsigned long *args, unsigned long site, struct pt_regs *user_regs,
-		       long *out, unsigned long slot, struct task_struct *current_task);
+bool appshot_rust_hook(const unsigned long *args, unsigned long site, long *out);
+bool appshot_rust_syscall(struct pt_regs *regs, unsigned long site, long *out, unsigned long slot,
+			  struct task_struct *current_task);
 
 /* Implemented in appshot_trampoline.S: the task slots of src/pid/task_index.rs. */
 unsigned long appshot_task_slot(unsigned long address);
@@ -31,8 +32,8 @@ int appshot_glue_misc_register(void);
 void appshot_glue_misc_deregister(void);
 
 /* Hooks: filters set at load, attached while an AID exists (see appshot_glue.c). */
-int appshot_glue_hooks_init(const char *const *names, unsigned int n, unsigned int n_unfiltered,
-			    unsigned int n_demand, unsigned long *sites);
+int appshot_glue_hooks_init(const char *const *names, unsigned int n, const unsigned int *counts,
+			    unsigned long *sites);
 bool appshot_glue_site_callable(unsigned long site);
 bool appshot_glue_config_ia32_emulation(void);
 bool appshot_glue_config_x32_abi(void);
@@ -96,6 +97,7 @@ unsigned int appshot_glue_pid_uses(pid_t nr, struct task_struct *except);
 void appshot_glue_rcu_read_lock(void);
 void appshot_glue_rcu_read_unlock(void);
 struct task_struct *appshot_glue_current_parent(void);
+unsigned long appshot_glue_current_parent_address(void);
 struct task_struct *appshot_glue_task_parent(struct task_struct *task);
 unsigned int appshot_glue_collect_processes(struct task_struct **out, u32 *parents, unsigned int max);
 int appshot_glue_task_pid_ns(struct task_struct *task);

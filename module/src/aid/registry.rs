@@ -197,6 +197,13 @@ impl Registry {
             self.on_demand.store(false, Ordering::Release);
         }
         drop(set);
+        // The hot path uses the AID that a task-index slot caches without a reference,
+        // under an RCU read lock (`TaskIndex::current_link`). Every link and cache of this
+        // AID is gone, and nothing links to it any more: once readers that found it
+        // before have left their RCU sections, the last references (this one, those of
+        // handlers still running) may free it.
+        // SAFETY: called from process context (an ioctl) holding no lock.
+        unsafe { kernel::bindings::synchronize_rcu() };
         pr_info!("AID {} '{}' unregistered ({} threads unlinked)\n", id, aid.name_str(), unlinked);
         Ok(unlinked)
     }

@@ -15,24 +15,36 @@ use crate::linux::glue;
 /// How many functions the filter holds (for the log line).
 static FILTERED: AtomicUsize = AtomicUsize::new(0);
 
+/// The glue's groups of hooked functions, each attached through a trampoline of its own
+/// (`glue/appshot_glue.c`), in the order their names are given to [`resolve`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Group {
+    /// System calls: task filter, and a handler's own call of the original (on a copy of
+    /// the registers) runs unhooked.
+    Syscall = 0,
+    /// Other kernel functions: task filter.
+    Kernel = 1,
+    /// Functions whose every call, by any task, reaches the handler.
+    Unfiltered = 2,
+    /// Attached only by [`attach_on_demand`].
+    OnDemand = 3,
+}
+
+impl Group {
+    pub(crate) const ALL: [Group; 4] = [Group::Syscall, Group::Kernel, Group::Unfiltered, Group::OnDemand];
+}
+
 /// Finds the named kernel functions and sets the hook filters to them (module load);
-/// nothing is attached yet. After the filtered ones come `unfiltered` names, whose hook
-/// skips the trampoline's task filter, then `on_demand` ones, attached only by
-/// [`attach_on_demand`]. Returns each one's site, in order. Fails, naming the function in
-/// the kernel log, when one is missing.
-pub(crate) fn resolve(names: &[*const c_char], unfiltered: usize, on_demand: usize) -> Result<KVec<c_ulong>> {
+/// nothing is attached yet. `names` holds `counts[g]` names of each [`Group`], in the
+/// order of [`Group::ALL`]. Returns each one's site, in order. Fails, naming the function
+/// in the kernel log, when one is missing.
+pub(crate) fn resolve(names: &[*const c_char], counts: [u32; 4]) -> Result<KVec<c_ulong>> {
     let mut sites: KVec<c_ulong> = KVec::from_elem(0, names.len(), GFP_KERNEL)?;
     // SAFETY: `names` holds `len` pointers to NUL-terminated static strings (the hook
-    // tables'); `sites` has room for as many results; the glue checks that the groups
-    // fit in `len`.
+    // tables'); `sites` has room for as many results; `counts` is four counts, which the
+    // glue checks add up to `len`.
     let err = unsafe {
-        glue::appshot_glue_hooks_init(
-            names.as_ptr(),
-            names.len() as u32,
-            unfiltered as u32,
-            on_demand as u32,
-            sites.as_mut_ptr(),
-        )
+        glue::appshot_glue_hooks_init(names.as_ptr(), names.len() as u32, counts.as_ptr(), sites.as_mut_ptr())
     };
     if err != 0 {
         return Err(Error::from_errno(err));

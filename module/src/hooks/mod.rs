@@ -56,9 +56,10 @@ use kernel::str::CStr;
 use kernel::sync::Arc;
 
 use crate::aid::Aid;
+use attach::Group;
 use crate::table::kind;
 
-use crate::linux::glue;
+use crate::linux::glue::{self, RcuReadLock};
 use crate::pid::{futex, link};
 use crate::linux::task::Task;
 use crate::aid::registry::{self, Registry};
@@ -159,24 +160,13 @@ impl Hooked {
         }
     }
 
-    /// Whether the function is attached on demand ([`ON_DEMAND`]).
-    fn on_demand(index: usize) -> bool {
-        matches!(Hooked::at(index), Some(Hooked::Kernel(hook)) if ON_DEMAND.contains(&hook))
-    }
-
-    /// Whether every task's call of the function reaches its handler ([`UNFILTERED`]).
-    fn unfiltered(index: usize) -> bool {
-        matches!(Hooked::at(index), Some(Hooked::Kernel(hook)) if UNFILTERED.contains(&hook))
-    }
-
-    /// The glue's group of the function: 0 filtered, 1 unfiltered, 2 on demand.
-    fn group(index: usize) -> u8 {
-        if Hooked::on_demand(index) {
-            2
-        } else if Hooked::unfiltered(index) {
-            1
-        } else {
-            0
+    /// The glue's group of the function: which trampoline its hook goes through.
+    fn group(index: usize) -> Group {
+        match Hooked::at(index) {
+            Some(Hooked::Syscall(_)) | None => Group::Syscall,
+            Some(Hooked::Kernel(hook)) if ON_DEMAND.contains(&hook) => Group::OnDemand,
+            Some(Hooked::Kernel(hook)) if UNFILTERED.contains(&hook) => Group::Unfiltered,
+            Some(Hooked::Kernel(_)) => Group::Kernel,
         }
     }
 
@@ -217,6 +207,8 @@ struct Sites {
     kernel: [AtomicU8; SITE_SLOTS],
     /// The getpid sites (x86-64 and i386), checked first on the hot path.
     getpid: [AtomicUsize; 2],
+    /// The getppid sites, checked next.
+    getppid: [AtomicUsize; 2],
 }
 
 static SITES: Sites = Sites {
@@ -224,6 +216,7 @@ static SITES: Sites = Sites {
     syscalls: [const { AtomicPtr::new(core::ptr::null_mut()) }; SITE_SLOTS],
     kernel: [const { AtomicU8::new(0) }; SITE_SLOTS],
     getpid: [const { AtomicUsize::new(usize::MAX) }; 2],
+    getppid: [const { AtomicUsize::new(usize::MAX) }; 2],
 };
 
 
@@ -284,7 +277,12 @@ impl Sites {
 
     #[inline]
     fn is_getpid(&self, site: usize) -> bool {
-        self.getpid.iter().any(|getpid| getpid.load(Ordering::Relaxed) == site)
+        self.getpid[0].load(Ordering::Relaxed) == site || self.getpid[1].load(Ordering::Relaxed) == site
+    }
+
+    #[inline]
+    fn is_getppid(&self, site: usize) -> bool {
+        self.getppid[0].load(Ordering::Relaxed) == site || self.getppid[1].load(Ordering::Relaxed) == site
     }
 }
 
@@ -316,16 +314,16 @@ pub(crate) fn call_syscall(function: &CStr, args: [u64; 6]) -> Option<i64> {
 pub(crate) fn init() -> Result {
     let mut wanted: KVec<usize> = KVec::with_capacity(HOOKED, GFP_KERNEL)?;
     let mut names: KVec<*const c_char> = KVec::with_capacity(HOOKED, GFP_KERNEL)?;
-    // In the glue's order: the filtered ones, the unfiltered ones, the on-demand ones.
-    let mut groups = [0usize; 3];
-    for group in 0..3u8 {
+    // In the glue's order of groups.
+    let mut counts = [0u32; 4];
+    for group in Group::ALL {
         for index in (0..HOOKED).filter(|&i| Hooked::present_in_kernel(i) && Hooked::group(i) == group) {
             wanted.push(index, GFP_KERNEL)?;
             names.push(Hooked::name(index).as_char_ptr(), GFP_KERNEL)?;
-            groups[usize::from(group)] += 1;
+            counts[group as usize] += 1;
         }
     }
-    let sites = attach::resolve(&names, groups[1], groups[2])?;
+    let sites = attach::resolve(&names, counts)?;
     let mut pairs: KVec<(usize, u16)> = KVec::with_capacity(wanted.len(), GFP_KERNEL)?;
     for (&index, &site) in wanted.iter().zip(sites.iter()) {
         let hooked = Hooked::at(index).ok_or(EINVAL)?;
@@ -339,7 +337,7 @@ pub(crate) fn init() -> Result {
         }
         pairs.push((site as usize, index as u16), GFP_KERNEL)?;
     }
-    let mut getpid = 0;
+    let (mut getpid, mut getppid) = (0, 0);
     for &(site, index) in pairs.iter() {
         let Some(hooked) = Hooked::at(usize::from(index)) else {
             continue;
@@ -350,31 +348,53 @@ pub(crate) fn init() -> Result {
                 SITES.getpid[getpid].store(site, Ordering::Relaxed);
                 getpid += 1;
             }
+            if syscall.own == OwnId::Ppid && getppid < 2 {
+                SITES.getppid[getppid].store(site, Ordering::Relaxed);
+                getppid += 1;
+            }
         }
     }
     Ok(())
 }
 
-/// The entry of every hook call (from the trampoline through the glue): `args` are the
-/// hooked function's six argument registers, `site` tells which function it is,
-/// `user_regs` is the current task's saved user registers, `slot` its task-index slot
-/// (computed by the trampoline). Returns `true` with the result in `*out` to replace the
-/// call, `false` to let the function run.
-///
-/// The hot path: a system call is recognised by its first argument being the task's
-/// own saved registers (a handler that calls the original passes a copy, so that nested
-/// call runs unhooked: the recursion guard). A task in no AID whose slot also holds a
-/// linked task leaves at the count test, a linked task's `getpid` is answered from its
-/// slot's cache; everything else is a tail call, so this part saves no registers.
+/// The entry of every hook call of a kernel function other than a system call (from
+/// the trampolines through the glue): `args` are the hooked function's six argument
+/// registers, `site` tells which function it is. Returns `true` with the result in `*out`
+/// to replace the call, `false` to let the function run.
 ///
 /// # Safety
-/// `args` points to six readable words; `user_regs` is `task_pt_regs(task)`; `out`
-/// points to the trampoline's result slot; `task` is `current`.
+/// `args` points to six readable words; `out` points to the trampoline's result slot.
 #[no_mangle]
-pub(crate) unsafe extern "C" fn appshot_rust_hook(
-    args: *const c_ulong,
+pub(crate) unsafe extern "C" fn appshot_rust_hook(args: *const c_ulong, site: c_ulong, out: *mut c_long) -> bool {
+    let Some(registry) = registry::get() else {
+        return false;
+    };
+    let Some(hook) = SITES.kernel_function(site as usize) else {
+        return false;
+    };
+    // SAFETY: as promised by the caller.
+    unsafe { kernel_function(registry, hook, args, site as usize, out) }
+}
+
+/// The entry of every hooked system call of a task whose slot holds a linked task,
+/// called straight from the system calls' trampoline (`appshot_trampoline_syscall`),
+/// which has checked that `regs`, the entry's only argument, is the task's own saved
+/// user registers (a handler's call of the original, on a copy, never gets here: the
+/// recursion guard). `site` tells which entry it is, `slot` is the task's index slot,
+/// `task` the current task. Returns `true` with the result in `*out` to replace the
+/// call, `false` to let the entry run.
+///
+/// The hot path: a task in no AID whose slot also holds a linked task leaves in
+/// [`syscall`]; a linked task's `getpid` is answered here from its slot's cache, and
+/// everything else is a tail call, so this part saves no registers.
+///
+/// # Safety
+/// `regs` is `task_pt_regs(task)`; `out` points to the trampoline's result slot; `task`
+/// is `current`.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn appshot_rust_syscall(
+    regs: *mut bindings::pt_regs,
     site: c_ulong,
-    user_regs: *mut bindings::pt_regs,
     out: *mut c_long,
     slot: c_ulong,
     task: *mut bindings::task_struct,
@@ -382,35 +402,49 @@ pub(crate) unsafe extern "C" fn appshot_rust_hook(
     let Some(registry) = registry::get() else {
         return false;
     };
-    // SAFETY: the trampoline passes its saved argument registers (caller's promise).
-    let first = unsafe { *args };
-    if first as usize != user_regs as usize {
-        // One of the kernel functions, or a handler's nested system call on a copy of the
-        // registers (which runs unhooked: the recursion guard), told apart here in one
-        // probe of the site hash before the heavier dispatch.
-        let Some(hook) = SITES.kernel_function(site as usize) else {
-            return false;
-        };
-        // SAFETY: as promised by the caller.
-        return unsafe { kernel_function(registry, hook, args, site as usize, out) };
-    }
-    let fast_slot = Slot::from_trampoline(slot as usize);
-    if !fast_slot.any_linked() {
-        return false;
-    }
+    let slot = Slot::from_trampoline(slot as usize);
     if SITES.is_getpid(site as usize) {
-        if let Some(ids) = registry.tasks.cached_own_ids(task as usize, fast_slot) {
+        if let Some(ids) = registry.tasks.cached_own_ids(task as usize, slot) {
             if let Some(virtual_tgid) = ids.virtual_tgid {
                 // SAFETY: `out` points to the trampoline's result slot.
                 unsafe { *out = virtual_tgid.raw() as c_long };
                 return true;
             }
         }
+    } else if SITES.is_getppid(site as usize) {
+        return getppid(registry, regs, site as usize, out, slot, task);
     }
-    syscall(registry, user_regs, site as usize, out, fast_slot, task)
+    syscall(registry, regs, site as usize, out, slot, task)
+}
+
+/// `getppid` of a task whose slot holds a linked task: from the slot's cache when it
+/// still holds, else through [`syscall`] (which fills the cache). Out of line so that
+/// [`appshot_rust_syscall`] saves no registers.
+#[inline(never)]
+fn getppid(
+    registry: &Registry,
+    regs: *mut bindings::pt_regs,
+    site: usize,
+    out: *mut c_long,
+    slot: Slot,
+    task: *mut bindings::task_struct,
+) -> bool {
+    if let Some(ppid) = registry.tasks.cached_parent_id(task as usize, slot) {
+        // SAFETY: `out` points to the trampoline's result slot.
+        unsafe { *out = ppid as c_long };
+        return true;
+    }
+    syscall(registry, regs, site, out, slot, task)
 }
 
 /// Every system call of a task whose slot holds a linked task, but the cached `getpid`.
+///
+/// The caller's IDs and AID come from its slot's cache under an RCU read lock (no lock,
+/// no reference: [`TaskIndex::current_link`]); own IDs are answered right there. A
+/// handler then holds a reference on the AID, which also keeps the module loaded while
+/// it sleeps (a blocking `wait4`, `semop`, `msgrcv`: `Aid::_module`).
+///
+/// [`TaskIndex::current_link`]: crate::pid::task_index::TaskIndex::current_link
 #[inline(never)]
 fn syscall(
     registry: &Registry,
@@ -425,31 +459,35 @@ fn syscall(
     };
     // SAFETY: the glue passes `current`, which stays valid while it runs this call.
     let task = unsafe { Task::from_raw(task) };
-    let Some(ids) = registry.tasks.own_ids(task, slot) else {
-        return false;
-    };
-    let Some(syscall) = SITES.syscall(site) else {
-        return false;
-    };
-    if let Some(value) = syscalls::own_id(syscall.own, ids, task) {
-        // SAFETY: `out` points to the trampoline's result slot.
-        unsafe { *out = value as c_long };
-        return true;
-    }
-    // SAFETY: the glue passes the current task's saved user registers, valid and not
-    // written by anyone else during its own system call.
-    let regs = unsafe { &*regs };
-    if let Some(wants) = syscall.wants {
-        if !wants(syscalls::args_of(regs, syscall.abi)) {
+    let aid = {
+        let rcu = RcuReadLock::new();
+        let Some((ids, aid)) = registry.tasks.current_link(task, slot, &rcu) else {
             return false;
+        };
+        let Some(syscall) = SITES.syscall(site) else {
+            return false;
+        };
+        if let Some(value) = syscalls::own_id(syscall.own, ids, task, slot, registry, &aid) {
+            // SAFETY: `out` points to the trampoline's result slot.
+            unsafe { *out = value as c_long };
+            return true;
         }
-    }
-    // The handler may sleep (a blocking wait4): the AID it holds keeps the module loaded
-    // meanwhile (`Aid::_module`).
-    let Some(aid) = registry.tasks.lookup_at(task, slot) else {
-        return false;
+        // SAFETY: the glue passes the current task's saved user registers, valid and not
+        // written by anyone else during its own system call.
+        let args = syscalls::args_of(unsafe { &*regs }, syscall.abi);
+        if let Some(wants) = syscall.wants {
+            if !wants(args) {
+                return false;
+            }
+        }
+        // The reference outlives the RCU section: the count is not zero while the borrow
+        // lives (see `current_link`).
+        (Arc::<Aid>::from(aid), syscall, args)
     };
-    let call = Call { regs, abi: syscall.abi, original: site, aid: &aid, registry, task };
+    let (aid, syscall, args) = aid;
+    // SAFETY: as above.
+    let regs = unsafe { &*regs };
+    let call = Call { regs, args, abi: syscall.abi, original: site, aid: &aid, registry, task };
     match (syscall.handler)(&call) {
         Outcome::Native => false,
         Outcome::Return(value) => {

@@ -521,13 +521,18 @@ fn stat_through_scratch<K: Control>(c: &Call<'_>, mut args: [u64; 6], at: usize)
     if ret < 0 {
         return Some((ret, true));
     }
-    let mut ds = [0u8; DS_MAX];
-    if UserSlice::new(scratch as usize, size).reader().read_slice(&mut ds[..size]).is_err() {
+    // Not zeroed first (that cost a tenth of the call): only the bytes read are used.
+    let mut buf = [core::mem::MaybeUninit::<u8>::uninit(); DS_MAX];
+    let buf = buf.get_mut(..size)?;
+    if UserSlice::new(scratch as usize, size).reader().read_raw(buf).is_err() {
         return None;
     }
-    translate_ds::<K>(c, &mut ds[..size], true);
+    // SAFETY: `read_raw` succeeded, so it wrote every byte of `buf`; `u8` and
+    // `MaybeUninit<u8>` have the same layout.
+    let ds = unsafe { &mut *(buf as *mut [core::mem::MaybeUninit<u8>] as *mut [u8]) };
+    translate_ds::<K>(c, ds, true);
     // The one write of the caller's buffer: EFAULT for a bad one, as natively.
-    match UserSlice::new(user as usize, size).writer().write_slice(&ds[..size]) {
+    match UserSlice::new(user as usize, size).writer().write_slice(ds) {
         Ok(()) => Some((ret, true)),
         Err(_) => Some((-i64::from(bindings::EFAULT), true)),
     }

@@ -24,8 +24,7 @@ extern "C" {
     pub(crate) fn appshot_glue_hooks_init(
         names: *const *const c_char,
         n: c_uint,
-        n_unfiltered: c_uint,
-        n_demand: c_uint,
+        counts: *const c_uint,
         sites: *mut c_ulong,
     ) -> c_int;
     pub(crate) fn appshot_glue_site_callable(site: c_ulong) -> bool;
@@ -79,6 +78,8 @@ extern "C" {
     pub(crate) fn appshot_glue_rcu_read_lock();
     pub(crate) fn appshot_glue_rcu_read_unlock();
     pub(crate) fn appshot_glue_current_parent() -> *mut bindings::task_struct;
+    /// The current task's `real_parent` as a number, to compare only.
+    pub(crate) fn appshot_glue_current_parent_address() -> c_ulong;
     pub(crate) fn appshot_glue_task_parent(task: *mut bindings::task_struct) -> *mut bindings::task_struct;
     pub(crate) fn appshot_glue_collect_processes(
         out: *mut *mut bindings::task_struct,

@@ -12,23 +12,33 @@
 //!   through untouched (docs/design/hooks.md).
 //! - Entries live in 256 **buckets** (a slot's bucket is its upper bits), each a
 //!   red-black tree by task address under a spinlock.
-//! - Each slot also **caches** one linked task's own IDs under a sequence count, filled
-//!   by the last linked task of that slot that asked, so the hot path reads four words
-//!   and takes no lock; a task whose slot caches another task takes the bucket's lock.
+//! - Each slot also **caches** one linked task's own IDs and its AID under a sequence
+//!   count, filled by the last linked task of that slot that asked, so the hot path reads
+//!   five words and takes no lock; a task whose slot caches another task takes the
+//!   bucket's lock.
+//!
+//! **The cached AID pointer** is used without a reference, under an RCU read lock
+//! ([`TaskIndex::current_link`]). That is sound because an AID's memory outlives every
+//! reader who found it in a cache: an entry's cache is forgotten (under the bucket lock)
+//! before the entry goes; nothing links a task to an unregistered AID; and the registry
+//! drops its own reference, the one that outlives every link, only after unregistering
+//! has removed every link of the AID and waited for an RCU grace period
+//! (`Registry::unregister`). A reader in its RCU section therefore sees an AID whose
+//! count is at least one, and may take a reference of its own before it sleeps.
 //!
 //! Entries are keyed by `task_struct` address: they are added before a task first runs
 //! (or by LINK) and removed in `release_task`, before the task can be freed, so an address
 //! in the index always names the live task it was added for.
 
-use core::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use kernel::ffi::c_ulong;
 use kernel::prelude::*;
 use kernel::rbtree::{RBTree, RBTreeNode, RBTreeNodeReservation};
-use kernel::sync::{new_spinlock, Arc, SpinLock};
+use kernel::sync::{new_spinlock, Arc, ArcBorrow, SpinLock};
 
 use crate::aid::Aid;
-use crate::linux::glue;
+use crate::linux::glue::{self, RcuReadLock};
 use crate::linux::task::Task;
 use crate::table::{SystemPid, VirtualPid};
 
@@ -127,37 +137,91 @@ struct CachedIds {
     /// `virtual_tid << 32 | virtual_tgid`.
     ids: AtomicU64,
     system_tid: AtomicU32,
+    /// The task's AID (see the module documentation for why it may be used).
+    aid: AtomicPtr<Aid>,
+    /// The task's `getppid` answer, for as long as its parent is the task at address
+    /// `parent` (0: none cached) and no link changed anywhere since the index's
+    /// generation was `generation` ([`TaskIndex::cached_parent_id`]).
+    parent: AtomicUsize,
+    ppid: AtomicU32,
+    generation: AtomicU64,
 }
 
 impl CachedIds {
     const fn new() -> Self {
-        CachedIds { seq: AtomicU32::new(0), task: AtomicUsize::new(0), ids: AtomicU64::new(0), system_tid: AtomicU32::new(0) }
+        CachedIds {
+            seq: AtomicU32::new(0),
+            task: AtomicUsize::new(0),
+            ids: AtomicU64::new(0),
+            system_tid: AtomicU32::new(0),
+            aid: AtomicPtr::new(core::ptr::null_mut()),
+            parent: AtomicUsize::new(0),
+            ppid: AtomicU32::new(0),
+            generation: AtomicU64::new(0),
+        }
     }
 
-    /// The cached IDs if they are `task`'s, read without a lock; `None` when the slot
-    /// caches another task or a writer got in the way.
-    fn read(&self, task: usize) -> Option<OwnIds> {
+    /// The cached `getppid` answer of `task`: (parent address, answer, generation), read
+    /// without a lock; `None` when the slot caches another task or a writer got in the way.
+    #[inline]
+    fn read_parent(&self, task: usize) -> Option<(usize, u32, u64)> {
+        let seq = self.seq.load(Ordering::Acquire);
+        if seq & 1 != 0 || self.task.load(Ordering::Relaxed) != task {
+            return None;
+        }
+        let parent = self.parent.load(Ordering::Relaxed);
+        let ppid = self.ppid.load(Ordering::Relaxed);
+        let generation = self.generation.load(Ordering::Relaxed);
+        // Orders the reads above before the second read of `seq` (smp_rmb).
+        fence(Ordering::Acquire);
+        if self.seq.load(Ordering::Relaxed) != seq {
+            return None;
+        }
+        Some((parent, ppid, generation))
+    }
+
+    /// Caches `task`'s `getppid` answer, if the slot caches `task`. Caller holds the
+    /// slot's bucket lock, which makes it the only writer.
+    fn write_parent(&self, task: usize, parent: usize, ppid: u32, generation: u64) {
+        if self.task.load(Ordering::Relaxed) != task {
+            return;
+        }
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.parent.store(parent, Ordering::Relaxed);
+        self.ppid.store(ppid, Ordering::Relaxed);
+        self.generation.store(generation, Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(2), Ordering::Release);
+    }
+
+    /// The cached IDs and AID if they are `task`'s, read without a lock; `None` when the
+    /// slot caches another task or a writer got in the way.
+    #[inline]
+    fn read(&self, task: usize) -> Option<(OwnIds, *const Aid)> {
         let seq = self.seq.load(Ordering::Acquire);
         if seq & 1 != 0 || self.task.load(Ordering::Relaxed) != task {
             return None;
         }
         let ids = self.ids.load(Ordering::Relaxed);
         let system_tid = self.system_tid.load(Ordering::Relaxed);
+        let aid = self.aid.load(Ordering::Relaxed);
         // Orders the reads above before the second read of `seq` (smp_rmb).
         fence(Ordering::Acquire);
         if self.seq.load(Ordering::Relaxed) != seq {
             return None;
         }
-        Some(OwnIds {
+        let ids = OwnIds {
             system_tid: SystemPid::new(system_tid),
             virtual_tid: VirtualPid::new((ids >> 32) as u32),
             virtual_tgid: Some(VirtualPid::new(ids as u32)).filter(|v| v.raw() != 0),
-        })
+        };
+        Some((ids, aid))
     }
 
-    /// Caches `task`'s IDs (`task` 0: nothing). Caller holds the slot's bucket lock, which
-    /// makes it the only writer.
-    fn write(&self, task: usize, ids: OwnIds) {
+    /// Caches `task`'s IDs and AID (`task` 0: nothing). Caller holds the slot's bucket
+    /// lock, which makes it the only writer.
+    fn write(&self, task: usize, ids: OwnIds, aid: *const Aid) {
         let seq = self.seq.load(Ordering::Relaxed);
         self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
         // Orders the odd count before the field stores (smp_wmb).
@@ -166,13 +230,15 @@ impl CachedIds {
         let virtual_tgid = ids.virtual_tgid.map_or(0, VirtualPid::raw);
         self.ids.store(u64::from(ids.virtual_tid.raw()) << 32 | u64::from(virtual_tgid), Ordering::Relaxed);
         self.system_tid.store(ids.system_tid.raw(), Ordering::Relaxed);
+        self.aid.store(aid as *mut Aid, Ordering::Relaxed);
+        self.parent.store(0, Ordering::Relaxed);
         self.seq.store(seq.wrapping_add(2), Ordering::Release);
     }
 
     /// Empties the slot if it caches `task`. Caller holds the slot's bucket lock.
     fn forget(&self, task: usize) {
         if self.task.load(Ordering::Relaxed) == task {
-            self.write(0, OwnIds::NONE);
+            self.write(0, OwnIds::NONE, core::ptr::null());
         }
     }
 }
@@ -249,6 +315,10 @@ pub(crate) struct TaskIndex {
     /// Number of tasks in a PI futex operation ([`Self::enter_pi_futex`]), read without a
     /// lock so that the `__task_pid_nr_ns` hook leaves at once while it is 0.
     pi_callers: AtomicUsize,
+    /// Incremented after every change of an entry's AID or IDs (a task linked,
+    /// unlinked, its virtual PID learned), under the entry's bucket lock: a cached
+    /// `getppid` answer is good only while it has not moved.
+    generation: AtomicU64,
 }
 
 impl TaskIndex {
@@ -266,7 +336,12 @@ impl TaskIndex {
             )?;
             buckets.push(bucket, GFP_KERNEL)?;
         }
-        Ok(TaskIndex { buckets, linked: AtomicUsize::new(0), pi_callers: AtomicUsize::new(0) })
+        Ok(TaskIndex {
+            buckets,
+            linked: AtomicUsize::new(0),
+            pi_callers: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
+        })
     }
 
     fn bucket(&self, slot: Slot) -> &Bucket {
@@ -306,8 +381,8 @@ impl TaskIndex {
             return None;
         }
         match slot.cached().read(task.key()) {
-            Some(ids) => Some(ids),
-            None => self.own_ids_locked(task, slot),
+            Some((ids, _)) => Some(ids),
+            None => self.cache_locked(task, slot).map(|(ids, _)| ids),
         }
     }
 
@@ -315,17 +390,72 @@ impl TaskIndex {
     /// nothing (ask [`Self::own_ids`]).
     #[inline]
     pub(crate) fn cached_own_ids(&self, task: usize, slot: Slot) -> Option<OwnIds> {
-        slot.cached().read(task)
+        slot.cached().read(task).map(|(ids, _)| ids)
     }
 
-    /// [`Self::own_ids`] when the slot caches another task: from the tree, and cached
-    /// (under the bucket lock, which makes this the slot's only writer).
+    /// The own IDs and the AID of `task`, the current task, whose slot is `slot`; `None`
+    /// when it is not linked. The AID is borrowed for as long as the RCU read lock `rcu`
+    /// is held (see the module documentation): no lock and no reference are taken when
+    /// the slot caches `task`.
+    #[inline]
+    pub(crate) fn current_link<'r>(&self, task: Task<'_>, slot: Slot, _rcu: &'r RcuReadLock) -> Option<(OwnIds, ArcBorrow<'r, Aid>)> {
+        if !slot.any_linked() {
+            return None;
+        }
+        let (ids, aid) = match slot.cached().read(task.key()) {
+            Some(cached) => cached,
+            None => self.cache_locked(task, slot)?,
+        };
+        // SAFETY: `aid` was cached from a link's `Arc<Aid>` (the address of its contents,
+        // as `Arc::into_raw` gives it) that was still in the index when the cache was read
+        // (the sequence count says so; the locked path reads the entry itself); under `_rcu`
+        // the registry's own reference keeps the AID alive until the guard is dropped
+        // (module documentation), so the borrow, for `'r`, is of a live `Arc`'s object.
+        Some((ids, unsafe { ArcBorrow::from_raw(aid) }))
+    }
+
+    /// The own IDs and AID of `task` when the slot caches another task: from the tree,
+    /// and cached (under the bucket lock, which makes this the slot's only writer).
     #[cold]
-    fn own_ids_locked(&self, task: Task<'_>, slot: Slot) -> Option<OwnIds> {
+    fn cache_locked(&self, task: Task<'_>, slot: Slot) -> Option<(OwnIds, *const Aid)> {
         self.with_entry(task, slot, |linked| {
-            slot.cached().write(task.key(), linked.ids);
-            linked.ids
+            // The address of the `Arc`'s contents, which is what `Arc::into_raw` gives.
+            let aid: *const Aid = &*linked.aid;
+            slot.cached().write(task.key(), linked.ids, aid);
+            (linked.ids, aid)
         })
+    }
+
+    /// Notes a change of an entry (caller holds its bucket lock, after the change).
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The generation to pass to [`Self::cache_parent_id`], read before the answer is
+    /// computed.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The current task's (address `task`, slot `slot`) cached `getppid` answer, if its
+    /// parent is still the one it was computed for and no link changed since: no lock,
+    /// no reference. `None` says nothing.
+    #[inline]
+    pub(crate) fn cached_parent_id(&self, task: usize, slot: Slot) -> Option<u32> {
+        let (parent, ppid, generation) = slot.cached().read_parent(task)?;
+        if parent == 0 || generation != self.generation.load(Ordering::Acquire) {
+            return None;
+        }
+        // SAFETY: reads the current task's `real_parent` pointer as a number.
+        (parent == unsafe { glue::appshot_glue_current_parent_address() } as usize).then_some(ppid)
+    }
+
+    /// Caches `ppid` as the `getppid` answer of `task`, the current task, computed for
+    /// its parent at address `parent` after the index's [`Self::generation`] was
+    /// `generation`.
+    pub(crate) fn cache_parent_id(&self, task: Task<'_>, slot: Slot, parent: usize, ppid: u32, generation: u64) {
+        let _tasks = self.bucket(slot).tasks.lock();
+        slot.cached().write_parent(task.key(), parent, ppid, generation);
     }
 
     /// The own IDs of `task` if it is linked to `aid` (any task the caller keeps alive,
@@ -341,6 +471,7 @@ impl TaskIndex {
         self.with_entry(task, slot, |linked| {
             linked.ids.virtual_tgid = Some(virtual_tgid);
             slot.cached().forget(task.key());
+            self.changed();
         });
     }
 
@@ -443,6 +574,7 @@ impl TaskIndex {
         slot.linked().fetch_add(1, Ordering::Relaxed);
         bucket.len.fetch_add(1, Ordering::Relaxed);
         self.linked.fetch_add(1, Ordering::Relaxed);
+        self.changed();
         Ok(())
     }
 
@@ -462,6 +594,7 @@ impl TaskIndex {
         slot.linked().fetch_sub(1, Ordering::Relaxed);
         bucket.len.fetch_sub(1, Ordering::Relaxed);
         self.linked.fetch_sub(1, Ordering::Relaxed);
+        self.changed();
         removed
     }
 
@@ -486,6 +619,7 @@ impl TaskIndex {
                     slot.linked().fetch_sub(1, Ordering::Relaxed);
                     bucket.len.fetch_sub(1, Ordering::Relaxed);
                     self.linked.fetch_sub(1, Ordering::Relaxed);
+                    self.changed();
                     removed += 1;
                     cursor = next;
                 } else {

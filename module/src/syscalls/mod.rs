@@ -35,7 +35,7 @@ use crate::ipc;
 use crate::linux::glue::{self, RcuReadLock};
 use crate::linux::task::{Task, TaskRef};
 use crate::aid::registry::Registry;
-use crate::pid::task_index::{OwnIds, Reaped};
+use crate::pid::task_index::{OwnIds, Reaped, Slot};
 use crate::table::{SystemPid, VirtualPid};
 
 /// What a handler decided.
@@ -97,6 +97,9 @@ pub(crate) enum OwnId {
     No,
     Pid,
     Tid,
+    /// The parent's virtual PID: asked of the task index, which needs no reference on the
+    /// AID ([`parent_id`]).
+    Ppid,
 }
 
 macro_rules! syscalls {
@@ -129,8 +132,8 @@ syscalls! {
     Ia32 sys_getpid [Pid] => getpid,
     X64 sys_gettid [Tid] => |c| Outcome::Return(c.virtual_or_zero(c.task.tid())),
     Ia32 sys_gettid [Tid] => |c| Outcome::Return(c.virtual_or_zero(c.task.tid())),
-    X64 sys_getppid => getppid,
-    Ia32 sys_getppid => getppid,
+    X64 sys_getppid [Ppid] => |c| Outcome::Return(parent_id(c.registry, c.aid, c.task, Slot::of(c.task))),
+    Ia32 sys_getppid [Ppid] => |c| Outcome::Return(parent_id(c.registry, c.aid, c.task, Slot::of(c.task))),
     X64 sys_set_tid_address => |c| c.call_out(c.args()),
     Ia32 sys_set_tid_address => |c| c.call_out(c.args()),
     // Process groups and sessions.
@@ -327,14 +330,17 @@ const SI_PID_OFFSET: u64 = 16;
 /// ... and `compat_siginfo_t`'s (no padding after si_code).
 const COMPAT_SI_PID_OFFSET: u64 = 12;
 
-/// `getpid` and `gettid` from the IDs the task index keeps with the caller's entry: no
-/// table lookup, no lock but the index bucket's. `None`: ask the handler.
+/// `getpid`, `gettid` and `getppid` from the IDs the task index keeps with the caller's
+/// entry (`aid` its AID): no table lookup, and no lock but the index buckets'. `None`:
+/// ask the handler.
 #[inline]
-pub(crate) fn own_id(own: OwnId, ids: OwnIds, task: Task<'_>) -> Option<i64> {
+pub(crate) fn own_id(own: OwnId, ids: OwnIds, task: Task<'_>, slot: Slot, registry: &Registry, aid: &Aid) -> Option<i64> {
     match own {
+        OwnId::No => None,
         OwnId::Pid => ids.virtual_tgid.map(|v| i64::from(v.raw())),
         OwnId::Tid if ids.system_tid == task.tid() => Some(i64::from(ids.virtual_tid.raw())),
-        _ => None,
+        OwnId::Tid => None,
+        OwnId::Ppid => Some(parent_id(registry, aid, task, slot)),
     }
 }
 
@@ -346,26 +352,39 @@ fn getpid(c: &Call<'_>) -> Outcome {
     Outcome::Return(virtual_tgid)
 }
 
-/// The parent's virtual PID, 0 when it is outside the AID. Asked of the task index (is
-/// the parent linked to this AID, and with which IDs), whose cost does not grow with the
-/// AID; the PID table only when the parent's own entry does not know its virtual PID yet.
-fn getppid(c: &Call<'_>) -> Outcome {
-    let (parent_tgid, ids) = {
+/// `getppid` of `task`, the current task (slot `slot`), linked to `aid`: the parent's
+/// virtual PID, 0 when it is outside the AID. Asked of the task index (is the parent
+/// linked to this AID, and with which IDs), whose cost does not grow with the AID; the
+/// PID table only when the parent's own entry does not know its virtual PID yet. The
+/// answer is cached in the task's slot for the next call ([`TaskIndex::cached_parent_id`]).
+/// Takes no reference and never sleeps.
+///
+/// [`TaskIndex::cached_parent_id`]: crate::pid::task_index::TaskIndex::cached_parent_id
+#[inline(never)]
+pub(crate) fn parent_id(registry: &Registry, aid: &Aid, task: Task<'_>, slot: Slot) -> i64 {
+    // Read first: a link that changes while the answer is computed invalidates it.
+    let generation = registry.tasks.generation();
+    let (parent_address, parent_tgid, ids) = {
         let rcu = RcuReadLock::new();
         let parent = rcu.current_parent();
-        (parent.tgid(), c.registry.tasks.ids_in(parent, c.aid))
+        (parent.key(), parent.tgid(), registry.tasks.ids_in(parent, aid))
     };
     let virtual_id = match ids {
         None => None,
         Some(OwnIds { virtual_tgid: Some(virtual_tgid), .. }) => Some(virtual_tgid),
-        Some(_) => c.aid.state.lock().pids.pid_to_virtual_live(parent_tgid),
+        // Not cached: the answer comes from the PID table, not from the index.
+        Some(_) => return i64::from(aid.state.lock().pids.pid_to_virtual_live(parent_tgid).map_or(0, VirtualPid::raw)),
     };
-    Outcome::Return(i64::from(virtual_id.map_or(0, VirtualPid::raw)))
+    let ppid = virtual_id.map_or(0, VirtualPid::raw);
+    registry.tasks.cache_parent_id(task, slot, parent_address, ppid, generation);
+    i64::from(ppid)
 }
 
 /// One system call made by a linked task.
 pub(crate) struct Call<'a> {
     pub(crate) regs: &'a bindings::pt_regs,
+    /// The six argument registers, read once from `regs` ([`args_of`]).
+    pub(crate) args: [u64; 6],
     /// Which registers hold the arguments, and the layout of user structures.
     pub(crate) abi: Abi,
     /// The system call's function, to call it again unhooked.
@@ -400,12 +419,14 @@ pub(crate) fn args_of(regs: &bindings::pt_regs, abi: Abi) -> [u64; 6] {
 
 impl Call<'_> {
     /// The six argument registers, in the order of the entry's ABI ([`args_of`]).
+    #[inline]
     pub(crate) fn args(&self) -> [u64; 6] {
-        args_of(self.regs, self.abi)
+        self.args
     }
 
+    #[inline]
     pub(crate) fn arg(&self, i: usize) -> u64 {
-        self.args()[i]
+        self.args[i]
     }
 
     /// An `int` argument (a PID, a selector such as `which` or `idtype`, flags) as the
@@ -416,23 +437,42 @@ impl Call<'_> {
 
     /// Runs the original system call with `args`, on a copy of the caller's registers.
     pub(crate) fn call(&self, args: [u64; 6]) -> i64 {
-        let mut regs = *self.regs;
-        // Plain stores (an iterator over the registers was not inlined: this is every
-        // translated call's path).
+        // Only the argument registers are written: a system call entry (the kernel's
+        // `SYSCALL_DEFINE` and `COMPAT_SYSCALL_DEFINE` wrappers) reads nothing else of the
+        // frame it is given; what else it needs of the caller's registers it reads from
+        // the task's own frame (`current_pt_regs()`). Copying the whole frame cost about
+        // 80 instructions of every translated call.
+        let mut regs = core::mem::MaybeUninit::<bindings::pt_regs>::uninit();
+        let r = regs.as_mut_ptr();
         let [a0, a1, a2, a3, a4, a5] = args.map(|v| v as c_ulong);
-        match self.abi {
-            Abi::X64 | Abi::X32Compat => {
-                (regs.di, regs.si, regs.dx, regs.r10, regs.r8, regs.r9) = (a0, a1, a2, a3, a4, a5);
-            }
-            Abi::Ia32 => {
-                (regs.bx, regs.cx, regs.dx, regs.si, regs.di, regs.bp) = (a0, a1, a2, a3, a4, a5);
+        // SAFETY: `r` points to our local frame; fields are written through raw pointers,
+        // never read.
+        unsafe {
+            match self.abi {
+                Abi::X64 | Abi::X32Compat => {
+                    (*r).di = a0;
+                    (*r).si = a1;
+                    (*r).dx = a2;
+                    (*r).r10 = a3;
+                    (*r).r8 = a4;
+                    (*r).r9 = a5;
+                }
+                Abi::Ia32 => {
+                    (*r).bx = a0;
+                    (*r).cx = a1;
+                    (*r).dx = a2;
+                    (*r).si = a3;
+                    (*r).di = a4;
+                    (*r).bp = a5;
+                }
             }
         }
-        // The copy is not the task's saved registers, so the hook lets this nested call
-        // through. `original` is the entry of the system call this hook fired for (the
-        // glue derived it from the fentry site).
-        // SAFETY: `original` takes a `pt_regs` pointer; the copy lives on our stack.
-        unsafe { glue::appshot_glue_call_syscall(self.original as c_ulong, &mut regs) as i64 }
+        // The frame is not the task's saved registers, so the hook (the trampoline's own
+        // test) lets this nested call through. `original` is the entry of the system call
+        // this hook fired for (the glue derived it from the fentry site).
+        // SAFETY: `original` takes a `pt_regs` pointer and reads only the argument
+        // registers written above; the frame lives on our stack for the call.
+        unsafe { glue::appshot_glue_call_syscall(self.original as c_ulong, r) as i64 }
     }
 
     /// Virtual PID of a system PID, `None` when it is outside the AID.
