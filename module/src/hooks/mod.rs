@@ -459,34 +459,35 @@ fn syscall(
     };
     // SAFETY: the glue passes `current`, which stays valid while it runs this call.
     let task = unsafe { Task::from_raw(task) };
+    let Some(syscall) = SITES.syscall(site) else {
+        return false;
+    };
+    // SAFETY: the glue passes the current task's saved user registers, valid and not
+    // written by anyone else during its own system call.
+    let regs = unsafe { &*regs };
+    let args = syscalls::args_of(regs, syscall.abi);
+    // A call whose arguments need no translation runs natively, linked task or not.
+    if let Some(wants) = syscall.wants {
+        if !wants(args) {
+            return false;
+        }
+    }
     let aid = {
         let rcu = RcuReadLock::new();
         let Some((ids, aid)) = registry.tasks.current_link(task, slot, &rcu) else {
             return false;
         };
-        let Some(syscall) = SITES.syscall(site) else {
-            return false;
-        };
-        if let Some(value) = syscalls::own_id(syscall.own, ids, task, slot, registry, &aid) {
-            // SAFETY: `out` points to the trampoline's result slot.
-            unsafe { *out = value as c_long };
-            return true;
-        }
-        // SAFETY: the glue passes the current task's saved user registers, valid and not
-        // written by anyone else during its own system call.
-        let args = syscalls::args_of(unsafe { &*regs }, syscall.abi);
-        if let Some(wants) = syscall.wants {
-            if !wants(args) {
-                return false;
+        if syscall.own != OwnId::No {
+            if let Some(value) = syscalls::own_id(syscall.own, ids, task, slot, registry, &aid) {
+                // SAFETY: `out` points to the trampoline's result slot.
+                unsafe { *out = value as c_long };
+                return true;
             }
         }
         // The reference outlives the RCU section: the count is not zero while the borrow
         // lives (see `current_link`).
-        (Arc::<Aid>::from(aid), syscall, args)
+        Arc::<Aid>::from(aid)
     };
-    let (aid, syscall, args) = aid;
-    // SAFETY: as above.
-    let regs = unsafe { &*regs };
     let call = Call { regs, args, abi: syscall.abi, original: site, aid: &aid, registry, task };
     match (syscall.handler)(&call) {
         Outcome::Native => false,

@@ -86,9 +86,12 @@ trait Control: IpcKind {
     /// Where a `*_ds` of this kind holds PIDs, as (offset, width in bytes), for an entry
     /// of `abi` and, for i386, the 64-bit layout (`IPC_64`) or the old one.
     fn pids(abi: Abi, layout64: bool) -> &'static [(u64, usize)];
-    /// The size of the 64-bit `*_ds` layout of an entry of `abi` (`*id64_ds`,
-    /// `compat_*id64_ds`; asserted in the glue).
-    fn ds_size(abi: Abi) -> usize;
+    /// Bytes of the `*_ds` the kernel writes for `IPC_STAT` through an entry of `abi`:
+    /// the 64-bit layout (`layout64`: `*id64_ds`, `compat_*id64_ds`, asserted in the
+    /// glue), or the old i386 one the `ipc(2)` multiplexer writes without `IPC_64`
+    /// (`struct compat_*id_ds`, private to ipc/sem.c, shm.c and msg.c: checked by the
+    /// guest test `bypass/ipc_i386_entries`, which looks at the byte after each).
+    fn ds_size(abi: Abi, layout64: bool) -> usize;
     /// The x86-64 `*ctl` entry and its arguments for `IPC_STAT` of `id` into `buffer`.
     fn stat_call(id: u64, buffer: u64) -> (&'static CStr, [u64; 6]);
     /// Rewrites the counts of a `*_INFO` answer at `info` (the caller's buffer, in the
@@ -107,12 +110,6 @@ fn field<const N: usize>(ds: &[u8; DS_MAX], offset: usize) -> [u8; N] {
 fn write_user_uint(address: u64, value: u64, width: usize) {
     let bytes = value.to_ne_bytes();
     let _ = UserSlice::new(address as usize, width).writer().write_slice(&bytes[..width]);
-}
-
-/// The bytes of a `*_ds` the translation reads and writes in the old i386 layouts (up to
-/// the last PID), which the kernel keeps private.
-fn old_ds_span<K: Control>() -> usize {
-    K::pids(Abi::Ia32, false).iter().map(|&(offset, width)| offset as usize + width).max().unwrap_or(4).max(4)
 }
 
 fn common_class(cmd: i32) -> Class {
@@ -135,8 +132,13 @@ impl Control for kind::Sem {
     fn pids(_: Abi, _: bool) -> &'static [(u64, usize)] {
         &[]
     }
-    fn ds_size(abi: Abi) -> usize {
-        if abi == Abi::Ia32 { 64 } else { 104 }
+    fn ds_size(abi: Abi, layout64: bool) -> usize {
+        match (abi, layout64) {
+            // compat_ipc_perm (16), two old_time32_t, four pointers, sem_nsems; padded.
+            (Abi::Ia32, false) => 44,
+            (Abi::Ia32, true) => 64,
+            _ => 104,
+        }
     }
     fn stat_call(id: u64, buffer: u64) -> (&'static CStr, [u64; 6]) {
         (kernel::c_str!("__x64_sys_semctl"), [id, 0, IPC_STAT as u64, buffer, 0, 0])
@@ -166,8 +168,14 @@ impl Control for kind::Shm {
             _ => &[(80, 4), (84, 4)],
         }
     }
-    fn ds_size(abi: Abi) -> usize {
-        if abi == Abi::Ia32 { 84 } else { 112 }
+    fn ds_size(abi: Abi, layout64: bool) -> usize {
+        match (abi, layout64) {
+            // compat_ipc_perm (16), shm_segsz, three times, two 16-bit PIDs, nattch,
+            // unused, two pointers.
+            (Abi::Ia32, false) => 48,
+            (Abi::Ia32, true) => 84,
+            _ => 112,
+        }
     }
     fn stat_call(id: u64, buffer: u64) -> (&'static CStr, [u64; 6]) {
         (kernel::c_str!("__x64_sys_shmctl"), [id, IPC_STAT as u64, buffer, 0, 0, 0])
@@ -202,8 +210,14 @@ impl Control for kind::Msg {
             _ => &[(96, 4), (100, 4)],
         }
     }
-    fn ds_size(abi: Abi) -> usize {
-        if abi == Abi::Ia32 { 88 } else { 120 }
+    fn ds_size(abi: Abi, layout64: bool) -> usize {
+        match (abi, layout64) {
+            // compat_ipc_perm (16), two pointers, three times, two longs, three 16-bit
+            // counts, two 16-bit PIDs; padded.
+            (Abi::Ia32, false) => 56,
+            (Abi::Ia32, true) => 88,
+            _ => 120,
+        }
     }
     fn stat_call(id: u64, buffer: u64) -> (&'static CStr, [u64; 6]) {
         (kernel::c_str!("__x64_sys_msgctl"), [id, IPC_STAT as u64, buffer, 0, 0, 0])
@@ -384,7 +398,7 @@ fn ctl<K: Control>(c: &Call<'_>, entry: Entry, id_at: usize, cmd_at: usize, buff
         // The kernel writes the object's *_ds into a scratch area of the caller's stack;
         // it reaches the caller's buffer once, translated (other threads never see
         // system values there).
-        (true, Buffer::Arg(at)) if layout64 => match stat_through_scratch::<K>(c, args, at) {
+        (true, _) => match stat_through_scratch::<K>(c, args, buffer, layout64) {
             Some(result) => result,
             None => (c.call(args), false),
         },
@@ -458,7 +472,8 @@ fn info<K: Control>(c: &Call<'_>, class: Class, info: u64) -> i64 {
                 continue;
             }
             let mut ds = [0u8; DS_MAX];
-            if UserSlice::new(scratch as usize, K::ds_size(Abi::X64)).reader().read_slice(&mut ds[..K::ds_size(Abi::X64)]).is_ok() {
+            let size = K::ds_size(Abi::X64, true);
+            if UserSlice::new(scratch as usize, size).reader().read_slice(&mut ds[..size]).is_ok() {
                 let _ = objects.push(ds, GFP_KERNEL);
             }
         }
@@ -501,19 +516,37 @@ const BELOW_SP: u64 = 256;
 /// A stat command with the kernel's `*_ds` redirected to a scratch area below the
 /// caller's stack pointer (memory no other thread uses: the thread is in this call, and
 /// the area is below even its red zone), then translated in kernel memory and copied to
-/// the caller's buffer (argument `at`) in one write. Returns the call's result and
-/// whether the buffer was written; `None` when the scratch area is not usable (the
-/// kernel could not write it: the caller's buffer is then used, see [`show_ds`]).
-fn stat_through_scratch<K: Control>(c: &Call<'_>, mut args: [u64; 6], at: usize) -> Option<(i64, bool)> {
-    let size = K::ds_size(c.abi);
-    let user = c.ptr_arg(at);
+/// the caller's buffer in one write. `buffer` says where the call takes the buffer's
+/// address: an argument, or (the multiplexer's `SEMCTL`) a word in user memory that an
+/// argument points to, read here once, and replaced for the kernel by a word in the
+/// scratch area. Returns the call's result and whether the buffer was written; `None`
+/// when the scratch area is not usable (the kernel could not write it: the caller's
+/// buffer is then used, see [`show_ds`]).
+fn stat_through_scratch<K: Control>(c: &Call<'_>, mut args: [u64; 6], buffer: Buffer, layout64: bool) -> Option<(i64, bool)> {
+    let size = K::ds_size(c.abi, layout64);
     let sp = c.regs.sp as u64;
     let scratch = sp.checked_sub(BELOW_SP + size as u64)? & !63;
+    // Below the `*_ds`: the multiplexer's `semun` word.
+    let word = scratch.checked_sub(64)?;
     if c.abi == Abi::Ia32 && scratch > u64::from(u32::MAX) {
         // A compat entry takes 32-bit pointers.
         return None;
     }
-    args[at] = scratch;
+    let user = match buffer {
+        Buffer::Arg(at) => {
+            args[at] = scratch;
+            c.ptr_arg(at)
+        }
+        Buffer::SemunAt(at) => {
+            // The kernel would read the caller's word once; it reads ours instead.
+            let user = u64::from(read_user_i32(c.ptr_arg(at))? as u32);
+            if UserSlice::new(word as usize, 4).writer().write_slice(&(scratch as u32).to_ne_bytes()).is_err() {
+                return None;
+            }
+            args[at] = word;
+            user
+        }
+    };
     let ret = c.call(args);
     if ret == -i64::from(bindings::EFAULT) {
         return None;
@@ -530,7 +563,7 @@ fn stat_through_scratch<K: Control>(c: &Call<'_>, mut args: [u64; 6], at: usize)
     // SAFETY: `read_raw` succeeded, so it wrote every byte of `buf`; `u8` and
     // `MaybeUninit<u8>` have the same layout.
     let ds = unsafe { &mut *(buf as *mut [core::mem::MaybeUninit<u8>] as *mut [u8]) };
-    translate_ds::<K>(c, ds, true);
+    translate_ds::<K>(c, ds, layout64);
     // The one write of the caller's buffer: EFAULT for a bad one, as natively.
     match UserSlice::new(user as usize, size).writer().write_slice(ds) {
         Ok(()) => Some((ret, true)),
@@ -563,15 +596,15 @@ fn translate_ds<K: Control>(c: &Call<'_>, ds: &mut [u8], layout64: bool) {
     }
 }
 
-/// Rewrites the `*_ds` the kernel has written at `address` in the AID's terms (the
-/// multiplexer's old layouts and `SEMCTL`, whose buffer address is in user memory, and
-/// any call the scratch area could not serve): read once, translated, written once.
-/// Another thread of the caller reading the buffer meanwhile can see system values.
+/// Rewrites the `*_ds` the kernel has written at `address` in the AID's terms (a call the
+/// scratch area could not serve: a stack pointer too low to leave room below it, or
+/// above 4 GiB for an i386 entry): read once, translated, written once. Another thread
+/// of the caller reading the buffer meanwhile can see system values.
 fn show_ds<K: Control>(c: &Call<'_>, address: u64, layout64: bool) {
     if address == 0 {
         return;
     }
-    let size = if layout64 { K::ds_size(c.abi) } else { old_ds_span::<K>() };
+    let size = K::ds_size(c.abi, layout64);
     let mut ds = [0u8; DS_MAX];
     if UserSlice::new(address as usize, size).reader().read_slice(&mut ds[..size]).is_err() {
         return;

@@ -30,7 +30,9 @@
 //! (or by LINK) and removed in `release_task`, before the task can be freed, so an address
 //! in the index always names the live task it was added for.
 
-use core::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
+use core::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use kernel::ffi::c_ulong;
 use kernel::prelude::*;
@@ -137,8 +139,12 @@ struct CachedIds {
     /// `virtual_tid << 32 | virtual_tgid`.
     ids: AtomicU64,
     system_tid: AtomicU32,
-    /// The task's AID (see the module documentation for why it may be used).
-    aid: AtomicPtr<Aid>,
+    /// The task's AID (see the module documentation for why it may be used), written
+    /// with `task` and read only when `task` matches under a stable count. The lifetime
+    /// is not `'static`: [`TaskIndex::current_link`] hands it out for the duration of an
+    /// RCU read lock only. (Kept as a borrow, not a pointer to the contents, so that
+    /// taking a reference needs no `container_of` arithmetic on the hot path.)
+    aid: UnsafeCell<MaybeUninit<ArcBorrow<'static, Aid>>>,
     /// The task's `getppid` answer, for as long as its parent is the task at address
     /// `parent` (0: none cached) and no link changed anywhere since the index's
     /// generation was `generation` ([`TaskIndex::cached_parent_id`]).
@@ -147,6 +153,11 @@ struct CachedIds {
     generation: AtomicU64,
 }
 
+// SAFETY: every field but `aid` is atomic; `aid` is written only under the slot's bucket
+// lock, inside the sequence count's odd window, and read only through `read`, which uses
+// the value only when the count shows no write overlapped.
+unsafe impl Sync for CachedIds {}
+
 impl CachedIds {
     const fn new() -> Self {
         CachedIds {
@@ -154,7 +165,7 @@ impl CachedIds {
             task: AtomicUsize::new(0),
             ids: AtomicU64::new(0),
             system_tid: AtomicU32::new(0),
-            aid: AtomicPtr::new(core::ptr::null_mut()),
+            aid: UnsafeCell::new(MaybeUninit::uninit()),
             parent: AtomicUsize::new(0),
             ppid: AtomicU32::new(0),
             generation: AtomicU64::new(0),
@@ -198,14 +209,17 @@ impl CachedIds {
     /// The cached IDs and AID if they are `task`'s, read without a lock; `None` when the
     /// slot caches another task or a writer got in the way.
     #[inline]
-    fn read(&self, task: usize) -> Option<(OwnIds, *const Aid)> {
+    fn read(&self, task: usize) -> Option<(OwnIds, ArcBorrow<'static, Aid>)> {
         let seq = self.seq.load(Ordering::Acquire);
         if seq & 1 != 0 || self.task.load(Ordering::Relaxed) != task {
             return None;
         }
         let ids = self.ids.load(Ordering::Relaxed);
         let system_tid = self.system_tid.load(Ordering::Relaxed);
-        let aid = self.aid.load(Ordering::Relaxed);
+        // SAFETY: an aligned pointer-sized read (one instruction, never torn) of a field
+        // only the bucket lock's holder writes; what it read is used only if the count
+        // below shows no writer got in the way.
+        let aid = unsafe { core::ptr::read_volatile(self.aid.get()) };
         // Orders the reads above before the second read of `seq` (smp_rmb).
         fence(Ordering::Acquire);
         if self.seq.load(Ordering::Relaxed) != seq {
@@ -216,12 +230,14 @@ impl CachedIds {
             virtual_tid: VirtualPid::new((ids >> 32) as u32),
             virtual_tgid: Some(VirtualPid::new(ids as u32)).filter(|v| v.raw() != 0),
         };
-        Some((ids, aid))
+        // SAFETY: the count was even and unchanged and `task` matched, so the last writer
+        // wrote `aid` together with `task` (`write` with a task writes both).
+        Some((ids, unsafe { aid.assume_init() }))
     }
 
-    /// Caches `task`'s IDs and AID (`task` 0: nothing). Caller holds the slot's bucket
-    /// lock, which makes it the only writer.
-    fn write(&self, task: usize, ids: OwnIds, aid: *const Aid) {
+    /// Caches `task`'s IDs and AID (`task` 0 and no AID: nothing). Caller holds the slot's
+    /// bucket lock, which makes it the only writer.
+    fn write(&self, task: usize, ids: OwnIds, aid: Option<ArcBorrow<'static, Aid>>) {
         let seq = self.seq.load(Ordering::Relaxed);
         self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
         // Orders the odd count before the field stores (smp_wmb).
@@ -230,7 +246,11 @@ impl CachedIds {
         let virtual_tgid = ids.virtual_tgid.map_or(0, VirtualPid::raw);
         self.ids.store(u64::from(ids.virtual_tid.raw()) << 32 | u64::from(virtual_tgid), Ordering::Relaxed);
         self.system_tid.store(ids.system_tid.raw(), Ordering::Relaxed);
-        self.aid.store(aid as *mut Aid, Ordering::Relaxed);
+        if let Some(aid) = aid {
+            // SAFETY: the bucket lock makes this the only writer; readers use the value
+            // only under a count that this write makes odd first.
+            unsafe { core::ptr::write_volatile(self.aid.get(), MaybeUninit::new(aid)) };
+        }
         self.parent.store(0, Ordering::Relaxed);
         self.seq.store(seq.wrapping_add(2), Ordering::Release);
     }
@@ -238,7 +258,7 @@ impl CachedIds {
     /// Empties the slot if it caches `task`. Caller holds the slot's bucket lock.
     fn forget(&self, task: usize) {
         if self.task.load(Ordering::Relaxed) == task {
-            self.write(0, OwnIds::NONE, core::ptr::null());
+            self.write(0, OwnIds::NONE, None);
         }
     }
 }
@@ -402,26 +422,26 @@ impl TaskIndex {
         if !slot.any_linked() {
             return None;
         }
-        let (ids, aid) = match slot.cached().read(task.key()) {
-            Some(cached) => cached,
-            None => self.cache_locked(task, slot)?,
-        };
-        // SAFETY: `aid` was cached from a link's `Arc<Aid>` (the address of its contents,
-        // as `Arc::into_raw` gives it) that was still in the index when the cache was read
-        // (the sequence count says so; the locked path reads the entry itself); under `_rcu`
-        // the registry's own reference keeps the AID alive until the guard is dropped
-        // (module documentation), so the borrow, for `'r`, is of a live `Arc`'s object.
-        Some((ids, unsafe { ArcBorrow::from_raw(aid) }))
+        // `aid` was cached from a link's `Arc<Aid>` that was still in the index when the
+        // cache was read (the sequence count says so; the locked path reads the entry
+        // itself); under `_rcu` the registry's own reference keeps the AID alive until
+        // the guard is dropped (module documentation), so the borrow, shortened to `'r`,
+        // is of a live `Arc`.
+        match slot.cached().read(task.key()) {
+            Some(cached) => Some(cached),
+            None => self.cache_locked(task, slot),
+        }
     }
 
     /// The own IDs and AID of `task` when the slot caches another task: from the tree,
     /// and cached (under the bucket lock, which makes this the slot's only writer).
     #[cold]
-    fn cache_locked(&self, task: Task<'_>, slot: Slot) -> Option<(OwnIds, *const Aid)> {
+    fn cache_locked(&self, task: Task<'_>, slot: Slot) -> Option<(OwnIds, ArcBorrow<'static, Aid>)> {
         self.with_entry(task, slot, |linked| {
-            // The address of the `Arc`'s contents, which is what `Arc::into_raw` gives.
-            let aid: *const Aid = &*linked.aid;
-            slot.cached().write(task.key(), linked.ids, aid);
+            // SAFETY: only the lifetime changes. The borrow is handed out only under an
+            // RCU read lock, during which the AID lives (module documentation).
+            let aid = unsafe { core::mem::transmute::<ArcBorrow<'_, Aid>, ArcBorrow<'static, Aid>>(linked.aid.as_arc_borrow()) };
+            slot.cached().write(task.key(), linked.ids, Some(aid));
             (linked.ids, aid)
         })
     }

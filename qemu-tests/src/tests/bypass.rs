@@ -38,6 +38,7 @@ pub const TESTS: &[Test] = &[
     Test::new("bypass/x32_waits", x32_waits),
     Test::new("bypass/fcntl_every_entry", fcntl_every_entry),
     Test::new("bypass/ipc_i386_entries", ipc_i386_entries),
+    Test::new("bypass/ipc_i386_stat_buffer_never_system", ipc_i386_stat_buffer_never_system),
     Test::new(
         "bypass/setns_pid_namespace_einval",
         setns_pid_namespace_einval,
@@ -593,6 +594,67 @@ impl Abi {
         }
         Ok(())
     }
+}
+
+/// issue #10 section 1 through the i386 `ipc(2)` multiplexer, whose `IPC_STAT` writes the
+/// old layout (and whose `SEMCTL` reads the buffer's address from user memory): a second
+/// thread watching the buffer never sees a system PID there, only the poison and the
+/// virtual PID (16 bits in the old layout). The kernel writes into a scratch area; the
+/// caller's buffer is written once, translated.
+fn ipc_i386_stat_buffer_never_system() -> Result<()> {
+    Abi::Ia32.expect_available()?;
+    let fx = crate::aid_fixture::AidFixture::new("ipc-i386-race", crate::aid_fixture::Flavor::Range)?;
+    fx.spawn(|_| {
+        let page = LowPage::new()?;
+        let buf = page.addr() as u32;
+        let me = proc::getpid();
+        // SAFETY: integers only.
+        let shm = unsafe { int80(I386_SHMGET, [0, 4096, (libc::IPC_CREAT | 0o600) as u32, 0, 0, 0]) };
+        if shm < 0 {
+            bail!("i386 shmget: {}", show(shm));
+        }
+        let system = virt::system_tid().unwrap_or(-1);
+        if system == me {
+            bail!("premise: the virtual PID {me} equals the system one");
+        }
+        page.poison();
+        struct Watched(*const u8);
+        // SAFETY: the watcher only reads, with volatile loads, a page that outlives it
+        // (joined below before the page is dropped).
+        unsafe impl Send for Watched {}
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (at, stop) = (Watched(page.0), stop.clone());
+            std::thread::spawn(move || {
+                let at = at;
+                let mut seen = std::collections::BTreeSet::new();
+                while !stop.load(Ordering::Relaxed) {
+                    // SAFETY: inside the page; a volatile read of the old layout's shm_cpid.
+                    seen.insert(unsafe { at.0.add(32).cast::<u16>().read_volatile() });
+                }
+                seen
+            })
+        };
+        for i in 0..1000 {
+            // SAFETY: IPC_STAT (old layout) into our low page.
+            let r = unsafe { int80(I386_IPC, [IPC_SHMCTL, shm as u32, libc::IPC_STAT as u32, 0, buf, 0]) };
+            if r != 0 {
+                stop.store(true, Ordering::Relaxed);
+                let _ = watcher.join();
+                bail!("ipc(SHMCTL, IPC_STAT) {i}: {}", show(r));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let seen = watcher.join().map_err(|_| anyhow::anyhow!("the watcher panicked"))?;
+        // SAFETY: IPC_RMID takes no buffer.
+        unsafe { int80(I386_SHMCTL, [shm as u32, libc::IPC_RMID as u32, 0, 0, 0, 0]) };
+        let allowed = [0xffff, me as u16];
+        if !seen.iter().all(|v| allowed.contains(v)) {
+            bail!("shm_cpid values a second thread saw: {seen:?} (only 0xffff and {} may appear; system PID {system})", me as u16);
+        }
+        Ok(())
+    })?
+    .finish(crate::check::secs(120))
 }
 
 /// A page below 4 GiB (`MAP_32BIT`): compat entries take 32-bit pointers.
@@ -1492,6 +1554,7 @@ const IPC_SEMOP: u32 = 1;
 const IPC_SEMCTL: u32 = 3;
 const IPC_MSGSND: u32 = 11;
 const IPC_MSGGET: u32 = 13;
+const IPC_MSGCTL: u32 = 14;
 const IPC_SHMCTL: u32 = 24;
 const IPC_64: u32 = 0x100;
 
@@ -1559,6 +1622,27 @@ fn ipc_i386_entries() -> Result<()> {
             let max = stat(0, libc::IPC_INFO as u32);
             let found = (0..=max.max(0)).any(|i| stat(i as u32, 18) == sem);
             w.check("ipc(SEMCTL, SEM_STAT) by index finds the set's virtual ID", found, format!("not among indexes 0..={max}"));
+            // ipc(SEMCTL, IPC_STAT) in both layouts, the buffer named by the semun word:
+            // the set's key (IPC_PRIVATE: 0), and exactly the layout's bytes written (the
+            // old one is 44: its last word holds sem_nsems, 1, and padding).
+            for (cmd, size, what) in [(libc::IPC_STAT as u32, 44, "old layout"), (libc::IPC_STAT as u32 | IPC_64, 64, "IPC_64")] {
+                page.poison();
+                page.write(0, &(buf + 64).to_ne_bytes());
+                let r = sys(I386_IPC, [IPC_SEMCTL, sem as u32, 0, cmd, buf, 0]);
+                w.check(
+                    &format!("ipc(SEMCTL, IPC_STAT), {what}: key, {size} bytes written"),
+                    r == 0 && page.i32_at(64) == 0 && page.i32_at(64 + size - 4) != -1 && page.i32_at(64 + size) == -1,
+                    format!(
+                        "{}, key {}, words at {} and {}: {} {} (want 0, 0, not -1, -1)",
+                        show(r),
+                        page.i32_at(64),
+                        size - 4,
+                        size,
+                        page.i32_at(64 + size - 4),
+                        page.i32_at(64 + size)
+                    ),
+                );
+            }
             // The direct semctl with IPC_64 and IPC_STAT returns the ID: the virtual one.
             w.expect(
                 "i386 semctl(IPC_STAT | IPC_64) (returns the ID)",
@@ -1581,9 +1665,15 @@ fn ipc_i386_entries() -> Result<()> {
             let r = sys(I386_IPC, [IPC_SHMCTL, shm as u32, libc::IPC_STAT as u32, 0, buf, 0]);
             let cpid16 = page.i32_at(32) & 0xffff;
             w.check(
-                "ipc(SHMCTL, IPC_STAT), old layout: shm_cpid (16 bits)",
-                r == 0 && i64::from(cpid16) == me & 0xffff,
-                format!("{}, cpid {cpid16} (want 0, {})", show(r), me & 0xffff),
+                "ipc(SHMCTL, IPC_STAT), old layout: shm_cpid (16 bits), 48 bytes written",
+                r == 0 && i64::from(cpid16) == me & 0xffff && page.i32_at(44) != -1 && page.i32_at(48) == -1,
+                format!(
+                    "{}, cpid {cpid16}, words at 44 and 48: {} {} (want 0, {}, not -1, -1)",
+                    show(r),
+                    page.i32_at(44),
+                    page.i32_at(48),
+                    me & 0xffff
+                ),
             );
             // SHM_INFO in the compat layout (int used_ids, then 32-bit shm_tot): the AID's
             // one segment of one page (a segment outside the AID exists too).
@@ -1610,6 +1700,15 @@ fn ipc_i386_entries() -> Result<()> {
                 "i386 msgctl(IPC_STAT) (64-bit layout): msg_lspid",
                 r == 0 && i64::from(page.i32_at(72)) == me,
                 format!("{}, lspid {} (want 0, {me})", show(r), page.i32_at(72)),
+            );
+            // The old layout: 16-bit msg_lspid at 50, 56 bytes in all.
+            page.poison();
+            let r = sys(I386_IPC, [IPC_MSGCTL, msg as u32, libc::IPC_STAT as u32, 0, buf, 0]);
+            let lspid16 = (page.i32_at(48) >> 16) & 0xffff;
+            w.check(
+                "ipc(MSGCTL, IPC_STAT), old layout: msg_lspid (16 bits), 56 bytes written",
+                r == 0 && i64::from(lspid16) == me & 0xffff && page.i32_at(56) == -1,
+                format!("{}, lspid {lspid16}, word at 56: {} (want 0, {}, -1)", show(r), page.i32_at(56), me & 0xffff),
             );
             w.expect("i386 msgctl(IPC_RMID)", sys(I386_MSGCTL, [msg as u32, libc::IPC_RMID as u32, 0, 0, 0, 0]), 0);
             w.expect("i386 semctl(IPC_RMID)", sys(I386_SEMCTL, [sem as u32, 0, libc::IPC_RMID as u32, 0, 0, 0]), 0);
