@@ -11,7 +11,7 @@ use std::ffi::c_void;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use super::Test;
 use crate::aid_fixture::{for_each_flavor, AidFixture};
@@ -40,6 +40,7 @@ pub const TESTS: &[Test] = &[
         parent_group_session_outside_are_zero,
     ),
     Test::new("pids/setpgid_setsid_virtual", setpgid_setsid_virtual),
+    Test::new("pids/getppid_follows_the_parent", getppid_follows_the_parent),
     Test::new(
         "pids/outside_processes_unreachable",
         outside_processes_unreachable,
@@ -473,6 +474,140 @@ fn ended_group_reaches_nothing(fx: &AidFixture) -> Result<()> {
     }
     ensure_eq!(child_system, system, "the new process's system PID (ns_last_pid)");
     expect_in_range(fork_ret, fx.range(), "the new process's virtual PID")?;
+    agent.finish(step_timeout())
+}
+
+/// A linked task's `getppid` is answered from its slot's cache after the first call
+/// (docs/design/hooks.md): the answer must follow every change of the parent. Asked
+/// twice each time (computed, then cached): a parent outside the AID, the same parent
+/// once LINKed (a link changed), a linked parent, and the subreaper that adopts the
+/// child when that parent exits (the parent changed, no link yet: the exited parent is
+/// not reaped), then once it is reaped.
+fn getppid_follows_the_parent() -> Result<()> {
+    for_each_flavor("ppid-follow", getppid_follows_the_parent_in)
+}
+
+/// A child answering its `getppid` on request: forked by the caller, it reads a byte from
+/// `ask` (`q` ends it) and writes its `getppid` as an `i64` to `answer`.
+///
+/// # Safety
+/// Called in a process that may fork (the child only makes async-signal-safe calls).
+unsafe fn fork_ppid_answerer(ask: i32, answer: i32) -> i32 {
+    // SAFETY: the child only reads, writes, asks getppid and `_exit`s.
+    unsafe {
+        let child = libc::fork();
+        if child == 0 {
+            loop {
+                let mut byte = [0u8];
+                if libc::read(ask, byte.as_mut_ptr().cast(), 1) != 1 || byte[0] == b'q' {
+                    libc::_exit(0);
+                }
+                put(answer, &[libc::getppid() as i64]);
+            }
+        }
+        child
+    }
+}
+
+/// Asks the answerer twice.
+fn ask_ppid_twice(ask: i32, answer: i32) -> Result<[i64; 2]> {
+    let mut out = [0; 2];
+    for slot in out.iter_mut() {
+        proc::write_raw(ask, b"a");
+        *slot = take(answer, 1)?[0];
+    }
+    Ok(out)
+}
+
+fn getppid_follows_the_parent_in(fx: &AidFixture) -> Result<()> {
+    // A parent outside the AID, then LINKed: 0, then its virtual PID.
+    let mut agent = proc::Agent::spawn(|chan| {
+        let (ask_rx, ask_tx) = proc::pipe()?;
+        let (answer_rx, answer_tx) = proc::pipe()?;
+        let (ask, answer) = (ask_tx.as_raw_fd(), answer_rx.as_raw_fd());
+        // SAFETY: see fork_ppid_answerer.
+        let child = unsafe { fork_ppid_answerer(ask_rx.as_raw_fd(), answer_tx.as_raw_fd()) };
+        ensure!(child > 0, "fork: {}", Errno::last());
+        chan.send(i64::from(child))?;
+        chan.recv(step_timeout())?; // the child is linked
+        for v in ask_ppid_twice(ask, answer)? {
+            chan.send(v)?;
+        }
+        chan.recv(step_timeout())?; // this process is linked
+        for v in ask_ppid_twice(ask, answer)? {
+            chan.send(v)?;
+        }
+        chan.send(i64::from(proc::getpid()))?;
+        proc::write_raw(ask, b"q");
+        let mut status = 0;
+        // SAFETY: reaps our child (any: `child` is its system PID, and this process now
+        // names PIDs in the AID's terms).
+        let reaped = unsafe { libc::waitpid(-1, &mut status, 0) };
+        ensure!(reaped > 0, "waitpid of the answerer: {}", Errno::last());
+        Ok(())
+    })?;
+    let child = agent.recv_step()? as i32;
+    fx.dev.link(fx.aid(), child).context("LINK the child")?;
+    agent.send(GO)?;
+    let outside = [agent.recv_step()?, agent.recv_step()?];
+    ensure_eq!(outside, [0, 0], "getppid with the parent outside the AID");
+    fx.dev.link(fx.aid(), agent.pid()).context("LINK the parent")?;
+    agent.send(GO)?;
+    let linked = [agent.recv_step()?, agent.recv_step()?];
+    let parent = agent.recv_step()?;
+    expect_own_id(parent, i64::from(agent.pid()), fx.range(), "the parent's getpid once linked")?;
+    ensure_eq!(linked, [parent, parent], "getppid once the parent was LINKed");
+    agent.finish(step_timeout())?;
+
+    // A linked parent that exits: its child goes to the subreaper above it.
+    let mut agent = fx.spawn_linked(|chan| {
+        // SAFETY: prctl with integers.
+        ensure!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } == 0, "PR_SET_CHILD_SUBREAPER: {}", Errno::last());
+        let (ask_rx, ask_tx) = proc::pipe()?;
+        let (answer_rx, answer_tx) = proc::pipe()?;
+        let (go_rx, go_tx) = proc::pipe()?;
+        let (ask, answer) = (ask_tx.as_raw_fd(), answer_rx.as_raw_fd());
+        let (ask_rx_fd, answer_tx_fd, go_rx_fd) = (ask_rx.as_raw_fd(), answer_tx.as_raw_fd(), go_rx.as_raw_fd());
+        // SAFETY: the middle process forks the answerer, waits for a byte and `_exit`s:
+        // async-signal-safe calls only.
+        let middle = unsafe {
+            let middle = libc::fork();
+            if middle == 0 {
+                fork_ppid_answerer(ask_rx_fd, answer_tx_fd);
+                let mut byte = [0u8];
+                libc::read(go_rx_fd, byte.as_mut_ptr().cast(), 1);
+                libc::_exit(0);
+            }
+            middle
+        };
+        ensure!(middle > 0, "fork: {}", Errno::last());
+        let before = ask_ppid_twice(ask, answer)?;
+        proc::write_raw(go_tx.as_raw_fd(), b"x");
+        // The middle process has exited (and its child is ours) but is not reaped yet:
+        // no link changed, only the answerer's parent.
+        // SAFETY: siginfo_t is plain data; waitid with WNOWAIT leaves the zombie.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let r = unsafe { libc::waitid(libc::P_PID, middle as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        ensure!(r == 0, "waitid(WNOWAIT) of the middle process: {}", Errno::last());
+        let adopted = ask_ppid_twice(ask, answer)?;
+        let mut status = 0;
+        // SAFETY: reaps the middle process, our child.
+        let reaped = unsafe { libc::waitpid(middle, &mut status, 0) };
+        ensure_eq!(reaped, middle, "waitpid of the middle process");
+        let after = ask_ppid_twice(ask, answer)?;
+        for v in [i64::from(middle), before[0], before[1], i64::from(proc::getpid()), adopted[0], adopted[1], after[0], after[1]] {
+            chan.send(v)?;
+        }
+        proc::write_raw(ask, b"q");
+        // SAFETY: reaps the adopted answerer.
+        unsafe { libc::waitpid(-1, &mut status, 0) };
+        Ok(())
+    })?;
+    let v: Vec<i64> = (0..8).map(|_| agent.recv_step()).collect::<Result<_>>()?;
+    ensure_eq!([v[1], v[2]], [v[0], v[0]], "getppid with the linked parent (its virtual PID as fork returned it)");
+    ensure_eq!([v[4], v[5]], [v[3], v[3]], "getppid after the parent exited, before it was reaped: the subreaper's virtual PID");
+    ensure_eq!([v[6], v[7]], [v[3], v[3]], "getppid after the parent was reaped");
     agent.finish(step_timeout())
 }
 
