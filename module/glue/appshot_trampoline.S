@@ -88,6 +88,18 @@ SYM_FUNC_START(appshot_task_slot)
 	RET
 SYM_FUNC_END(appshot_task_slot)
 
+/*
+ * The task filter: jumps to \native when no linked task has the current task's slot
+ * (touching only %rax and %r11); otherwise goes on with the slot in %rax.
+ */
+.macro APPSHOT_SLOT_FILTER native
+	movq	PER_CPU_VAR(pcpu_hot + X86_current_task), %rax
+	APPSHOT_TASK_SLOT %rax, %r11
+	leaq	appshot_linked_slots(%rip), %r11
+	cmpl	$0, (%r11, %rax, 4)
+	je	\native
+.endm
+
 .macro APPSHOT_HOOK_CALL
 	pushq	%rbp
 	movq	%rsp, %rbp
@@ -129,11 +141,7 @@ SYM_FUNC_END(appshot_task_slot)
  */
 SYM_FUNC_START(appshot_trampoline_syscall)
 	CALL_DEPTH_ACCOUNT
-	movq	PER_CPU_VAR(pcpu_hot + X86_current_task), %rax
-	APPSHOT_TASK_SLOT %rax, %r11
-	leaq	appshot_linked_slots(%rip), %r11
-	cmpl	$0, (%r11, %rax, 4)
-	je	.Lappshot_syscall_native
+	APPSHOT_SLOT_FILTER .Lappshot_syscall_native
 	movq	PER_CPU_VAR(pcpu_hot + X86_top_of_stack), %r11
 	subq	$PTREGS_SIZE, %r11
 	cmpq	%r11, %rdi
@@ -163,14 +171,10 @@ SYM_FUNC_END(appshot_trampoline_syscall)
 /* The trampoline of the other filtered kernel functions (and the on-demand ones). */
 SYM_FUNC_START(appshot_trampoline)
 	CALL_DEPTH_ACCOUNT
-	movq	PER_CPU_VAR(pcpu_hot + X86_current_task), %rax
-	APPSHOT_TASK_SLOT %rax, %r11
-	leaq	appshot_linked_slots(%rip), %r11
-	cmpl	$0, (%r11, %rax, 4)
-	jne	.Lappshot_hook
-	RET				/* fast path: into the hooked function */
-.Lappshot_hook:
+	APPSHOT_SLOT_FILTER .Lappshot_native
 	APPSHOT_HOOK_CALL
+.Lappshot_native:
+	RET				/* fast path: into the hooked function */
 SYM_FUNC_END(appshot_trampoline)
 
 /*
