@@ -277,12 +277,19 @@ impl Sites {
 
     #[inline]
     fn is_getpid(&self, site: usize) -> bool {
-        self.getpid[0].load(Ordering::Relaxed) == site || self.getpid[1].load(Ordering::Relaxed) == site
+        Self::is_one_of(&self.getpid, site)
     }
 
     #[inline]
     fn is_getppid(&self, site: usize) -> bool {
-        self.getppid[0].load(Ordering::Relaxed) == site || self.getppid[1].load(Ordering::Relaxed) == site
+        Self::is_one_of(&self.getppid, site)
+    }
+
+    /// Whether `site` is one of an entry's two sites (x86-64, i386); unrolled, as it runs
+    /// on every call of a linked task.
+    #[inline]
+    fn is_one_of(sites: &[AtomicUsize; 2], site: usize) -> bool {
+        sites[0].load(Ordering::Relaxed) == site || sites[1].load(Ordering::Relaxed) == site
     }
 }
 
@@ -656,14 +663,13 @@ unsafe fn on_kernel_clone(registry: &Registry, args: *mut c_void) -> Option<i64>
 
 /// For a hook whose handler may sleep: the calling task's AID, which keeps the module
 /// loaded for as long as the handler holds it. `None` for a task in no AID (cheap: the
-/// fast path of [`TaskIndex::own_ids`]).
+/// slot's cache, as for a system call, [`TaskIndex::current_aid`]).
 ///
-/// [`TaskIndex::own_ids`]: crate::pid::task_index::TaskIndex::own_ids
+/// [`TaskIndex::current_aid`]: crate::pid::task_index::TaskIndex::current_aid
 fn current_aid() -> Option<Arc<Aid>> {
     let registry = registry::get()?;
     let task = Task::current();
-    registry.tasks.own_ids(task, Slot::of(task))?;
-    registry.tasks.lookup(task)
+    registry.tasks.current_aid(task, Slot::of(task))
 }
 
 /// `copy_siginfo_to_user(to, from)`.

@@ -526,8 +526,6 @@ fn stat_through_scratch<K: Control>(c: &Call<'_>, mut args: [u64; 6], buffer: Bu
     let size = K::ds_size(c.abi, layout64);
     let sp = c.regs.sp as u64;
     let scratch = sp.checked_sub(BELOW_SP + size as u64)? & !63;
-    // Below the `*_ds`: the multiplexer's `semun` word.
-    let word = scratch.checked_sub(64)?;
     if c.abi == Abi::Ia32 && scratch > u64::from(u32::MAX) {
         // A compat entry takes 32-bit pointers.
         return None;
@@ -538,7 +536,9 @@ fn stat_through_scratch<K: Control>(c: &Call<'_>, mut args: [u64; 6], buffer: Bu
             c.ptr_arg(at)
         }
         Buffer::SemunAt(at) => {
-            // The kernel would read the caller's word once; it reads ours instead.
+            // The kernel would read the caller's word once; it reads ours instead, below
+            // the `*_ds`.
+            let word = scratch.checked_sub(64)?;
             let user = u64::from(read_user_i32(c.ptr_arg(at))? as u32);
             if UserSlice::new(word as usize, 4).writer().write_slice(&(scratch as u32).to_ne_bytes()).is_err() {
                 return None;

@@ -384,12 +384,14 @@ impl TaskIndex {
 
     /// The AID of a task, or `None` when it is not linked. Cheap for unlinked tasks.
     pub(crate) fn lookup(&self, task: Task<'_>) -> Option<Arc<Aid>> {
-        self.lookup_at(task, Slot::of(task))
+        self.with_entry(task, Slot::of(task), |linked| linked.aid.clone())
     }
 
-    /// [`Self::lookup`] for a task whose slot is known.
-    pub(crate) fn lookup_at(&self, task: Task<'_>, slot: Slot) -> Option<Arc<Aid>> {
-        self.with_entry(task, slot, |linked| linked.aid.clone())
+    /// A reference on the AID of `task`, the current task (slot `slot`): from its slot's
+    /// cache ([`Self::current_link`]), taking no lock when the slot caches it.
+    pub(crate) fn current_aid(&self, task: Task<'_>, slot: Slot) -> Option<Arc<Aid>> {
+        let rcu = RcuReadLock::new();
+        self.current_link(task, slot, &rcu).map(|(_, aid)| Arc::from(aid))
     }
 
     /// The own virtual IDs of `task`, the current task, whose slot is `slot`; `None` when
