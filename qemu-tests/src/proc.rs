@@ -504,6 +504,11 @@ impl Agent {
                     .map_err(|e| self.explain(e));
             }
             if self.child.try_wait()?.is_some() {
+                // The agent may have sent and ended between the poll above and this
+                // check: what it sent before ending is still in the pipe.
+                if wait_readable(self.chan.rx_fd(), Duration::ZERO)? {
+                    continue;
+                }
                 return Err(self.explain(anyhow!("ended before sending")));
             }
             if Instant::now() >= deadline {
