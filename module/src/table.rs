@@ -6,12 +6,17 @@
 //! consumes an [`EntryReservation`] made beforehand with `GFP_KERNEL`, and every removal
 //! hands the freed nodes back as a [`RemovedEntry`] for the caller to drop once the lock
 //! is released.
+//!
+//! A table may have a [`TranslationCache`]: the system-call hot path reads its recent
+//! virtual-to-system lookups without taking the lock.
 
 use core::fmt;
 use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use kernel::prelude::*;
 use kernel::rbtree::{RBTree, RBTreeNode, RBTreeNodeReservation};
+use kernel::sync::Arc;
 
 /// The kinds of resource ID, as marker types: an ID carries its kind, so a process ID can
 /// never be looked up in another kind's table, nor a virtual ID passed where a system ID
@@ -161,22 +166,129 @@ pub(crate) enum InsertError {
     SystemTaken,
 }
 
+/// Slots of a [`TranslationCache`] (a power of two).
+const CACHE_SLOTS: usize = 32;
+
+/// Marks a full slot: the high word of a slot is this bit and the virtual ID.
+const CACHE_FULL: u64 = 1 << 63;
+
+/// Recent virtual-to-system lookups of one table, read without the table's lock: a
+/// translated system call (`semop`, `msgsnd`, `kill`) finds its ID here with two loads,
+/// where the lock's round trip and a tree walk cost about 50 instructions.
+///
+/// A slot holds one (virtual, system) pair in one atomic word, so a reader sees a pair
+/// the table held at some moment, never half of one. Only the table writes slots, and
+/// only under the lock that protects it: a lookup under the lock fills the slot of the
+/// virtual ID it found ([`IdTable::remember`]); every removal, owner change or
+/// insertion of an entry clears the slot of its virtual ID before the lock is
+/// released, and replacing a whole table clears them all ([`TranslationCache::clear`]).
+/// So a pair a reader finds is a binding the table held at the time of the read: the
+/// answer a lookup under the lock would have given then. (Either way the ID is used
+/// after the lock is released; a removal in between is a race of the caller's own, as
+/// natively.)
+///
+/// Only IDs below 2^31 are cached (every SysV ID and PID is); others always miss.
+pub(crate) struct TranslationCache<K> {
+    slots: [AtomicU64; CACHE_SLOTS],
+    _kind: PhantomData<K>,
+}
+
+// SAFETY: the cache holds only atomics; `K` is a marker type that is never stored.
+unsafe impl<K> Send for TranslationCache<K> {}
+// SAFETY: as for `Send`: every access is an atomic operation.
+unsafe impl<K> Sync for TranslationCache<K> {}
+
+impl<K> TranslationCache<K> {
+    /// An empty cache.
+    pub(crate) fn new() -> Result<Arc<Self>> {
+        Ok(Arc::new(TranslationCache { slots: [const { AtomicU64::new(0) }; CACHE_SLOTS], _kind: PhantomData }, GFP_KERNEL)?)
+    }
+
+    /// The slot of a virtual ID: its low bits, mixed with the bits above a SysV ID's
+    /// index (`id = seq * 32768 + index`), so that consecutive IDs of either kind spread.
+    #[inline]
+    fn slot(&self, virtual_id: u32) -> &AtomicU64 {
+        &self.slots[(virtual_id ^ (virtual_id >> 15)) as usize % CACHE_SLOTS]
+    }
+
+    /// The tag a slot holding `virtual_id` has in its high word, `None` for an ID that
+    /// is never cached.
+    #[inline]
+    fn tag(virtual_id: u32) -> Option<u64> {
+        (virtual_id < 1 << 31).then(|| CACHE_FULL | (u64::from(virtual_id) << 32))
+    }
+
+    /// The system ID behind `virtual_id`, if the cache holds it. Needs no lock.
+    #[inline]
+    pub(crate) fn get(&self, virtual_id: VirtualId<K>) -> Option<SystemId<K>> {
+        let tag = Self::tag(virtual_id.raw())?;
+        // Relaxed: the word is read whole; what the caller does with the ID needs no
+        // ordering with the table (see the type's documentation).
+        let word = self.slot(virtual_id.raw()).load(Ordering::Relaxed);
+        (word & !0xffff_ffff == tag).then(|| SystemId::new(word as u32))
+    }
+
+    /// Caches a binding the table holds; with the table's lock held.
+    fn fill(&self, virtual_id: VirtualId<K>, system_id: SystemId<K>) {
+        if let Some(tag) = Self::tag(virtual_id.raw()) {
+            self.slot(virtual_id.raw()).store(tag | u64::from(system_id.raw()), Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets `virtual_id`'s binding; with the table's lock held.
+    fn forget(&self, virtual_id: VirtualId<K>) {
+        let slot = self.slot(virtual_id.raw());
+        if Self::tag(virtual_id.raw()).is_some_and(|tag| slot.load(Ordering::Relaxed) & !0xffff_ffff == tag) {
+            slot.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets every binding; with the lock of the table being replaced held.
+    pub(crate) fn clear(&self) {
+        for slot in &self.slots {
+            slot.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A bidirectional translation table.
 ///
 /// # Invariants
 /// `by_virtual` and `by_system` hold the same set of (virtual, system, owner) triples:
 /// `v -> (s, o)` is in `by_virtual` exactly when `s -> (v, o)` is in `by_system`; `len` is
-/// their size.
+/// their size. Every pair in `cache` is in `by_virtual`.
 pub(crate) struct IdTable<K> {
     by_virtual: RBTree<VirtualId<K>, VirtualSide<K>>,
     by_system: RBTree<SystemId<K>, SystemSide<K>>,
     len: usize,
+    cache: Option<Arc<TranslationCache<K>>>,
 }
 
 impl<K> IdTable<K> {
     /// An empty table.
     pub(crate) fn new() -> Self {
-        IdTable { by_virtual: RBTree::new(), by_system: RBTree::new(), len: 0 }
+        IdTable { by_virtual: RBTree::new(), by_system: RBTree::new(), len: 0, cache: None }
+    }
+
+    /// An empty table that keeps `cache` (empty, or cleared under the lock of the table
+    /// this one replaces) in step with it.
+    pub(crate) fn with_cache(cache: Arc<TranslationCache<K>>) -> Self {
+        IdTable { cache: Some(cache), ..Self::new() }
+    }
+
+    /// Caches `virtual_id`'s binding, which [`Self::to_system`] has just returned under
+    /// the same lock, for lock-free readers of the table's cache.
+    pub(crate) fn remember(&self, virtual_id: VirtualId<K>, system_id: SystemId<K>) {
+        if let Some(cache) = &self.cache {
+            // INVARIANT: the caller found this pair in the table, under its lock.
+            cache.fill(virtual_id, system_id);
+        }
+    }
+
+    fn forget(&self, virtual_id: VirtualId<K>) {
+        if let Some(cache) = &self.cache {
+            cache.forget(virtual_id);
+        }
     }
 
     /// Number of entries.
@@ -232,6 +344,9 @@ impl<K> IdTable<K> {
         if self.to_virtual(entry.system_id).is_some() {
             return Err(InsertError::SystemTaken);
         }
+        // Nothing can be cached for an unbound ID; cleared all the same, so that the
+        // cache's invariant does not rest on every removal path alone.
+        self.forget(entry.virtual_id);
         let side = SystemSide { virtual_id: entry.virtual_id, owner: entry.owner };
         let virtual_side = VirtualSide { system_id: entry.system_id, owner: entry.owner };
         // Neither key is present (checked above), so neither insertion replaces a node.
@@ -250,6 +365,8 @@ impl<K> IdTable<K> {
         };
         side.owner = owner;
         let virtual_id = side.virtual_id;
+        // A reader decides from the owner whether a binding translates.
+        self.forget(virtual_id);
         if let Some(virtual_side) = self.by_virtual.get_mut(&virtual_id) {
             virtual_side.owner = owner;
         }
@@ -262,6 +379,8 @@ impl<K> IdTable<K> {
         let found = self.by_system.find_mut(&system_id)?;
         let side = *found.get();
         let by_system = found.remove_node();
+        // INVARIANT: the cache no longer holds the pair.
+        self.forget(side.virtual_id);
         let by_virtual = self.by_virtual.remove_node(&side.virtual_id);
         debug_assert!(by_virtual.is_some());
         // INVARIANT: the pair left both trees.

@@ -8,7 +8,7 @@ use kernel::sync::{new_mutex, new_spinlock, Arc, Mutex, SpinLock};
 
 use crate::linux::glue::ModulePin;
 use crate::pid::PidTable;
-use crate::table::{kind, IdTable};
+use crate::table::{kind, IdTable, TranslationCache};
 use crate::uapi::{self, AidInfo, NAME_LEN, TABLE_KEY, TABLE_MSG, TABLE_PID, TABLE_SEM, TABLE_SHM};
 
 /// A registered application.
@@ -35,6 +35,9 @@ pub(crate) struct Aid {
     /// Lock order: before `state`; held across the original system call (it sleeps).
     #[pin]
     pub(crate) key_lock: Mutex<()>,
+    /// The lock-free caches of the tables the hot path translates with; the tables in
+    /// `state` keep them in step, under `state`'s lock.
+    pub(crate) caches: Caches,
     /// A reference on this module, for as long as the AID object lives: registered, or
     /// held by a linked task's index entry or by a hook handler running for one of its
     /// tasks (which may sleep, in `wait4` say). So a handler needs no reference of its
@@ -58,15 +61,43 @@ pub(crate) struct AidState {
     pub(crate) keys: IdTable<kind::Key>,
 }
 
+/// The [`TranslationCache`] of each table that system calls translate IDs with.
+pub(crate) struct Caches {
+    pub(crate) pids: Arc<TranslationCache<kind::Pid>>,
+    pub(crate) sems: Arc<TranslationCache<kind::Sem>>,
+    pub(crate) shms: Arc<TranslationCache<kind::Shm>>,
+    pub(crate) msgs: Arc<TranslationCache<kind::Msg>>,
+}
+
+impl Caches {
+    fn new() -> Result<Self> {
+        Ok(Caches {
+            pids: TranslationCache::new()?,
+            sems: TranslationCache::new()?,
+            shms: TranslationCache::new()?,
+            msgs: TranslationCache::new()?,
+        })
+    }
+
+    /// Forgets everything; with the AID's state lock held, as its tables are replaced.
+    pub(crate) fn clear(&self) {
+        self.pids.clear();
+        self.sems.clear();
+        self.shms.clear();
+        self.msgs.clear();
+    }
+}
+
 impl AidState {
-    /// The state of a new AID, or of an unregistered one (`unregistered`).
-    pub(crate) fn new(pid_range: Option<(u32, u32)>, unregistered: bool) -> Self {
+    /// The state of a new AID, or of an unregistered one (`unregistered`), whose tables
+    /// keep `caches` in step.
+    pub(crate) fn new(pid_range: Option<(u32, u32)>, unregistered: bool, caches: &Caches) -> Self {
         AidState {
             unregistered,
-            pids: PidTable::new(pid_range),
-            sems: IdTable::new(),
-            shms: IdTable::new(),
-            msgs: IdTable::new(),
+            pids: PidTable::new(pid_range, caches.pids.clone()),
+            sems: IdTable::with_cache(caches.sems.clone()),
+            shms: IdTable::with_cache(caches.shms.clone()),
+            msgs: IdTable::with_cache(caches.msgs.clone()),
             keys: IdTable::new(),
         }
     }
@@ -114,7 +145,8 @@ impl Aid {
         owner_uid: u32,
         pid_range: Option<(u32, u32)>,
     ) -> Result<Arc<Aid>> {
-        let state = AidState::new(pid_range, false);
+        let caches = Caches::new()?;
+        let state = AidState::new(pid_range, false, &caches);
         Arc::pin_init(
             pin_init!(Aid {
                 id,
@@ -123,6 +155,7 @@ impl Aid {
                 pid_range,
                 state <- new_spinlock!(state, "appshot_aid_state"),
                 key_lock <- new_mutex!((), "appshot_aid_keys"),
+                caches,
                 _module: ModulePin::new(),
             }),
             GFP_KERNEL,

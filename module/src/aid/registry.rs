@@ -174,7 +174,7 @@ impl Registry {
         }
         // The replacement is made before the lock is taken (building it allocates nothing,
         // but its drop of the old tables frees nodes, which happens after unlocking).
-        let empty = AidState::new(aid.pid_range, true);
+        let empty = AidState::new(aid.pid_range, true, &aid.caches);
         let (unlinked, old) = {
             let mut state = aid.state.lock();
             // Linked threads make it busy; group-only entries do not (a group whose last
@@ -187,7 +187,9 @@ impl Registry {
             }
             let unlinked = self.tasks.remove_all(&aid);
             // Every table and everything counted with it goes at once.
-            (unlinked, core::mem::replace(&mut *state, empty))
+            let old = core::mem::replace(&mut *state, empty);
+            aid.caches.clear();
+            (unlinked, old)
         };
         // The old tables' nodes are freed here, outside the spinlock.
         drop(old);

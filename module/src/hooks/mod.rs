@@ -419,9 +419,9 @@ pub(crate) unsafe extern "C" fn appshot_rust_syscall(
             }
         }
     } else if SITES.is_getppid(site as usize) {
-        return getppid(registry, regs, site as usize, out, slot, task);
+        return getppid(regs, site as usize, out, slot, task, registry);
     }
-    syscall(registry, regs, site as usize, out, slot, task)
+    syscall(regs, site as usize, out, slot, task, registry)
 }
 
 /// `getppid` of a task whose slot holds a linked task: from the slot's cache when it
@@ -429,19 +429,19 @@ pub(crate) unsafe extern "C" fn appshot_rust_syscall(
 /// [`appshot_rust_syscall`] saves no registers.
 #[inline(never)]
 fn getppid(
-    registry: &Registry,
     regs: *mut bindings::pt_regs,
     site: usize,
     out: *mut c_long,
     slot: Slot,
     task: *mut bindings::task_struct,
+    registry: &Registry,
 ) -> bool {
     if let Some(ppid) = registry.tasks.cached_parent_id(task as usize, slot) {
         // SAFETY: `out` points to the trampoline's result slot.
         unsafe { *out = ppid as c_long };
         return true;
     }
-    syscall(registry, regs, site, out, slot, task)
+    syscall(regs, site, out, slot, task, registry)
 }
 
 /// Every system call of a task whose slot holds a linked task, but the cached `getpid`.
@@ -454,12 +454,12 @@ fn getppid(
 /// [`TaskIndex::current_link`]: crate::pid::task_index::TaskIndex::current_link
 #[inline(never)]
 fn syscall(
-    registry: &Registry,
     regs: *mut bindings::pt_regs,
     site: usize,
     out: *mut c_long,
     slot: Slot,
     task: *mut bindings::task_struct,
+    registry: &Registry,
 ) -> bool {
     let Some(task) = NonNull::new(task) else {
         return false;
@@ -475,7 +475,7 @@ fn syscall(
     let args = syscalls::args_of(regs, syscall.abi);
     // A call whose arguments need no translation runs natively, linked task or not.
     if let Some(wants) = syscall.wants {
-        if !wants(args) {
+        if !wants(&args) {
             return false;
         }
     }
@@ -495,7 +495,7 @@ fn syscall(
         // lives (see `current_link`).
         Arc::<Aid>::from(aid)
     };
-    let call = Call { regs, args, abi: syscall.abi, original: site, aid: &aid, registry, task };
+    let call = Call { regs, args: &args, abi: syscall.abi, original: site, aid: &aid, registry, task };
     match (syscall.handler)(&call) {
         Outcome::Native => false,
         Outcome::Return(value) => {

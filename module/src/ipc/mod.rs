@@ -38,7 +38,7 @@ use kernel::sync::Arc;
 use crate::aid::registry::Registry;
 use crate::aid::{Aid, AidState};
 use crate::linux::glue;
-use crate::table::{kind, Entry, EntryReservation, IdTable, InsertError, SystemId, VirtualId};
+use crate::table::{kind, Entry, EntryReservation, IdTable, InsertError, SystemId, TranslationCache, VirtualId};
 
 /// What an unbound virtual ID becomes: an ID no object has (a negative one, rejected
 /// with `EINVAL` before any other check that depends on the object).
@@ -52,6 +52,8 @@ pub(crate) trait IpcKind: Sized {
     const IDS: u8;
     /// This kind's table in an AID's state.
     fn table(state: &mut AidState) -> &mut IdTable<Self>;
+    /// The lock-free cache of that table.
+    fn cache(aid: &Aid) -> &TranslationCache<Self>;
 }
 
 impl IpcKind for kind::Sem {
@@ -59,6 +61,9 @@ impl IpcKind for kind::Sem {
     const IDS: u8 = 0;
     fn table(state: &mut AidState) -> &mut IdTable<Self> {
         &mut state.sems
+    }
+    fn cache(aid: &Aid) -> &TranslationCache<Self> {
+        &aid.caches.sems
     }
 }
 
@@ -68,6 +73,9 @@ impl IpcKind for kind::Shm {
     fn table(state: &mut AidState) -> &mut IdTable<Self> {
         &mut state.shms
     }
+    fn cache(aid: &Aid) -> &TranslationCache<Self> {
+        &aid.caches.shms
+    }
 }
 
 impl IpcKind for kind::Msg {
@@ -76,16 +84,38 @@ impl IpcKind for kind::Msg {
     fn table(state: &mut AidState) -> &mut IdTable<Self> {
         &mut state.msgs
     }
+    fn cache(aid: &Aid) -> &TranslationCache<Self> {
+        &aid.caches.msgs
+    }
 }
 
 /// The system ID behind `raw`, a virtual ID an AID process passed: [`NO_ID`] when the
 /// AID has no such object; a negative value stays as it is (the kernel's own `EINVAL`).
+#[inline]
 pub(crate) fn to_system<K: IpcKind>(aid: &Aid, raw: i32) -> i32 {
     if raw < 0 {
         return raw;
     }
+    let virtual_id = VirtualId::new(raw as u32);
+    match K::cache(aid).get(virtual_id) {
+        Some(system) => system.raw() as i32,
+        None => to_system_locked::<K>(aid, virtual_id),
+    }
+}
+
+/// [`to_system`] when the cache does not have the ID: under the AID's lock, caching
+/// what it finds. Out of line, so that a cached translation saves no registers.
+#[inline(never)]
+fn to_system_locked<K: IpcKind>(aid: &Aid, virtual_id: VirtualId<K>) -> i32 {
     let mut state = aid.state.lock();
-    K::table(&mut state).to_system(VirtualId::new(raw as u32)).map_or(NO_ID, |side| side.system_id.raw() as i32)
+    let table = K::table(&mut state);
+    match table.to_system(virtual_id) {
+        Some(side) => {
+            table.remember(virtual_id, side.system_id);
+            side.system_id.raw() as i32
+        }
+        None => NO_ID,
+    }
 }
 
 /// The virtual ID of an object of the AID, `None` for one outside it.

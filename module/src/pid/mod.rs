@@ -21,7 +21,8 @@ pub(crate) mod task_index;
 
 use crate::linux::glue::PidUses;
 use crate::linux::task::Task;
-use crate::table::{kind, Entry, EntryReservation, IdTable, InsertError, RemovedEntry, SystemPid, VirtualPid};
+use crate::table::{kind, Entry, EntryReservation, IdTable, InsertError, RemovedEntry, SystemPid, TranslationCache, VirtualPid};
+use kernel::sync::Arc;
 
 /// The PID table's entries, removed entries and reservations.
 pub(crate) type PidEntry = Entry<kind::Pid>;
@@ -110,9 +111,9 @@ const REFUSED: usize = 16;
 
 impl PidTable {
     /// An empty table for an AID with virtual PID range `range`.
-    pub(crate) fn new(range: Option<(u32, u32)>) -> Self {
+    pub(crate) fn new(range: Option<(u32, u32)>, cache: Arc<TranslationCache<kind::Pid>>) -> Self {
         PidTable {
-            ids: IdTable::new(),
+            ids: IdTable::with_cache(cache),
             nr_processes: 0,
             nr_group_only: 0,
             range,
@@ -229,7 +230,13 @@ impl PidTable {
     /// The system PID behind a virtual PID of this AID.
     pub(crate) fn pid_to_system(&mut self, virtual_id: VirtualPid) -> Option<SystemPid> {
         let side = self.ids.to_system(virtual_id)?;
-        translates(side.system_id.raw(), side.owner).then_some(side.system_id)
+        if side.owner != GROUP_ONLY {
+            // A thread's entry translates for as long as it is in the table; a
+            // group-only one depends on the kernel's PIDs ([`translates`]): not cached.
+            self.ids.remember(virtual_id, side.system_id);
+            return Some(side.system_id);
+        }
+        group_still_exists(side.system_id.raw()).then_some(side.system_id)
     }
 
     /// The virtual PID of a system PID: from the table, else from the recently removed

@@ -60,7 +60,7 @@ const F_GETLK64: u32 = 12;
 const F_UNLCK: i16 = 2;
 
 /// The `fcntl` rows' pre-filter: the commands [`fcntl`] handles.
-pub(crate) fn fcntl_wants(args: [u64; 6]) -> bool {
+pub(crate) fn fcntl_wants(args: &[u64; 6]) -> bool {
     matches!(args[1] as u32, F_GETLK | F_GETLK64 | F_SETOWN | F_GETOWN | F_SETOWN_EX | F_GETOWN_EX)
 }
 
@@ -166,7 +166,7 @@ fn clock_to_system(c: &Call<'_>, clock: i32) -> i32 {
 
 /// The clock rows' pre-filter: a CPU-time clock ID (negative); the others are never
 /// translated ([`clock_to_system`]).
-pub(crate) fn clock_wants(args: [u64; 6]) -> bool {
+pub(crate) fn clock_wants(args: &[u64; 6]) -> bool {
     (args[0] as u32 as i32) < 0
 }
 
@@ -397,7 +397,7 @@ pub(crate) fn socketcall(c: &Call<'_>) -> Outcome {
 }
 
 /// The `futex` rows' pre-filter: the PI operations, the only ones [`futex`] handles.
-pub(crate) fn futex_wants(args: [u64; 6]) -> bool {
+pub(crate) fn futex_wants(args: &[u64; 6]) -> bool {
     // The command part of `op` (FUTEX_CMD_MASK): without FUTEX_PRIVATE_FLAG and
     // FUTEX_CLOCK_REALTIME.
     const FUTEX_CMD_MASK: i32 = !(128 | 256);

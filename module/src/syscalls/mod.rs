@@ -77,7 +77,7 @@ pub(crate) type Handler = fn(&Call<'_>) -> Outcome;
 /// handler's business (`futex` WAIT and WAKE, most `ioctl` and `fcntl` commands, clocks
 /// other than CPU-time ones). A filter may accept more than its handler handles, never
 /// less.
-pub(crate) type Wants = fn([u64; 6]) -> bool;
+pub(crate) type Wants = fn(&[u64; 6]) -> bool;
 
 /// One hooked system call entry.
 pub(crate) struct Syscall {
@@ -384,7 +384,7 @@ pub(crate) fn parent_id(registry: &Registry, aid: &Aid, task: Task<'_>, slot: Sl
 pub(crate) struct Call<'a> {
     pub(crate) regs: &'a bindings::pt_regs,
     /// The six argument registers, read once from `regs` ([`args_of`]).
-    pub(crate) args: [u64; 6],
+    pub(crate) args: &'a [u64; 6],
     /// Which registers hold the arguments, and the layout of user structures.
     pub(crate) abi: Abi,
     /// The system call's function, to call it again unhooked.
@@ -421,7 +421,7 @@ impl Call<'_> {
     /// The six argument registers, in the order of the entry's ABI ([`args_of`]).
     #[inline]
     pub(crate) fn args(&self) -> [u64; 6] {
-        self.args
+        *self.args
     }
 
     #[inline]
@@ -512,7 +512,18 @@ impl Call<'_> {
     }
 
     /// System PID behind a virtual PID of the AID.
+    #[inline]
     fn to_system(&self, virtual_id: VirtualPid) -> Option<SystemPid> {
+        match self.aid.caches.pids.get(virtual_id) {
+            Some(system) => Some(system),
+            None => self.to_system_locked(virtual_id),
+        }
+    }
+
+    /// [`Self::to_system`] past the cache (out of line: a cached translation saves no
+    /// registers).
+    #[inline(never)]
+    fn to_system_locked(&self, virtual_id: VirtualPid) -> Option<SystemPid> {
         self.aid.state.lock().pids.pid_to_system(virtual_id)
     }
 
@@ -731,6 +742,7 @@ const KILL_ALL_PASSES: usize = 8;
 /// until one signals nobody new. (A process created during the call is signalled even
 /// where the kernel would have had its parent's fork restart after a signal the parent
 /// handles.)
+#[inline(never)]
 fn kill_all(c: &Call<'_>) -> Outcome {
     let me = c.task.tgid();
     let mut signalled: KVec<SystemPid> = KVec::new();
@@ -859,7 +871,7 @@ pub(crate) fn write_user_i32(address: u64, value: i32) {
 }
 
 /// The `ioctl` row's pre-filter: the requests [`ioctl`] handles.
-fn ioctl_wants(args: [u64; 6]) -> bool {
+fn ioctl_wants(args: &[u64; 6]) -> bool {
     matches!(args[1] as u32, TIOCGPGRP | TIOCGSID | TIOCSPGRP) || interfaces::is_socket_owner_ioctl(args[1] as u32)
 }
 

@@ -42,6 +42,10 @@ pub const TESTS: &[Test] = &[
         stat_buffer_never_holds_system_values,
     ),
     Test::new("ipc/info_counts_only_the_aid", info_counts_only_the_aid),
+    Test::new(
+        "ipc/removed_id_never_reaches_its_next_owner",
+        removed_id_never_reaches_its_next_owner,
+    ),
 ];
 
 /// `ipcprobe` (qemu-tests/c/), static and dynamic glibc builds.
@@ -1020,4 +1024,70 @@ fn info_counts_only_the_aid() -> Result<()> {
         .finish(step_timeout())
     });
     result
+}
+
+/// A set's ID the AID has translated is cached for later calls (docs/design/hooks.md);
+/// the cache must forget it with the set. An AID process uses its set (SETVAL, then
+/// semop: the later translations come from the cache); the set is removed, by root
+/// from outside or by the AID process itself; then a process outside the AID gets a new
+/// set with the very same system ID (`/proc/sys/kernel/sem_next_id`, as checkpoint tools
+/// use it). Every use of the old virtual ID is then `EINVAL`, and the new set keeps its
+/// value.
+fn removed_id_never_reaches_its_next_owner() -> Result<()> {
+    for remover in ["root, from outside", "the AID process"] {
+        for_each_flavor("ipc-reuse", |fx| {
+            let by_root = remover.starts_with("root");
+            let mut agent = fx.spawn(move |chan| {
+                let id = semget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600);
+                ensure!(id >= 0, "semget in the AID = {id}");
+                ensure_eq!(semval(id, Some(1)), 0, "SETVAL of the AID's set");
+                ensure_eq!(semop(id, &[(0, 1, libc::IPC_NOWAIT as i16)]), 0, "semop on the AID's set");
+                ensure_eq!(semval(id, None), 2, "GETVAL of the AID's set");
+                chan.send(id)?;
+                chan.recv(step_timeout())?; // the test knows the set's system ID
+                if !by_root {
+                    ensure_eq!(semrm(id), 0, "IPC_RMID by the AID process");
+                }
+                chan.send(READY)?;
+                chan.recv(step_timeout())?; // the number is an outsider's set now
+                chan.send(semval(id, None))?;
+                chan.send(semval(id, Some(9)))?;
+                chan.send(semop(id, &[(0, 1, libc::IPC_NOWAIT as i16)]))?;
+                Ok(())
+            })?;
+            let id = agent.recv_step()?;
+            let (_, system) = ipc_entries(fx, uapi::TABLE_SEM)?
+                .into_iter()
+                .find(|&(v, _)| i64::from(v) == id)
+                .with_context(|| format!("no binding for the AID's set {id}"))?;
+            agent.send(GO)?;
+            if by_root {
+                ensure_eq!(semrm(i64::from(system)), 0, "IPC_RMID by root of system ID {system}");
+            }
+            agent.expect(READY, "the set removed")?;
+            ensure!(ipc_entries(fx, uapi::TABLE_SEM)?.is_empty(), "the AID's table after the removal");
+            std::fs::write("/proc/sys/kernel/sem_next_id", format!("{system}")).context("write sem_next_id")?;
+            let outsider = semget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o666);
+            let result = (|| -> Result<()> {
+                ensure_eq!(outsider, i64::from(system), "the outsider's new set ID (sem_next_id)");
+                ensure_eq!(semval(outsider, Some(5)), 0, "SETVAL outside");
+                agent.send(GO)?;
+                let got = agent.recv_step()?;
+                let set = agent.recv_step()?;
+                let op = agent.recv_step()?;
+                let einval = -(libc::EINVAL as i64);
+                ensure_eq!(got, einval, "GETVAL of the removed set's ID ({remover} removed it)");
+                ensure_eq!(set, einval, "SETVAL of the removed set's ID ({remover} removed it)");
+                ensure_eq!(op, einval, "semop on the removed set's ID ({remover} removed it)");
+                ensure_eq!(semval(outsider, None), 5, "the outsider's set after the AID used the old ID");
+                Ok(())
+            })();
+            if outsider >= 0 {
+                semrm(outsider);
+            }
+            result?;
+            agent.finish(step_timeout())
+        })?;
+    }
+    Ok(())
 }

@@ -42,6 +42,10 @@ pub const TESTS: &[Test] = &[
     Test::new("pids/setpgid_setsid_virtual", setpgid_setsid_virtual),
     Test::new("pids/getppid_follows_the_parent", getppid_follows_the_parent),
     Test::new(
+        "pids/reaped_pid_never_reaches_its_next_owner",
+        reaped_pid_never_reaches_its_next_owner,
+    ),
+    Test::new(
         "pids/outside_processes_unreachable",
         outside_processes_unreachable,
     ),
@@ -331,10 +335,69 @@ fn group_outlives_leader(fx: &AidFixture) -> Result<()> {
     agent.finish(step_timeout())
 }
 
+/// A PID the AID has translated is cached for later calls (docs/design/hooks.md); the
+/// cache must forget it with its task. An AID process signals its child (twice: the
+/// second from the cache), the child is reaped, and a process outside the AID takes its
+/// system PID: the child's virtual PID is then `ESRCH` for `kill` (signal 0 and
+/// SIGTERM), and the outside process is untouched.
+fn reaped_pid_never_reaches_its_next_owner() -> Result<()> {
+    for_each_flavor("pid-reuse", |fx| {
+        let mut agent = fx.spawn(|chan| {
+            let mut child = proc::fork(|| proc::sleep_forever())?;
+            let virtual_pid = child.pid();
+            for round in 0..2 {
+                // SAFETY: kill with signal 0 only checks the target.
+                let r = unsafe { libc::kill(virtual_pid, 0) };
+                ensure!(r == 0, "kill({virtual_pid}, 0) of the live child, call {round}: {}", Errno::last());
+            }
+            chan.send(i64::from(virtual_pid))?;
+            chan.recv(step_timeout())?; // the test has read the child's system PID
+            child.kill()?;
+            chan.send(GO)?;
+            chan.recv(step_timeout())?; // an outside process holds the number now
+            for signal in [0, libc::SIGTERM] {
+                // SAFETY: as above; the number must name nobody of the AID.
+                let r = raw(unsafe { libc::kill(virtual_pid, signal) } as libc::c_long);
+                chan.send(r)?;
+            }
+            Ok(())
+        })?;
+        let virtual_pid = agent.recv_step()? as i32;
+        let system = fx.pid_map()?.system_of(virtual_pid).context("no entry for the AID's child")?;
+        agent.send(GO)?;
+        agent.expect(GO, "the child reaped")?;
+        let mut outsider = fork_with_pid(system, || proc::sleep_forever())?;
+        agent.send(GO)?;
+        let probe = agent.recv_step()?;
+        let term = agent.recv_step()?;
+        let alive = outsider.try_wait()?.is_none();
+        outsider.kill()?;
+        agent.finish(step_timeout())?;
+        ensure_eq!(alive, true, "the outside process that took the reaped child's PID {system}");
+        ensure_eq!(show(probe), show(-(libc::ESRCH as i64)), "kill({virtual_pid}, 0) after the child was reaped");
+        ensure_eq!(show(term), show(-(libc::ESRCH as i64)), "kill({virtual_pid}, SIGTERM) after the child was reaped");
+        Ok(())
+    })
+}
+
 /// Asks the kernel to give PID `pid` to the next process it creates
 /// (`/proc/sys/kernel/ns_last_pid`, as checkpoint/restore tools do).
 fn next_pid_will_be(pid: i32) -> Result<()> {
     std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1)).context("write ns_last_pid")
+}
+
+/// Forks a child running `body` that gets system PID `pid` (a few tries, in case
+/// another process takes the number first).
+fn fork_with_pid(pid: i32, body: impl Fn() -> i32 + Copy) -> Result<proc::Child> {
+    for _ in 0..5 {
+        next_pid_will_be(pid)?;
+        let mut child = proc::fork(body)?;
+        if child.pid() == pid {
+            return Ok(child);
+        }
+        child.kill()?;
+    }
+    bail!("no outside process got PID {pid}")
 }
 
 /// Forks a child that reports its system PID and exits; returns (fork's return, the
@@ -433,22 +496,11 @@ fn ended_group_reaches_nothing(fx: &AidFixture) -> Result<()> {
     let new_session = agent.recv_step()?;
     ensure_eq!(new_session, member, "the member's setsid()");
     // Give the freed number to a process outside the AID, leading its own group.
-    let mut outsider = None;
-    for _ in 0..5 {
-        next_pid_will_be(system)?;
-        let child = proc::fork(|| {
-            // SAFETY: setsid has no preconditions; the child then waits to be killed.
-            unsafe { libc::setsid() };
-            proc::sleep_forever()
-        })?;
-        if child.pid() == system {
-            outsider = Some(child);
-            break;
-        }
-        let mut other = child;
-        other.kill()?;
-    }
-    let mut outsider = outsider.with_context(|| format!("no outside process got PID {system}"))?;
+    let mut outsider = fork_with_pid(system, || {
+        // SAFETY: setsid has no preconditions; the child then waits to be killed.
+        unsafe { libc::setsid() };
+        proc::sleep_forever()
+    })?;
     std::thread::sleep(std::time::Duration::from_millis(100)); // its setsid
     agent.send(GO)?;
     let after = agent.recv_step()?;
