@@ -84,6 +84,41 @@ void appshot_glue_module_put(void)
 	module_put(THIS_MODULE);
 }
 
+/*
+ * System calls that a handler's fast path let run with no reference on their AID, counted
+ * per CPU: one counter of starts and one of ends, each only ever incremented (src/hooks/
+ * pin.rs has the protocol that keeps the module loaded while such a call sleeps).
+ */
+static DEFINE_PER_CPU(unsigned long, appshot_calls_started);
+static DEFINE_PER_CPU(unsigned long, appshot_calls_ended);
+
+/* Counts a call in flight, then leaves the RCU read section it was found in. */
+void appshot_glue_call_started_rcu_read_unlock(void)
+{
+	this_cpu_inc(appshot_calls_started);
+	rcu_read_unlock();
+}
+
+void appshot_glue_call_ended(void)
+{
+	this_cpu_inc(appshot_calls_ended);
+}
+
+/* The sums of the ends, then (after a full barrier) of the starts. */
+void appshot_glue_calls_counted(unsigned long *started, unsigned long *ended)
+{
+	unsigned long s = 0, e = 0;
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		e += per_cpu(appshot_calls_ended, cpu);
+	smp_mb();
+	for_each_possible_cpu(cpu)
+		s += per_cpu(appshot_calls_started, cpu);
+	*started = s;
+	*ended = e;
+}
+
 /* ---- /dev/appshot ---------------------------------------------------------------- */
 
 static long appshot_fop_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
@@ -146,8 +181,11 @@ void appshot_glue_misc_deregister(void)
  * handler. Handlers that may sleep count themselves in appshot_hooks_inflight (task
  * hooks) or hold their task's AID object (system calls, siginfo, signalfd), which holds a
  * module reference for as long as it lives (src/aid/mod.rs), so the module cannot go
- * while they sleep; module exit then waits for RCU-tasks, for the in-flight count, and for
- * RCU-tasks again (the instructions after a handler's last count or reference).
+ * while they sleep; a system call whose fast path holds no AID reference is counted in
+ * appshot_calls_started/ended, and an AID object that goes while such calls are in
+ * flight hands its module reference to the last of them (src/hooks/pin.rs). Module exit
+ * then waits for RCU-tasks, for the in-flight count, and for RCU-tasks again (the
+ * instructions after a handler's last count or reference).
  */
 static atomic_t appshot_hooks_inflight = ATOMIC_INIT(0);
 

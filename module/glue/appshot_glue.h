@@ -68,6 +68,9 @@ void appshot_glue_clone_args(struct kernel_clone_args *args, u64 *flags, u64 *pa
 /* Module reference held by every registered AID. */
 void appshot_glue_module_get(void);
 void appshot_glue_module_put(void);
+void appshot_glue_call_started_rcu_read_unlock(void);
+void appshot_glue_call_ended(void);
+void appshot_glue_calls_counted(unsigned long *started, unsigned long *ended);
 
 /* Module parameter. */
 unsigned int appshot_glue_max_entries(void);

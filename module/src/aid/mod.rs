@@ -41,7 +41,9 @@ pub(crate) struct Aid {
     /// A reference on this module, for as long as the AID object lives: registered, or
     /// held by a linked task's index entry or by a hook handler running for one of its
     /// tasks (which may sleep, in `wait4` say). So a handler needs no reference of its
-    /// own: the `Arc<Aid>` it holds keeps the module loaded.
+    /// own: the `Arc<Aid>` it holds keeps the module loaded. When the object goes while
+    /// fast-path calls (which hold no `Arc`) are in flight, the reference is handed to
+    /// the last of them instead of being dropped (`hooks::pin`).
     _module: ModulePin,
 }
 

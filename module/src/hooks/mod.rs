@@ -44,6 +44,7 @@
 //! [`TaskIndex::own_ids`]: crate::pid::task_index::TaskIndex::own_ids
 
 pub(crate) mod attach;
+pub(crate) mod pin;
 pub(crate) mod signals;
 
 use core::ptr::NonNull;
@@ -60,10 +61,11 @@ use attach::Group;
 use crate::table::kind;
 
 use crate::linux::glue::{self, RcuReadLock};
+use pin::CallPin;
 use crate::pid::{futex, link};
 use crate::linux::task::Task;
 use crate::aid::registry::{self, Registry};
-use crate::syscalls::{self, Call, Outcome, OwnId, Syscall, SYSCALLS};
+use crate::syscalls::{self, Call, Frame, Outcome, OwnId, Request, Syscall, SYSCALLS};
 use crate::pid::task_index::Slot;
 
 /// Most segments a vectored read has (`UIO_MAXIOV`).
@@ -447,9 +449,11 @@ fn getppid(
 /// Every system call of a task whose slot holds a linked task, but the cached `getpid`.
 ///
 /// The caller's IDs and AID come from its slot's cache under an RCU read lock (no lock,
-/// no reference: [`TaskIndex::current_link`]); own IDs are answered right there. A
-/// handler then holds a reference on the AID, which also keeps the module loaded while
-/// it sleeps (a blocking `wait4`, `semop`, `msgrcv`: `Aid::_module`).
+/// no reference: [`TaskIndex::current_link`]); own IDs are answered right there. A row's
+/// fast path ([`syscalls::Translate`]: `semop`, `msgsnd`, `msgrcv`, `kill`...) rewrites
+/// the arguments under that lock and the original is called with no reference, the call
+/// counted instead ([`pin`]). Otherwise the handler holds a reference on the AID, which
+/// also keeps the module loaded while it sleeps (a blocking `wait4`: `Aid::_module`).
 ///
 /// [`TaskIndex::current_link`]: crate::pid::task_index::TaskIndex::current_link
 #[inline(never)]
@@ -472,30 +476,47 @@ fn syscall(
     // SAFETY: the glue passes the current task's saved user registers, valid and not
     // written by anyone else during its own system call.
     let regs = unsafe { &*regs };
-    let args = syscalls::args_of(regs, syscall.abi);
     // A call whose arguments need no translation runs natively, linked task or not.
     if let Some(wants) = syscall.wants {
-        if !wants(&args) {
+        if !wants(&syscalls::args_of(regs, syscall.abi)) {
             return false;
         }
     }
-    let aid = {
-        let rcu = RcuReadLock::new();
+    let rcu = RcuReadLock::new();
+    let aid = if syscall.own == OwnId::No {
+        let Some(aid) = registry.tasks.current_link_aid(task, slot, &rcu) else {
+            return false;
+        };
+        aid
+    } else {
         let Some((ids, aid)) = registry.tasks.current_link(task, slot, &rcu) else {
             return false;
         };
-        if syscall.own != OwnId::No {
-            if let Some(value) = syscalls::own_id(syscall.own, ids, task, slot, registry, &aid) {
-                // SAFETY: `out` points to the trampoline's result slot.
-                unsafe { *out = value as c_long };
-                return true;
-            }
+        if let Some(value) = syscalls::own_id(syscall.own, ids, task, slot, registry, &aid) {
+            // SAFETY: `out` points to the trampoline's result slot.
+            unsafe { *out = value as c_long };
+            return true;
         }
-        // The reference outlives the RCU section: the count is not zero while the borrow
-        // lives (see `current_link`).
-        Arc::<Aid>::from(aid)
+        aid
     };
-    let call = Call { regs, args: &args, abi: syscall.abi, original: site, aid: &aid, registry, task };
+    if let Some(translate) = syscall.translate {
+        let mut frame = Frame::from_regs(regs, syscall.abi);
+        if translate(&aid, &mut frame) {
+            // No reference on the AID from here: the call is counted instead (`pin`).
+            let _pin = CallPin::enter(rcu);
+            let ret = frame.call(site);
+            // SAFETY: `out` points to the trampoline's result slot.
+            unsafe { *out = ret as c_long };
+            return true;
+        }
+    }
+    // The reference outlives the RCU section: the count is not zero while the borrow
+    // lives (see `current_link`).
+    let aid = Arc::<Aid>::from(aid);
+    drop(rcu);
+    let args = syscalls::args_of(regs, syscall.abi);
+    let request = Request { regs, args: &args, abi: syscall.abi, aid: &aid, registry, task };
+    let call = Call { request, original: site, aid: &aid };
     match (syscall.handler)(&call) {
         Outcome::Native => false,
         Outcome::Return(value) => {

@@ -14,10 +14,11 @@ use kernel::str::CStr;
 use kernel::prelude::*;
 use kernel::uaccess::UserSlice;
 
+use crate::aid::Aid;
 use crate::ipc::{self, IpcKind};
 use crate::linux::glue;
-use crate::syscalls::{read_user_i32, Abi, Call, Outcome};
-use crate::table::{kind, EntryReservation};
+use crate::syscalls::{read_user_i32, Abi, Call, Frame, Outcome};
+use crate::table::{kind, EntryReservation, VirtualId};
 
 // uapi/linux/ipc.h, sem.h, shm.h, msg.h (checked against the headers in the glue).
 const IPC_PRIVATE: i32 = 0;
@@ -346,9 +347,31 @@ fn create_with_new_key(c: &Call<'_>, key: i32, key_at: usize, flags_at: usize, f
 /// A call on the object named by argument `id_at` (semop, semtimedop, shmat, msgsnd,
 /// msgrcv).
 fn uses<K: IpcKind>(c: &Call<'_>, id_at: usize) -> Outcome {
-    let mut args = c.args();
-    set_int(&mut args, id_at, ipc::to_system::<K>(c.aid, c.int_arg(id_at)));
-    Outcome::Return(c.call(args))
+    let mut frame = c.frame();
+    uses_into::<K>(c.aid, id_at, &mut frame);
+    Outcome::Return(c.call_frame(&mut frame))
+}
+
+/// [`uses`]' translation: the object's ID, in `frame`. A cached ID is written here;
+/// anything else in [`uses_into_locked`], a tail call (so that the cached case saves no
+/// registers).
+#[inline]
+fn uses_into<K: IpcKind>(aid: &Aid, id_at: usize, frame: &mut Frame) {
+    let id = frame.int_arg(id_at);
+    if id >= 0 {
+        if let Some(system) = K::cache(aid).get(VirtualId::new(id as u32)) {
+            frame.set_int(id_at, system.raw() as i32);
+            return;
+        }
+    }
+    uses_into_locked::<K>(aid, id_at, frame)
+}
+
+/// [`uses_into`] past the cache.
+#[inline(never)]
+fn uses_into_locked<K: IpcKind>(aid: &Aid, id_at: usize, frame: &mut Frame) {
+    let id = frame.int_arg(id_at);
+    frame.set_int(id_at, ipc::to_system::<K>(aid, id));
 }
 
 /// Which kind of entry a control command came through.
@@ -625,6 +648,12 @@ pub(crate) fn semop(c: &Call<'_>) -> Outcome {
     uses::<kind::Sem>(c, 0)
 }
 
+/// [`semop`]'s fast path.
+pub(crate) fn semop_args(aid: &Aid, frame: &mut Frame) -> bool {
+    uses_into::<kind::Sem>(aid, 0, frame);
+    true
+}
+
 /// semctl(semid, semnum, cmd, arg): the buffer is the `semun` value itself.
 pub(crate) fn semctl(c: &Call<'_>) -> Outcome {
     ctl::<kind::Sem>(c, Entry::Direct, 0, 2, Buffer::Arg(3))
@@ -640,6 +669,12 @@ pub(crate) fn shmat(c: &Call<'_>) -> Outcome {
     uses::<kind::Shm>(c, 0)
 }
 
+/// [`shmat`]'s fast path.
+pub(crate) fn shmat_args(aid: &Aid, frame: &mut Frame) -> bool {
+    uses_into::<kind::Shm>(aid, 0, frame);
+    true
+}
+
 /// shmctl(shmid, cmd, buf).
 pub(crate) fn shmctl(c: &Call<'_>) -> Outcome {
     ctl::<kind::Shm>(c, Entry::Direct, 0, 1, Buffer::Arg(2))
@@ -653,6 +688,12 @@ pub(crate) fn msgget(c: &Call<'_>) -> Outcome {
 /// msgsnd(msqid, msgp, msgsz, msgflg), msgrcv(msqid, msgp, msgsz, msgtyp, msgflg).
 pub(crate) fn msgop(c: &Call<'_>) -> Outcome {
     uses::<kind::Msg>(c, 0)
+}
+
+/// [`msgop`]'s fast path.
+pub(crate) fn msgop_args(aid: &Aid, frame: &mut Frame) -> bool {
+    uses_into::<kind::Msg>(aid, 0, frame);
+    true
 }
 
 /// msgctl(msqid, cmd, buf).

@@ -59,6 +59,9 @@ extern "C" {
     ) -> c_long;
     pub(crate) fn appshot_glue_module_get();
     pub(crate) fn appshot_glue_module_put();
+    pub(crate) fn appshot_glue_call_started_rcu_read_unlock();
+    pub(crate) fn appshot_glue_call_ended();
+    pub(crate) fn appshot_glue_calls_counted(started: *mut c_ulong, ended: *mut c_ulong);
     pub(crate) fn appshot_glue_max_entries() -> c_uint;
     pub(crate) fn appshot_glue_file_capable(file: *const bindings::file, cap: c_int) -> bool;
     pub(crate) fn appshot_glue_current_euid() -> u32;
@@ -187,6 +190,18 @@ impl RcuReadLock {
     }
 }
 
+impl RcuReadLock {
+    /// Ends the read section having run `glue_call` instead of `rcu_read_unlock`.
+    ///
+    /// # Safety
+    /// `glue_call` calls `rcu_read_unlock` once.
+    pub(crate) unsafe fn unlock_with(self, glue_call: unsafe extern "C" fn()) {
+        core::mem::forget(self);
+        // SAFETY: it ends the read section this guard held (caller's promise).
+        unsafe { glue_call() };
+    }
+}
+
 impl Drop for RcuReadLock {
     fn drop(&mut self) {
         // SAFETY: pairs with the `rcu_read_lock` of `new`.
@@ -208,7 +223,8 @@ impl ModulePin {
 
 impl Drop for ModulePin {
     fn drop(&mut self) {
-        module_put();
+        // Kept while system calls that hold no reference may still be in flight.
+        crate::hooks::pin::put_module();
     }
 }
 

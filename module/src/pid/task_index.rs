@@ -206,6 +206,24 @@ impl CachedIds {
         self.seq.store(seq.wrapping_add(2), Ordering::Release);
     }
 
+    /// [`Self::read`] of the AID alone (a call that needs no own ID reads nothing else).
+    #[inline]
+    fn read_aid(&self, task: usize) -> Option<ArcBorrow<'static, Aid>> {
+        let seq = self.seq.load(Ordering::Acquire);
+        if seq & 1 != 0 || self.task.load(Ordering::Relaxed) != task {
+            return None;
+        }
+        // SAFETY: as in `read`.
+        let aid = unsafe { core::ptr::read_volatile(self.aid.get()) };
+        // Orders the read above before the second read of `seq` (smp_rmb).
+        fence(Ordering::Acquire);
+        if self.seq.load(Ordering::Relaxed) != seq {
+            return None;
+        }
+        // SAFETY: as in `read`.
+        Some(unsafe { aid.assume_init() })
+    }
+
     /// The cached IDs and AID if they are `task`'s, read without a lock; `None` when the
     /// slot caches another task or a writer got in the way.
     #[inline]
@@ -432,6 +450,19 @@ impl TaskIndex {
         match slot.cached().read(task.key()) {
             Some(cached) => Some(cached),
             None => self.cache_locked(task, slot),
+        }
+    }
+
+    /// [`Self::current_link`] of the AID alone.
+    #[inline]
+    pub(crate) fn current_link_aid<'r>(&self, task: Task<'_>, slot: Slot, _rcu: &'r RcuReadLock) -> Option<ArcBorrow<'r, Aid>> {
+        if !slot.any_linked() {
+            return None;
+        }
+        // As in `current_link`.
+        match slot.cached().read_aid(task.key()) {
+            Some(aid) => Some(aid),
+            None => self.cache_locked(task, slot).map(|(_, aid)| aid),
         }
     }
 

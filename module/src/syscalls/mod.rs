@@ -23,6 +23,8 @@
 
 pub(crate) mod interfaces;
 
+use core::mem::MaybeUninit;
+
 use kernel::bindings;
 use kernel::ffi::c_ulong;
 use kernel::prelude::*;
@@ -71,6 +73,15 @@ impl Abi {
 /// A system call's handler.
 pub(crate) type Handler = fn(&Call<'_>) -> Outcome;
 
+/// A row's fast path: translates the arguments in the [`Frame`] (which starts with the
+/// caller's), with the caller's AID alone; `false` when the row's [`Handler`] must run
+/// instead. It runs under the dispatch's RCU read lock, which is what keeps the AID
+/// alive, and must not sleep; the dispatch then calls the
+/// original itself, holding no reference on the AID (`hooks::pin`). For calls whose
+/// translation is all on the way in (an ID or a PID among the arguments): `semop`,
+/// `msgsnd`, `kill`.
+pub(crate) type Translate = fn(&Aid, &mut Frame) -> bool;
+
 /// A row's pre-filter: whether the handler may do anything with a call of these
 /// arguments ([`args_of`]). `false` lets the call run as made before the dispatch takes
 /// a lock or a reference (`hooks/mod.rs`), for rows where most calls are not the
@@ -88,6 +99,8 @@ pub(crate) struct Syscall {
     pub(crate) own: OwnId,
     /// The row's pre-filter, if it has one.
     pub(crate) wants: Option<Wants>,
+    /// The row's fast path, if it has one; tried before `handler`.
+    pub(crate) translate: Option<Translate>,
     pub(crate) handler: Handler,
 }
 
@@ -103,7 +116,7 @@ pub(crate) enum OwnId {
 }
 
 macro_rules! syscalls {
-    ($($abi:ident $symbol:ident $([$own:ident])? $(if $wants:path)? => $handler:expr,)*) => {
+    ($($abi:ident $symbol:ident $([$own:ident])? $(if $wants:path)? => $handler:expr $(; fast $translate:expr)?,)*) => {
         /// Every hooked system call entry, for every ABI a 64-bit kernel offers (the
         /// names are those of arch/x86/entry/syscalls/syscall_{64,32}.tbl).
         pub(crate) const SYSCALLS: &[Syscall] = &[
@@ -112,6 +125,7 @@ macro_rules! syscalls {
                 abi: Abi::$abi,
                 own: syscalls!(@own $($own)?),
                 wants: syscalls!(@wants $($wants)?),
+                translate: syscalls!(@translate $($translate)?),
                 handler: $handler,
             },)*
         ];
@@ -122,6 +136,8 @@ macro_rules! syscalls {
     (@own) => { OwnId::No };
     (@wants) => { None };
     (@wants $wants:path) => { Some($wants) };
+    (@translate) => { None };
+    (@translate $translate:expr) => { Some($translate) };
     (@own $own:ident) => { OwnId::$own };
 }
 
@@ -162,12 +178,12 @@ syscalls! {
     X64 sys_setns => setns,
     Ia32 sys_setns => setns,
     // Signals.
-    X64 sys_kill => kill,
-    Ia32 sys_kill => kill,
-    X64 sys_tkill => |c| c.targets(&[0]),
-    Ia32 sys_tkill => |c| c.targets(&[0]),
-    X64 sys_tgkill => |c| c.targets(&[0, 1]),
-    Ia32 sys_tgkill => |c| c.targets(&[0, 1]),
+    X64 sys_kill => kill; fast kill_args,
+    Ia32 sys_kill => kill; fast kill_args,
+    X64 sys_tkill => |c| c.targets(&[0]); fast |aid, f| { translate_into(aid, &[0], f); true },
+    Ia32 sys_tkill => |c| c.targets(&[0]); fast |aid, f| { translate_into(aid, &[0], f); true },
+    X64 sys_tgkill => |c| c.targets(&[0, 1]); fast |aid, f| { translate_into(aid, &[0, 1], f); true },
+    Ia32 sys_tgkill => |c| c.targets(&[0, 1]); fast |aid, f| { translate_into(aid, &[0, 1], f); true },
     X64 sys_rt_sigqueueinfo => |c| c.targets(&[0]),
     X32Compat compat_sys_rt_sigqueueinfo => |c| c.targets(&[0]),
     Ia32 compat_sys_rt_sigqueueinfo => |c| c.targets(&[0]),
@@ -239,23 +255,23 @@ syscalls! {
     // calls exist only through the `ipc` multiplexer.
     X64 sys_semget => ipc::calls::semget,
     Ia32 sys_semget => ipc::calls::semget,
-    X64 sys_semop => ipc::calls::semop,
-    X64 sys_semtimedop => ipc::calls::semop,
-    Ia32 sys_semtimedop => ipc::calls::semop,
+    X64 sys_semop => ipc::calls::semop; fast ipc::calls::semop_args,
+    X64 sys_semtimedop => ipc::calls::semop; fast ipc::calls::semop_args,
+    Ia32 sys_semtimedop => ipc::calls::semop; fast ipc::calls::semop_args,
     X64 sys_semctl => ipc::calls::semctl,
     Ia32 compat_sys_semctl => ipc::calls::semctl,
     X64 sys_shmget => ipc::calls::shmget,
     Ia32 sys_shmget => ipc::calls::shmget,
-    X64 sys_shmat => ipc::calls::shmat,
-    Ia32 compat_sys_shmat => ipc::calls::shmat,
+    X64 sys_shmat => ipc::calls::shmat; fast ipc::calls::shmat_args,
+    Ia32 compat_sys_shmat => ipc::calls::shmat; fast ipc::calls::shmat_args,
     X64 sys_shmctl => ipc::calls::shmctl,
     Ia32 compat_sys_shmctl => ipc::calls::shmctl,
     X64 sys_msgget => ipc::calls::msgget,
     Ia32 sys_msgget => ipc::calls::msgget,
-    X64 sys_msgsnd => ipc::calls::msgop,
-    Ia32 compat_sys_msgsnd => ipc::calls::msgop,
-    X64 sys_msgrcv => ipc::calls::msgop,
-    Ia32 compat_sys_msgrcv => ipc::calls::msgop,
+    X64 sys_msgsnd => ipc::calls::msgop; fast ipc::calls::msgop_args,
+    Ia32 compat_sys_msgsnd => ipc::calls::msgop; fast ipc::calls::msgop_args,
+    X64 sys_msgrcv => ipc::calls::msgop; fast ipc::calls::msgop_args,
+    Ia32 compat_sys_msgrcv => ipc::calls::msgop; fast ipc::calls::msgop_args,
     X64 sys_msgctl => ipc::calls::msgctl,
     Ia32 compat_sys_msgctl => ipc::calls::msgctl,
     Ia32 compat_sys_ipc => ipc::calls::multiplexer,
@@ -380,18 +396,36 @@ pub(crate) fn parent_id(registry: &Registry, aid: &Aid, task: Task<'_>, slot: Sl
     i64::from(ppid)
 }
 
-/// One system call made by a linked task.
-pub(crate) struct Call<'a> {
+/// One system call made by a linked task, as a [`Translate`] function sees it: its
+/// arguments and its AID, which it may use only until it returns (it is borrowed under
+/// the dispatch's RCU read lock; such a function must not sleep).
+pub(crate) struct Request<'a> {
     pub(crate) regs: &'a bindings::pt_regs,
     /// The six argument registers, read once from `regs` ([`args_of`]).
     pub(crate) args: &'a [u64; 6],
     /// Which registers hold the arguments, and the layout of user structures.
     pub(crate) abi: Abi,
+    pub(crate) aid: &'a Aid,
+    pub(crate) registry: &'a Registry,
+    pub(crate) task: Task<'a>,
+}
+
+/// One system call made by a linked task, as a [`Handler`] sees it: a [`Request`]
+/// (through `Deref`), the original to call, and a reference on the AID that keeps it
+/// (and the module) alive while the handler sleeps.
+pub(crate) struct Call<'a> {
+    pub(crate) request: Request<'a>,
     /// The system call's function, to call it again unhooked.
     pub(crate) original: usize,
     pub(crate) aid: &'a Arc<Aid>,
-    pub(crate) registry: &'a Registry,
-    pub(crate) task: Task<'a>,
+}
+
+impl<'a> core::ops::Deref for Call<'a> {
+    type Target = Request<'a>;
+
+    fn deref(&self) -> &Request<'a> {
+        &self.request
+    }
 }
 
 pub(crate) fn err(e: Error) -> Outcome {
@@ -417,38 +451,30 @@ pub(crate) fn args_of(regs: &bindings::pt_regs, abi: Abi) -> [u64; 6] {
     }
 }
 
-impl Call<'_> {
-    /// The six argument registers, in the order of the entry's ABI ([`args_of`]).
+/// The registers a hooked system call's original is called with: the argument
+/// registers of its ABI, set from the caller's arguments and rewritten one by one.
+///
+/// Only the argument registers are written: a system call entry (the kernel's
+/// `SYSCALL_DEFINE` and `COMPAT_SYSCALL_DEFINE` wrappers) reads nothing else of the
+/// frame it is given; what else it needs of the caller's registers it reads from the
+/// task's own frame (`current_pt_regs()`). Copying the whole frame cost about 80
+/// instructions of every translated call.
+pub(crate) struct Frame {
+    regs: MaybeUninit<bindings::pt_regs>,
+    abi: Abi,
+}
+
+impl Frame {
+    /// A frame holding `args` (in `abi`'s order).
     #[inline]
-    pub(crate) fn args(&self) -> [u64; 6] {
-        *self.args
-    }
-
-    #[inline]
-    pub(crate) fn arg(&self, i: usize) -> u64 {
-        self.args[i]
-    }
-
-    /// An `int` argument (a PID, a selector such as `which` or `idtype`, flags) as the
-    /// system call reads it: the low 32 bits of the register, whatever the upper ones hold.
-    pub(crate) fn int_arg(&self, i: usize) -> i32 {
-        self.arg(i) as u32 as i32
-    }
-
-    /// Runs the original system call with `args`, on a copy of the caller's registers.
-    pub(crate) fn call(&self, args: [u64; 6]) -> i64 {
-        // Only the argument registers are written: a system call entry (the kernel's
-        // `SYSCALL_DEFINE` and `COMPAT_SYSCALL_DEFINE` wrappers) reads nothing else of the
-        // frame it is given; what else it needs of the caller's registers it reads from
-        // the task's own frame (`current_pt_regs()`). Copying the whole frame cost about
-        // 80 instructions of every translated call.
-        let mut regs = core::mem::MaybeUninit::<bindings::pt_regs>::uninit();
-        let r = regs.as_mut_ptr();
+    pub(crate) fn new(abi: Abi, args: &[u64; 6]) -> Frame {
+        let mut frame = Frame { regs: MaybeUninit::uninit(), abi };
+        let r = frame.regs.as_mut_ptr();
         let [a0, a1, a2, a3, a4, a5] = args.map(|v| v as c_ulong);
-        // SAFETY: `r` points to our local frame; fields are written through raw pointers,
-        // never read.
+        // SAFETY: `r` points to the frame's own memory; fields are written through raw
+        // pointers, and only the ones written are ever read (by the original).
         unsafe {
-            match self.abi {
+            match abi {
                 Abi::X64 | Abi::X32Compat => {
                     (*r).di = a0;
                     (*r).si = a1;
@@ -467,12 +493,174 @@ impl Call<'_> {
                 }
             }
         }
+        frame
+    }
+
+    /// A frame holding the caller's argument registers as they are (an i386 entry
+    /// reads only their low halves itself).
+    #[inline]
+    pub(crate) fn from_regs(regs: &bindings::pt_regs, abi: Abi) -> Frame {
+        let mut frame = Frame { regs: MaybeUninit::uninit(), abi };
+        let r = frame.regs.as_mut_ptr();
+        // SAFETY: as in `new`.
+        unsafe {
+            match abi {
+                Abi::X64 | Abi::X32Compat => {
+                    (*r).di = regs.di;
+                    (*r).si = regs.si;
+                    (*r).dx = regs.dx;
+                    (*r).r10 = regs.r10;
+                    (*r).r8 = regs.r8;
+                    (*r).r9 = regs.r9;
+                }
+                Abi::Ia32 => {
+                    (*r).bx = regs.bx;
+                    (*r).cx = regs.cx;
+                    (*r).dx = regs.dx;
+                    (*r).si = regs.si;
+                    (*r).di = regs.di;
+                    (*r).bp = regs.bp;
+                }
+            }
+        }
+        frame
+    }
+
+    /// Argument `i` (`i < 6`) as the frame holds it.
+    #[inline]
+    fn get(&self, i: usize) -> u64 {
+        let r = self.regs.as_ptr();
+        // SAFETY: every argument register was written by the constructor.
+        let v = unsafe {
+            match (self.abi, i) {
+                (Abi::Ia32, 0) => (*r).bx,
+                (Abi::Ia32, 1) => (*r).cx,
+                (Abi::Ia32, 2) => (*r).dx,
+                (Abi::Ia32, 3) => (*r).si,
+                (Abi::Ia32, 4) => (*r).di,
+                (Abi::Ia32, _) => (*r).bp,
+                (_, 0) => (*r).di,
+                (_, 1) => (*r).si,
+                (_, 2) => (*r).dx,
+                (_, 3) => (*r).r10,
+                (_, 4) => (*r).r8,
+                (_, _) => (*r).r9,
+            }
+        };
+        v as u64
+    }
+
+    /// `int` argument `i` as the system call reads it (the register's low half).
+    #[inline]
+    pub(crate) fn int_arg(&self, i: usize) -> i32 {
+        self.get(i) as u32 as i32
+    }
+
+    /// Sets argument `i` (`i < 6`, in the ABI's order).
+    #[inline]
+    pub(crate) fn set(&mut self, i: usize, value: u64) {
+        let r = self.regs.as_mut_ptr();
+        let v = value as c_ulong;
+        // SAFETY: as in `new`.
+        unsafe {
+            match (self.abi, i) {
+                (Abi::Ia32, 0) => (*r).bx = v,
+                (Abi::Ia32, 1) => (*r).cx = v,
+                (Abi::Ia32, 2) => (*r).dx = v,
+                (Abi::Ia32, 3) => (*r).si = v,
+                (Abi::Ia32, 4) => (*r).di = v,
+                (Abi::Ia32, _) => (*r).bp = v,
+                (_, 0) => (*r).di = v,
+                (_, 1) => (*r).si = v,
+                (_, 2) => (*r).dx = v,
+                (_, 3) => (*r).r10 = v,
+                (_, 4) => (*r).r8 = v,
+                (_, _) => (*r).r9 = v,
+            }
+        }
+    }
+
+    /// Sets `int` argument `i` to `value`, keeping the upper half of the register as
+    /// it is: the kernel reads an int.
+    #[inline]
+    pub(crate) fn set_int(&mut self, i: usize, value: i32) {
+        self.set(i, (self.get(i) & !0xffff_ffff) | u64::from(value as u32));
+    }
+
+    /// Runs the original system call `original` (an entry of the frame's ABI).
+    #[inline]
+    pub(crate) fn call(&mut self, original: usize) -> i64 {
         // The frame is not the task's saved registers, so the hook (the trampoline's own
-        // test) lets this nested call through. `original` is the entry of the system call
-        // this hook fired for (the glue derived it from the fentry site).
+        // test) lets this nested call through. `original` is the entry of the system
+        // call this hook fired for (the glue derived it from the fentry site).
         // SAFETY: `original` takes a `pt_regs` pointer and reads only the argument
-        // registers written above; the frame lives on our stack for the call.
-        unsafe { glue::appshot_glue_call_syscall(self.original as c_ulong, r) as i64 }
+        // registers, all written by `new`; the frame lives on our stack for the call.
+        unsafe { glue::appshot_glue_call_syscall(original as c_ulong, self.regs.as_mut_ptr()) as i64 }
+    }
+}
+
+/// System PID behind a virtual PID of `aid`: from the table's cache, else under the
+/// AID's lock.
+#[inline]
+fn pid_to_system(aid: &Aid, virtual_id: VirtualPid) -> Option<SystemPid> {
+    match aid.caches.pids.get(virtual_id) {
+        Some(system) => Some(system),
+        None => pid_to_system_locked(aid, virtual_id),
+    }
+}
+
+/// [`pid_to_system`] past the cache (out of line: a cached translation saves no
+/// registers).
+#[inline(never)]
+fn pid_to_system_locked(aid: &Aid, virtual_id: VirtualPid) -> Option<SystemPid> {
+    aid.state.lock().pids.pid_to_system(virtual_id)
+}
+
+/// The system PID for a PID > 0 a caller of `aid` passed, as the value the kernel
+/// gets: [`NOBODY`] when it has no mapping.
+#[inline]
+fn to_system_or_nobody(aid: &Aid, virtual_id: u32) -> u32 {
+    pid_to_system(aid, VirtualPid::new(virtual_id)).map_or(NOBODY, SystemPid::raw)
+}
+
+/// A process-or-group value (`pid`, or `-pgid` for a group, 0 unchanged) a caller of
+/// `aid` passed, as the kernel must see it.
+#[inline]
+fn owner_to_system(aid: &Aid, value: i32) -> i32 {
+    match value {
+        v if v > 0 => to_system_or_nobody(aid, v as u32) as i32,
+        v if v < 0 && v != i32::MIN => -(to_system_or_nobody(aid, v.unsigned_abs()) as i32),
+        v => v,
+    }
+}
+
+/// Translates the PID arguments `which` (those > 0) in `frame`.
+#[inline]
+fn translate_into(aid: &Aid, which: &[usize], frame: &mut Frame) {
+    for &i in which {
+        let pid = frame.int_arg(i);
+        if pid > 0 {
+            frame.set_int(i, to_system_or_nobody(aid, pid as u32) as i32);
+        }
+    }
+}
+
+impl Request<'_> {
+    /// The six argument registers, in the order of the entry's ABI ([`args_of`]).
+    #[inline]
+    pub(crate) fn args(&self) -> [u64; 6] {
+        *self.args
+    }
+
+    #[inline]
+    pub(crate) fn arg(&self, i: usize) -> u64 {
+        self.args[i]
+    }
+
+    /// An `int` argument (a PID, a selector such as `which` or `idtype`, flags) as the
+    /// system call reads it: the low 32 bits of the register, whatever the upper ones hold.
+    pub(crate) fn int_arg(&self, i: usize) -> i32 {
+        self.arg(i) as u32 as i32
     }
 
     /// Virtual PID of a system PID, `None` when it is outside the AID.
@@ -511,26 +699,10 @@ impl Call<'_> {
         self.registry.tasks.is_linked_to(self.task, self.aid)
     }
 
-    /// System PID behind a virtual PID of the AID.
-    #[inline]
-    fn to_system(&self, virtual_id: VirtualPid) -> Option<SystemPid> {
-        match self.aid.caches.pids.get(virtual_id) {
-            Some(system) => Some(system),
-            None => self.to_system_locked(virtual_id),
-        }
-    }
-
-    /// [`Self::to_system`] past the cache (out of line: a cached translation saves no
-    /// registers).
-    #[inline(never)]
-    fn to_system_locked(&self, virtual_id: VirtualPid) -> Option<SystemPid> {
-        self.aid.state.lock().pids.pid_to_system(virtual_id)
-    }
-
     /// The system PID for a PID > 0 a caller passed (a virtual PID of the AID), as the
     /// value the kernel gets: [`NOBODY`] when it has no mapping.
     pub(crate) fn to_system_or_nobody(&self, virtual_id: u32) -> u32 {
-        self.to_system(VirtualPid::new(virtual_id)).map_or(NOBODY, SystemPid::raw)
+        to_system_or_nobody(self.aid, virtual_id)
     }
 
     /// Translates argument `i` in place if it is a PID > 0.
@@ -577,6 +749,7 @@ impl Call<'_> {
         }
     }
 
+
     /// A pointer argument as the entry reads it: the x32 compat entries take 32-bit
     /// pointers (`compat_uptr_t`); i386 arguments are 32 bits already.
     pub(crate) fn ptr_arg(&self, i: usize) -> u64 {
@@ -586,11 +759,7 @@ impl Call<'_> {
     /// A process-or-group value (`pid`, or `-pgid` for a group, 0 unchanged) as the kernel
     /// must see it.
     pub(crate) fn owner_to_system(&self, value: i32) -> i32 {
-        match value {
-            v if v > 0 => self.to_system_or_nobody(v as u32) as i32,
-            v if v < 0 && v != i32::MIN => -(self.to_system_or_nobody(v.unsigned_abs()) as i32),
-            v => v,
-        }
+        owner_to_system(self.aid, value)
     }
 
     /// A process-or-group value the kernel returned, as the caller sees it.
@@ -600,6 +769,24 @@ impl Call<'_> {
             v if v < 0 && v != i32::MIN => -(self.shown(v.unsigned_abs()) as i32),
             v => v,
         }
+    }
+
+}
+
+impl Call<'_> {
+    /// Runs the original system call with `args`, on a frame of its own.
+    pub(crate) fn call(&self, args: [u64; 6]) -> i64 {
+        Frame::new(self.abi, &args).call(self.original)
+    }
+
+    /// A frame of the caller's arguments, to rewrite some and [`Self::call_frame`].
+    pub(crate) fn frame(&self) -> Frame {
+        Frame::from_regs(self.regs, self.abi)
+    }
+
+    /// Runs the original system call on `frame`.
+    pub(crate) fn call_frame(&self, frame: &mut Frame) -> i64 {
+        frame.call(self.original)
     }
 
     /// Runs the original with `args` while the `int` at `address` in the caller's memory,
@@ -623,11 +810,9 @@ impl Call<'_> {
 
     /// Translates the PID arguments `which` (those > 0) and calls the original.
     pub(crate) fn targets(&self, which: &[usize]) -> Outcome {
-        let mut args = self.args();
-        for &i in which {
-            self.translate_arg(&mut args, i);
-        }
-        Outcome::Return(self.call(args))
+        let mut frame = self.frame();
+        translate_into(self.aid, which, &mut frame);
+        Outcome::Return(self.call_frame(&mut frame))
     }
 
     /// Calls the original with `args` and shows a positive result as a virtual PID.
@@ -717,12 +902,38 @@ fn setns(c: &Call<'_>) -> Outcome {
 }
 
 fn kill(c: &Call<'_>) -> Outcome {
-    if c.int_arg(0) == -1 {
-        return kill_all(c);
+    let mut frame = c.frame();
+    if kill_args(c.aid, &mut frame) {
+        Outcome::Return(c.call_frame(&mut frame))
+    } else {
+        kill_all(c)
     }
-    let mut args = c.args();
-    c.translate_pid_or_group(&mut args, 0);
-    Outcome::Return(c.call(args))
+}
+
+/// [`kill`]'s fast path: the process or group translated; `false` for `kill(-1, sig)`,
+/// which signals the AID's processes one by one ([`kill_all`]).
+fn kill_args(aid: &Aid, frame: &mut Frame) -> bool {
+    let pid = frame.int_arg(0);
+    if pid > 0 {
+        if let Some(system) = aid.caches.pids.get(VirtualPid::new(pid as u32)) {
+            // A cached process, written here: the general case below is a tail call,
+            // so that this one saves no registers.
+            frame.set_int(0, system.raw() as i32);
+            return true;
+        }
+    }
+    kill_args_uncached(aid, frame)
+}
+
+/// [`kill_args`] but for a cached process.
+#[inline(never)]
+fn kill_args_uncached(aid: &Aid, frame: &mut Frame) -> bool {
+    let pid = frame.int_arg(0);
+    if pid == -1 {
+        return false;
+    }
+    frame.set_int(0, owner_to_system(aid, pid));
+    true
 }
 
 /// Passes of [`kill_all`] over processes created while it signals.

@@ -9,7 +9,7 @@
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use appshot_uapi as uapi;
 
 use super::Test;
@@ -40,6 +40,14 @@ pub const TESTS: &[Test] = &[
     Test::new(
         "load_unload/rmmod_with_process_blocked_in_wait4",
         rmmod_with_process_blocked_in_wait4,
+    ),
+    Test::new(
+        "load_unload/rmmod_while_woken_calls_return",
+        rmmod_while_woken_calls_return,
+    ),
+    Test::new(
+        "load_unload/fast_path_call_keeps_a_gone_aids_reference",
+        fast_path_call_keeps_a_gone_aids_reference,
     ),
     Test::new(
         "load_unload/hundred_load_use_unload_cycles",
@@ -264,6 +272,147 @@ fn rmmod_with_process_blocked_in_wait4() -> Result<()> {
     }
     agent.finish(step_timeout())?;
     kmod::ensure_loaded()
+}
+
+/// In an agent: waits for the test to LINK it, then makes a message queue of its AID.
+fn linked_then_queue(chan: &proc::Channel) -> Result<i32> {
+    chan.recv(step_timeout())?;
+    // SAFETY: msgget takes integers only.
+    let queue = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600) };
+    if queue < 0 {
+        bail!("msgget in the AID: {}", Errno::last());
+    }
+    Ok(queue)
+}
+
+/// Processes blocked in `msgrcv`, a call whose fast path holds no reference on its AID
+/// (docs/design/hooks.md, `hooks/pin.rs`), are woken by the removal of their queue as
+/// their AID goes (`UNREGISTER` with `--force --destroy-ipc`); `rmmod` is tried at once
+/// and again until it works. Each woken call returns through the module's code, which
+/// must still be there (the drain, or module exit's wait for RCU-tasks, which counts a
+/// woken task that has not run yet as still inside): every call reports `EIDRM` and the
+/// kernel log stays clean. (The drain alone is checked by
+/// `fast_path_call_keeps_a_gone_aids_reference`.)
+fn rmmod_while_woken_calls_return() -> Result<()> {
+    const SLEEPERS: usize = 24;
+    let _loaded = LoadedGuard;
+    expect_idle()?;
+    let mut agent = Agent::spawn(|chan| {
+        let queue = linked_then_queue(chan)?;
+        let (rx, tx) = proc::pipe()?;
+        let report = tx.as_raw_fd();
+        let mut sleepers = Vec::new();
+        for _ in 0..SLEEPERS {
+            sleepers.push(proc::fork(move || {
+                let mut buf = [0u8; 64];
+                // SAFETY: receives into a local buffer; blocks until the queue goes.
+                let r = unsafe { libc::msgrcv(queue, buf.as_mut_ptr().cast(), 56, 0, 0) };
+                let errno = if r < 0 { Errno::last().0 } else { 0 };
+                proc::write_raw(report, &errno.to_ne_bytes());
+                0
+            })?);
+        }
+        drop(tx);
+        for sleeper in &sleepers {
+            chan.send(i64::from(sleeper.pid()))?;
+        }
+        let mut results = Vec::new();
+        for _ in 0..SLEEPERS {
+            let mut bytes = [0u8; 4];
+            proc::read_exact_timeout(rx.as_raw_fd(), &mut bytes, Duration::from_secs(120))?;
+            results.push(i32::from_ne_bytes(bytes));
+        }
+        for mut sleeper in sleepers {
+            sleeper.wait(step_timeout())?;
+        }
+        let eidrm = results.iter().filter(|&&e| e == libc::EIDRM).count();
+        if eidrm != SLEEPERS {
+            bail!("msgrcv results when the queue went: {results:?} (all EIDRM expected)");
+        }
+        Ok(())
+    })?;
+    let dev = Device::open()?;
+    let g = AidGuard::new(&dev, "woken-calls")?;
+    dev.link(g.aid, agent.pid()).context("LINK the agent")?;
+    agent.send(1)?;
+    let mut pids = Vec::new();
+    for _ in 0..SLEEPERS {
+        pids.push(agent.recv_step()? as i32);
+    }
+    crate::check::eventually(step_timeout(), "every sleeper blocks in msgrcv", || {
+        Ok(pids.iter().all(|&pid| proc::state_of(pid) == Some('S')))
+    })?;
+    dev.unregister(g.aid, uapi::UNREGISTER_FORCE | uapi::UNREGISTER_DESTROY_IPC)
+        .context("UNREGISTER --force --destroy-ipc")?;
+    drop(dev);
+    drop(g);
+    let start = Instant::now();
+    let mut refused = 0;
+    loop {
+        match kmod::rmmod() {
+            Ok(()) => break,
+            Err(e) if kmod::is_in_use_error(e) && start.elapsed() < step_timeout() => {
+                refused += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => bail!("rmmod while the woken calls return: {e}"),
+        }
+    }
+    diag!("rmmod refused {refused} times, then unloaded after {} ms", millis_since(start));
+    agent.finish(step_timeout())?;
+    if kmod::is_loaded() {
+        bail!("appshot.ko still loaded");
+    }
+    kmod::ensure_loaded()
+}
+
+/// The drain of `hooks/pin.rs`, seen through the module's reference count: a call
+/// whose fast path holds no AID reference (`msgrcv`) is in flight (asleep) in AID A
+/// when AID B goes. B's module reference must then be kept (the sleeper might be one of
+/// B's, for all the module can tell) until no such call is in flight: the count stays
+/// up after B's UNREGISTER and drops when root sends the message that ends the
+/// `msgrcv` (by its system ID, from outside).
+fn fast_path_call_keeps_a_gone_aids_reference() -> Result<()> {
+    expect_idle()?;
+    let mut agent = Agent::spawn(|chan| {
+        let queue = linked_then_queue(chan)?;
+        chan.send(i64::from(queue))?;
+        let mut buf = [0u8; 64];
+        // SAFETY: receives into a local buffer; blocks until root sends.
+        let r = unsafe { libc::msgrcv(queue, buf.as_mut_ptr().cast(), 56, 0, 0) };
+        chan.send(if r < 0 { -i64::from(Errno::last().0) } else { r as i64 })?;
+        // SAFETY: IPC_RMID takes no buffer.
+        unsafe { libc::msgctl(queue, libc::IPC_RMID, std::ptr::null_mut()) };
+        Ok(())
+    })?;
+    let dev = Device::open()?;
+    let a = AidGuard::new(&dev, "drain-a")?;
+    dev.link(a.aid, agent.pid()).context("LINK the agent")?;
+    agent.send(1)?;
+    let queue = agent.recv_step()?;
+    crate::check::eventually(step_timeout(), "the agent sleeps in msgrcv", || {
+        Ok(proc::state_of(agent.pid()) == Some('S'))
+    })?;
+    let system = dev
+        .table(a.aid, uapi::TABLE_MSG)?
+        .iter()
+        .find(|e| i64::from(e.virtual_id) == queue)
+        .map(|e| e.system_id)
+        .context("no binding for the agent's queue")?;
+    // The descriptor, A, and B.
+    let b = AidGuard::new(&dev, "drain-b")?;
+    ensure_eq!(kmod::refcnt()?, 3, "references with a descriptor and two AIDs");
+    dev.unregister(b.aid, 0).context("UNREGISTER B")?;
+    drop(b);
+    ensure_eq!(kmod::refcnt()?, 3, "references once B went while a fast-path call sleeps (kept for it)");
+    let message: [u8; 16] = [1, 0, 0, 0, 0, 0, 0, 0, b'h', b'i', 0, 0, 0, 0, 0, 0];
+    // SAFETY: sends 8 bytes of text after the type, from a local buffer.
+    let sent = unsafe { libc::msgsnd(system as i32, message.as_ptr().cast(), 8, 0) };
+    ensure!(sent == 0, "msgsnd by root to system ID {system}: {}", Errno::last());
+    ensure_eq!(agent.recv_step()?, 8, "the agent's msgrcv");
+    crate::check::eventually(step_timeout(), "the kept reference dropped", || Ok(kmod::refcnt()? == 2))?;
+    agent.finish(step_timeout())?;
+    Ok(())
 }
 
 fn hundred_load_use_unload_cycles() -> Result<()> {
