@@ -490,6 +490,12 @@ int appshot_glue_call_seq_show(unsigned long site, struct seq_file *m, void *it)
 	return call(m, it);
 }
 
+/* The overflow UID (or GID) that a 16-bit field shows for a larger one (SET_UID). */
+unsigned int appshot_glue_overflow_id(bool gid)
+{
+	return gid ? overflowgid : overflowuid;
+}
+
 /* A seq_file's buffer, its fill and its size. */
 void appshot_glue_seq_state(struct seq_file *m, char **buf, size_t *count, size_t *size)
 {

@@ -46,6 +46,7 @@ struct kern_ipc_perm;
 int appshot_glue_ipc_perm_id(const struct kern_ipc_perm *perm);
 struct seq_file;
 int appshot_glue_call_seq_show(unsigned long site, struct seq_file *m, void *it);
+unsigned int appshot_glue_overflow_id(bool gid);
 void appshot_glue_seq_state(struct seq_file *m, char **buf, size_t *count, size_t *size);
 void appshot_glue_seq_set_count(struct seq_file *m, size_t count);
 int appshot_glue_hooks_attach_demand(void);

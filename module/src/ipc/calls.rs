@@ -93,11 +93,88 @@ trait Control: IpcKind {
     /// (`struct compat_*id_ds`, private to ipc/sem.c, shm.c and msg.c: checked by the
     /// guest test `bypass/ipc_i386_entries`, which looks at the byte after each).
     fn ds_size(abi: Abi, layout64: bool) -> usize;
-    /// The x86-64 `*ctl` entry and its arguments for `IPC_STAT` of `id` into `buffer`.
-    fn stat_call(id: u64, buffer: u64) -> (&'static CStr, [u64; 6]);
+    /// The x86-64 `*ctl` entry and its arguments for stat command `cmd` (`IPC_STAT`, or
+    /// by index) of `id` into `buffer`.
+    fn stat_call(id: u64, cmd: i32, buffer: u64) -> (&'static CStr, [u64; 6]);
+    /// How the kernel builds the i386 `*_ds` (the 64-bit layout or the old one) from
+    /// the x86-64 `*id64_ds` (`copy_compat_*id_to_user`), field by field.
+    fn compat_fields(layout64: bool) -> &'static [Field];
     /// Rewrites the counts of a `*_INFO` answer at `info` (the caller's buffer, in the
     /// layout of `abi`) to the AID's objects, whose x86-64 `*id64_ds` are `objects`.
     fn show_counts(abi: Abi, info: u64, objects: &[[u8; DS_MAX]]);
+}
+
+/// One field of an i386 `*_ds` as the kernel fills it from the x86-64 `*id64_ds`
+/// (`copy_compat_*id_to_user`): `width` bytes at `to` from the `from_width` bytes at
+/// `from` (an integer, truncated as C assigns it), or their upper half (`high`).
+pub(crate) struct Field {
+    to: u8,
+    width: u8,
+    from: u8,
+    from_width: u8,
+    high: bool,
+    /// A UID or GID into 16 bits (`SET_UID`, `SET_GID`): an ID above 65535 becomes the
+    /// kernel's overflow ID.
+    id16: Option<IdKind>,
+}
+
+#[derive(Clone, Copy)]
+enum IdKind {
+    Uid,
+    Gid,
+}
+
+impl Field {
+    const fn copy(to: u8, width: u8, from: u8, from_width: u8) -> Field {
+        Field { to, width, from, from_width, high: false, id16: None }
+    }
+
+    /// The upper 32 bits of the 64-bit time at `from`, into 4 bytes at `to`.
+    const fn high(to: u8, from: u8) -> Field {
+        Field { to, width: 4, from, from_width: 8, high: true, id16: None }
+    }
+
+    const fn id16(to: u8, from: u8, kind: IdKind) -> Field {
+        Field { to, width: 2, from, from_width: 4, high: false, id16: Some(kind) }
+    }
+}
+
+/// `ipc_perm` fields of every kind (`to_compat_ipc64_perm`, `to_compat_ipc_perm`), from
+/// `ipc64_perm`: key at 0, uid 4, gid 8, cuid 12, cgid 16, mode 20 (32 bits), seq 24.
+const PERM64: &[Field] = &[
+    Field::copy(0, 4, 0, 4), Field::copy(4, 4, 4, 4), Field::copy(8, 4, 8, 4), Field::copy(12, 4, 12, 4),
+    Field::copy(16, 4, 16, 4), Field::copy(20, 2, 20, 4), Field::copy(24, 2, 24, 2),
+];
+const PERM_OLD: &[Field] = &[
+    Field::copy(0, 4, 0, 4), Field::id16(4, 4, IdKind::Uid), Field::id16(6, 8, IdKind::Gid),
+    Field::id16(8, 12, IdKind::Uid), Field::id16(10, 16, IdKind::Gid), Field::copy(12, 2, 20, 4),
+    Field::copy(14, 2, 24, 2),
+];
+
+/// The i386 `*_ds` of kind `K` (the 64-bit layout or the old one) that the kernel would
+/// write for the x86-64 `*id64_ds` `ds64`, into `out` (`K::ds_size(Ia32, layout64)`
+/// bytes).
+fn to_compat<K: Control>(ds64: &[u8], layout64: bool, out: &mut [u8]) {
+    out.fill(0);
+    let perm = if layout64 { PERM64 } else { PERM_OLD };
+    for f in Iterator::chain(perm.iter(), K::compat_fields(layout64)) {
+        let (from, to) = (usize::from(f.from), usize::from(f.to));
+        let mut bytes = [0u8; 8];
+        let (Some(src), Some(dst)) = (ds64.get(from..from + usize::from(f.from_width)), out.get_mut(to..to + usize::from(f.width))) else {
+            continue;
+        };
+        bytes[..src.len()].copy_from_slice(src);
+        let mut value = u64::from_ne_bytes(bytes);
+        if f.high {
+            value >>= 32;
+        }
+        if let Some(kind) = f.id16 {
+            if value & !0xffff != 0 {
+                value = u64::from(glue::overflow_id(matches!(kind, IdKind::Gid)));
+            }
+        }
+        dst.copy_from_slice(&value.to_ne_bytes()[..dst.len()]);
+    }
 }
 
 /// Reads the `N` bytes at `offset` of a `*_ds`.
@@ -141,8 +218,19 @@ impl Control for kind::Sem {
             _ => 104,
         }
     }
-    fn stat_call(id: u64, buffer: u64) -> (&'static CStr, [u64; 6]) {
-        (kernel::c_str!("__x64_sys_semctl"), [id, 0, IPC_STAT as u64, buffer, 0, 0])
+    fn stat_call(id: u64, cmd: i32, buffer: u64) -> (&'static CStr, [u64; 6]) {
+        (kernel::c_str!("__x64_sys_semctl"), [id, 0, cmd as u64, buffer, 0, 0])
+    }
+    fn compat_fields(layout64: bool) -> &'static [Field] {
+        // compat_semid64_ds: otime, ctime (low and high halves), nsems; compat_semid_ds:
+        // otime, ctime, four pointers (0), a 16-bit nsems. From semid64_ds: otime at 48,
+        // ctime at 64, nsems at 80.
+        const SEM64: &[Field] = &[
+            Field::copy(36, 4, 48, 8), Field::high(40, 48), Field::copy(44, 4, 64, 8), Field::high(48, 64),
+            Field::copy(52, 4, 80, 8),
+        ];
+        const SEM_OLD: &[Field] = &[Field::copy(16, 4, 48, 8), Field::copy(20, 4, 64, 8), Field::copy(40, 2, 80, 8)];
+        if layout64 { SEM64 } else { SEM_OLD }
     }
     fn show_counts(_: Abi, info: u64, objects: &[[u8; DS_MAX]]) {
         // struct seminfo (ints): semusz at 28 (sets), semaem at 36 (semaphores); the
@@ -178,8 +266,22 @@ impl Control for kind::Shm {
             _ => 112,
         }
     }
-    fn stat_call(id: u64, buffer: u64) -> (&'static CStr, [u64; 6]) {
-        (kernel::c_str!("__x64_sys_shmctl"), [id, IPC_STAT as u64, buffer, 0, 0, 0])
+    fn stat_call(id: u64, cmd: i32, buffer: u64) -> (&'static CStr, [u64; 6]) {
+        (kernel::c_str!("__x64_sys_shmctl"), [id, cmd as u64, buffer, 0, 0, 0])
+    }
+    fn compat_fields(layout64: bool) -> &'static [Field] {
+        // From shmid64_ds: segsz at 48, atime 56, dtime 64, ctime 72, cpid 80, lpid 84,
+        // nattch 88. The old layout has 16-bit PIDs and nattch.
+        const SHM64: &[Field] = &[
+            Field::copy(36, 4, 48, 8), Field::copy(40, 4, 56, 8), Field::high(44, 56), Field::copy(48, 4, 64, 8),
+            Field::high(52, 64), Field::copy(56, 4, 72, 8), Field::high(60, 72), Field::copy(64, 4, 80, 4),
+            Field::copy(68, 4, 84, 4), Field::copy(72, 4, 88, 8),
+        ];
+        const SHM_OLD: &[Field] = &[
+            Field::copy(16, 4, 48, 8), Field::copy(20, 4, 56, 8), Field::copy(24, 4, 64, 8), Field::copy(28, 4, 72, 8),
+            Field::copy(32, 2, 80, 4), Field::copy(34, 2, 84, 4), Field::copy(36, 2, 88, 8),
+        ];
+        if layout64 { SHM64 } else { SHM_OLD }
     }
     fn show_counts(abi: Abi, info: u64, objects: &[[u8; DS_MAX]]) {
         // struct shm_info: used_ids (int) at 0, shm_tot (pages) after it: an unsigned
@@ -220,8 +322,23 @@ impl Control for kind::Msg {
             _ => 120,
         }
     }
-    fn stat_call(id: u64, buffer: u64) -> (&'static CStr, [u64; 6]) {
-        (kernel::c_str!("__x64_sys_msgctl"), [id, IPC_STAT as u64, buffer, 0, 0, 0])
+    fn stat_call(id: u64, cmd: i32, buffer: u64) -> (&'static CStr, [u64; 6]) {
+        (kernel::c_str!("__x64_sys_msgctl"), [id, cmd as u64, buffer, 0, 0, 0])
+    }
+    fn compat_fields(layout64: bool) -> &'static [Field] {
+        // From msqid64_ds: stime at 48, rtime 56, ctime 64, cbytes 72, qnum 80, qbytes
+        // 88, lspid 96, lrpid 100. The old layout's two pointers and two longs stay 0,
+        // its counts and PIDs are 16 bits.
+        const MSG64: &[Field] = &[
+            Field::copy(36, 4, 48, 8), Field::high(40, 48), Field::copy(44, 4, 56, 8), Field::high(48, 56),
+            Field::copy(52, 4, 64, 8), Field::high(56, 64), Field::copy(60, 4, 72, 8), Field::copy(64, 4, 80, 8),
+            Field::copy(68, 4, 88, 8), Field::copy(72, 4, 96, 4), Field::copy(76, 4, 100, 4),
+        ];
+        const MSG_OLD: &[Field] = &[
+            Field::copy(24, 4, 48, 8), Field::copy(28, 4, 56, 8), Field::copy(32, 4, 64, 8), Field::copy(44, 2, 72, 8),
+            Field::copy(46, 2, 80, 8), Field::copy(48, 2, 88, 8), Field::copy(50, 2, 96, 4), Field::copy(52, 2, 100, 4),
+        ];
+        if layout64 { MSG64 } else { MSG_OLD }
     }
     fn show_counts(_: Abi, info: u64, objects: &[[u8; DS_MAX]]) {
         // struct msginfo (ints): msgpool at 0 (queues), msgmap at 4 (messages), msgtql at
@@ -253,7 +370,7 @@ fn set_int(args: &mut [u64; 6], i: usize, value: i32) {
 /// with `EFAULT` (or `EACCES` without read permission) for an object that exists, and
 /// with `EINVAL` or `EIDRM` for one that does not.
 fn exists<K: Control>(id: u64) -> bool {
-    let (function, args) = K::stat_call(id, 0);
+    let (function, args) = K::stat_call(id, IPC_STAT, 0);
     match crate::hooks::call_syscall(function, args) {
         Some(ret) => ret != -i64::from(bindings::EINVAL) && ret != -i64::from(bindings::EIDRM),
         None => true,
@@ -421,7 +538,11 @@ fn ctl<K: Control>(c: &Call<'_>, entry: Entry, id_at: usize, cmd_at: usize, buff
         // The kernel writes the object's *_ds into a scratch area of the caller's stack;
         // it reaches the caller's buffer once, translated (other threads never see
         // system values there).
-        (true, _) => match stat_through_scratch::<K>(c, args, buffer, layout64) {
+        (true, _) => match stat_through_scratch::<K>(c, args, buffer, layout64, X64Stat {
+            id_at,
+            cmd: if class == Class::StatReturningId { IPC_STAT } else { raw_cmd & !IPC_64 },
+            returns_id: class == Class::StatReturningId,
+        }) {
             Some(result) => result,
             None => (c.call(args), false),
         },
@@ -489,7 +610,7 @@ fn info<K: Control>(c: &Call<'_>, class: Class, info: u64) -> i64 {
             return i64::from(max_index);
         };
         for &id in ids.iter() {
-            let (function, args) = K::stat_call(u64::from(id), scratch);
+            let (function, args) = K::stat_call(u64::from(id), IPC_STAT, scratch);
             if crate::hooks::call_syscall(function, args) != Some(0) {
                 // Removed meanwhile: not counted.
                 continue;
@@ -545,13 +666,14 @@ const BELOW_SP: u64 = 256;
 /// scratch area. Returns the call's result and whether the buffer was written; `None`
 /// when the scratch area is not usable (the kernel could not write it: the caller's
 /// buffer is then used, see [`show_ds`]).
-fn stat_through_scratch<K: Control>(c: &Call<'_>, mut args: [u64; 6], buffer: Buffer, layout64: bool) -> Option<(i64, bool)> {
+fn stat_through_scratch<K: Control>(c: &Call<'_>, mut args: [u64; 6], buffer: Buffer, layout64: bool, x64: X64Stat) -> Option<(i64, bool)> {
     let size = K::ds_size(c.abi, layout64);
     let sp = c.regs.sp as u64;
     let scratch = sp.checked_sub(BELOW_SP + size as u64)? & !63;
     if c.abi == Abi::Ia32 && scratch > u64::from(u32::MAX) {
-        // A compat entry takes 32-bit pointers.
-        return None;
+        // A compat entry takes 32-bit pointers, and the stack is above 4 GiB: a 64-bit
+        // process making an i386 call.
+        return stat_through_x64::<K>(c, &args, buffer, layout64, x64);
     }
     let user = match buffer {
         Buffer::Arg(at) => {
@@ -586,7 +708,7 @@ fn stat_through_scratch<K: Control>(c: &Call<'_>, mut args: [u64; 6], buffer: Bu
     // SAFETY: `read_raw` succeeded, so it wrote every byte of `buf`; `u8` and
     // `MaybeUninit<u8>` have the same layout.
     let ds = unsafe { &mut *(buf as *mut [core::mem::MaybeUninit<u8>] as *mut [u8]) };
-    translate_ds::<K>(c, ds, layout64);
+    translate_ds::<K>(c, ds, c.abi, layout64);
     // The one write of the caller's buffer: EFAULT for a bad one, as natively.
     match UserSlice::new(user as usize, size).writer().write_slice(ds) {
         Ok(()) => Some((ret, true)),
@@ -594,14 +716,60 @@ fn stat_through_scratch<K: Control>(c: &Call<'_>, mut args: [u64; 6], buffer: Bu
     }
 }
 
+/// How [`stat_through_x64`] makes an i386 stat command through the x86-64 entry.
+#[derive(Clone, Copy)]
+struct X64Stat {
+    /// The argument that holds the object's (system) ID or index.
+    id_at: usize,
+    /// The command for the x86-64 entry (without `IPC_64`).
+    cmd: i32,
+    /// Whether the i386 call returns the object's ID (`IPC_STAT | IPC_64` through a
+    /// direct compat entry) where the x86-64 `IPC_STAT` returns 0.
+    returns_id: bool,
+}
+
+/// [`stat_through_scratch`] for an i386 call whose stack pointer is above 4 GiB (a
+/// 64-bit process using `int $0x80`), where no scratch area is within reach of the
+/// compat entry's 32-bit pointers: the same command goes through the x86-64 entry into
+/// the scratch area, and the i386 layout the caller asked for is built from the
+/// `*id64_ds` here, field by field as the kernel builds it ([`to_compat`]), then
+/// written to the caller's buffer once.
+fn stat_through_x64<K: Control>(c: &Call<'_>, args: &[u64; 6], buffer: Buffer, layout64: bool, x64: X64Stat) -> Option<(i64, bool)> {
+    let size64 = K::ds_size(Abi::X64, true);
+    let scratch = (c.regs.sp as u64).checked_sub(BELOW_SP + size64 as u64)? & !63;
+    let id = u64::from(args[x64.id_at] as u32);
+    // Read once (for the multiplexer's SEMCTL, the caller's semun word).
+    let user = buffer_address(c, buffer);
+    let (function, x64_args) = K::stat_call(id, x64.cmd, scratch);
+    let ret = crate::hooks::call_syscall(function, x64_args)?;
+    if ret == -i64::from(bindings::EFAULT) {
+        return None;
+    }
+    if ret < 0 {
+        return Some((ret, true));
+    }
+    let mut ds64 = [0u8; DS_MAX];
+    UserSlice::new(scratch as usize, size64).reader().read_slice(&mut ds64[..size64]).ok()?;
+    translate_ds::<K>(c, &mut ds64[..size64], Abi::X64, true);
+    let size = K::ds_size(Abi::Ia32, layout64);
+    let mut out = [0u8; DS_MAX];
+    to_compat::<K>(&ds64[..size64], layout64, &mut out[..size]);
+    let ret = if x64.returns_id { i64::from(id as u32 as i32) } else { ret };
+    // The one write of the caller's buffer: EFAULT for a bad one, as natively.
+    match UserSlice::new(user as usize, size).writer().write_slice(&out[..size]) {
+        Ok(()) => Some((ret, true)),
+        Err(_) => Some((-i64::from(bindings::EFAULT), true)),
+    }
+}
+
 /// Translates a `*_ds` in kernel memory: the key of its `ipc_perm` (first in every
 /// layout) and the PIDs.
-fn translate_ds<K: Control>(c: &Call<'_>, ds: &mut [u8], layout64: bool) {
+fn translate_ds<K: Control>(c: &Call<'_>, ds: &mut [u8], abi: Abi, layout64: bool) {
     if let Some(key) = ds.get(0..4) {
         let key = i32::from_ne_bytes([key[0], key[1], key[2], key[3]]);
         ds[0..4].copy_from_slice(&ipc::virtual_key(c.aid, key).to_ne_bytes());
     }
-    for &(offset, width) in K::pids(c.abi, layout64) {
+    for &(offset, width) in K::pids(abi, layout64) {
         let offset = offset as usize;
         let Some(field) = ds.get_mut(offset..offset + width) else { continue };
         if width == 4 {
@@ -632,7 +800,7 @@ fn show_ds<K: Control>(c: &Call<'_>, address: u64, layout64: bool) {
     if UserSlice::new(address as usize, size).reader().read_slice(&mut ds[..size]).is_err() {
         return;
     }
-    translate_ds::<K>(c, &mut ds[..size], layout64);
+    translate_ds::<K>(c, &mut ds[..size], c.abi, layout64);
     let _ = UserSlice::new(address as usize, size).writer().write_slice(&ds[..size]);
 }
 

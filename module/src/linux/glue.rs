@@ -40,6 +40,7 @@ extern "C" {
     pub(crate) fn appshot_glue_ipc_ids(kind: c_int) -> *const c_void;
     pub(crate) fn appshot_glue_ipc_perm_id(perm: *const c_void) -> c_int;
     pub(crate) fn appshot_glue_call_seq_show(site: c_ulong, m: *mut bindings::seq_file, it: *mut c_void) -> c_int;
+    fn appshot_glue_overflow_id(gid: bool) -> c_uint;
     pub(crate) fn appshot_glue_seq_state(
         m: *mut bindings::seq_file,
         buf: *mut *mut c_char,
@@ -119,6 +120,13 @@ pub(crate) fn max_entries() -> usize {
 pub(crate) fn current_euid() -> u32 {
     // SAFETY: reads the current task's credentials, always valid in process context.
     unsafe { appshot_glue_current_euid() }
+}
+
+/// The overflow UID (or, with `gid`, GID) that a 16-bit ID field shows for an ID above
+/// 65535 (`/proc/sys/kernel/overflowuid`, `overflowgid`).
+pub(crate) fn overflow_id(gid: bool) -> u32 {
+    // SAFETY: reads an integer sysctl.
+    unsafe { appshot_glue_overflow_id(gid) }
 }
 
 /// Takes one reference on this module (held by every registered AID).
