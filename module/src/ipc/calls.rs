@@ -18,7 +18,7 @@ use crate::aid::Aid;
 use crate::ipc::{self, IpcKind};
 use crate::linux::glue;
 use crate::syscalls::{read_user_i32, Abi, Call, Frame, Outcome};
-use crate::table::{kind, EntryReservation, VirtualId};
+use crate::table::{kind, EntryReservation};
 
 // uapi/linux/ipc.h, sem.h, shm.h, msg.h (checked against the headers in the glue).
 const IPC_PRIVATE: i32 = 0;
@@ -474,14 +474,10 @@ fn uses<K: IpcKind>(c: &Call<'_>, id_at: usize) -> Outcome {
 /// registers).
 #[inline]
 fn uses_into<K: IpcKind>(aid: &Aid, id_at: usize, frame: &mut Frame) {
-    let id = frame.int_arg(id_at);
-    if id >= 0 {
-        if let Some(system) = K::cache(aid).get(VirtualId::new(id as u32)) {
-            frame.set_int(id_at, system.raw() as i32);
-            return;
-        }
+    match ipc::cached_system::<K>(aid, frame.int_arg(id_at)) {
+        Some(system) => frame.set_int(id_at, system),
+        None => uses_into_locked::<K>(aid, id_at, frame),
     }
-    uses_into_locked::<K>(aid, id_at, frame)
 }
 
 /// [`uses_into`] past the cache.

@@ -93,14 +93,20 @@ impl IpcKind for kind::Msg {
 /// AID has no such object; a negative value stays as it is (the kernel's own `EINVAL`).
 #[inline]
 pub(crate) fn to_system<K: IpcKind>(aid: &Aid, raw: i32) -> i32 {
+    match cached_system::<K>(aid, raw) {
+        Some(system) => system,
+        None => to_system_locked::<K>(aid, VirtualId::new(raw as u32)),
+    }
+}
+
+/// [`to_system`]'s answer when it needs no lock: a negative value as it is, or a
+/// binding the translation cache holds. `None`: ask [`to_system`].
+#[inline]
+pub(crate) fn cached_system<K: IpcKind>(aid: &Aid, raw: i32) -> Option<i32> {
     if raw < 0 {
-        return raw;
+        return Some(raw);
     }
-    let virtual_id = VirtualId::new(raw as u32);
-    match K::cache(aid).get(virtual_id) {
-        Some(system) => system.raw() as i32,
-        None => to_system_locked::<K>(aid, virtual_id),
-    }
+    K::cache(aid).get(VirtualId::new(raw as u32)).map(|system| system.raw() as i32)
 }
 
 /// [`to_system`] when the cache does not have the ID: under the AID's lock, caching

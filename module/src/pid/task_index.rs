@@ -172,23 +172,29 @@ impl CachedIds {
         }
     }
 
-    /// The cached `getppid` answer of `task`: (parent address, answer, generation), read
-    /// without a lock; `None` when the slot caches another task or a writer got in the way.
-    #[inline]
-    fn read_parent(&self, task: usize) -> Option<(usize, u32, u64)> {
+    /// What `fields` reads of the slot, if the slot caches `task` and no writer got in
+    /// the way: the reader's side of the sequence count, for every cached answer.
+    /// `fields` makes plain (relaxed or volatile) reads only; its result is returned
+    /// only when the count was even before and unchanged after them.
+    #[inline(always)]
+    fn read_consistent<T>(&self, task: usize, fields: impl FnOnce(&Self) -> T) -> Option<T> {
         let seq = self.seq.load(Ordering::Acquire);
         if seq & 1 != 0 || self.task.load(Ordering::Relaxed) != task {
             return None;
         }
-        let parent = self.parent.load(Ordering::Relaxed);
-        let ppid = self.ppid.load(Ordering::Relaxed);
-        let generation = self.generation.load(Ordering::Relaxed);
+        let value = fields(self);
         // Orders the reads above before the second read of `seq` (smp_rmb).
         fence(Ordering::Acquire);
-        if self.seq.load(Ordering::Relaxed) != seq {
-            return None;
-        }
-        Some((parent, ppid, generation))
+        (self.seq.load(Ordering::Relaxed) == seq).then_some(value)
+    }
+
+    /// The cached `getppid` answer of `task`: (parent address, answer, generation), read
+    /// without a lock; `None` when the slot caches another task or a writer got in the way.
+    #[inline]
+    fn read_parent(&self, task: usize) -> Option<(usize, u32, u64)> {
+        self.read_consistent(task, |s| {
+            (s.parent.load(Ordering::Relaxed), s.ppid.load(Ordering::Relaxed), s.generation.load(Ordering::Relaxed))
+        })
     }
 
     /// Caches `task`'s `getppid` answer, if the slot caches `task`. Caller holds the
@@ -206,20 +212,18 @@ impl CachedIds {
         self.seq.store(seq.wrapping_add(2), Ordering::Release);
     }
 
+    /// An aligned pointer-sized read (one instruction, never torn) of the cached AID.
+    #[inline(always)]
+    fn aid_field(&self) -> MaybeUninit<ArcBorrow<'static, Aid>> {
+        // SAFETY: a field only the bucket lock's holder writes; what is read is used only
+        // if the sequence count shows no writer got in the way (`read_consistent`).
+        unsafe { core::ptr::read_volatile(self.aid.get()) }
+    }
+
     /// [`Self::read`] of the AID alone (a call that needs no own ID reads nothing else).
     #[inline]
     fn read_aid(&self, task: usize) -> Option<ArcBorrow<'static, Aid>> {
-        let seq = self.seq.load(Ordering::Acquire);
-        if seq & 1 != 0 || self.task.load(Ordering::Relaxed) != task {
-            return None;
-        }
-        // SAFETY: as in `read`.
-        let aid = unsafe { core::ptr::read_volatile(self.aid.get()) };
-        // Orders the read above before the second read of `seq` (smp_rmb).
-        fence(Ordering::Acquire);
-        if self.seq.load(Ordering::Relaxed) != seq {
-            return None;
-        }
+        let aid = self.read_consistent(task, Self::aid_field)?;
         // SAFETY: as in `read`.
         Some(unsafe { aid.assume_init() })
     }
@@ -228,21 +232,9 @@ impl CachedIds {
     /// slot caches another task or a writer got in the way.
     #[inline]
     fn read(&self, task: usize) -> Option<(OwnIds, ArcBorrow<'static, Aid>)> {
-        let seq = self.seq.load(Ordering::Acquire);
-        if seq & 1 != 0 || self.task.load(Ordering::Relaxed) != task {
-            return None;
-        }
-        let ids = self.ids.load(Ordering::Relaxed);
-        let system_tid = self.system_tid.load(Ordering::Relaxed);
-        // SAFETY: an aligned pointer-sized read (one instruction, never torn) of a field
-        // only the bucket lock's holder writes; what it read is used only if the count
-        // below shows no writer got in the way.
-        let aid = unsafe { core::ptr::read_volatile(self.aid.get()) };
-        // Orders the reads above before the second read of `seq` (smp_rmb).
-        fence(Ordering::Acquire);
-        if self.seq.load(Ordering::Relaxed) != seq {
-            return None;
-        }
+        let (ids, system_tid, aid) = self.read_consistent(task, |s| {
+            (s.ids.load(Ordering::Relaxed), s.system_tid.load(Ordering::Relaxed), s.aid_field())
+        })?;
         let ids = OwnIds {
             system_tid: SystemPid::new(system_tid),
             virtual_tid: VirtualPid::new((ids >> 32) as u32),
