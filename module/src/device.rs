@@ -33,6 +33,7 @@ enum Command {
     List,
     Info,
     Table,
+    NextId,
 }
 
 impl Command {
@@ -51,6 +52,7 @@ impl Command {
             5 => (Command::List, IOC_LIST),
             6 => (Command::Info, IOC_INFO),
             7 => (Command::Table, IOC_TABLE),
+            8 => (Command::NextId, IOC_NEXT_ID),
             _ => return Err(ENOTTY),
         };
         // Only the size bits may differ from this module's number.
@@ -63,7 +65,10 @@ impl Command {
     /// Whether the command changes state and so needs CAP_SYS_ADMIN or
     /// CAP_CHECKPOINT_RESTORE.
     fn privileged(self) -> bool {
-        matches!(self, Command::Register | Command::Link | Command::Unlink | Command::Unregister)
+        matches!(
+            self,
+            Command::Register | Command::Link | Command::Unlink | Command::Unregister | Command::NextId
+        )
     }
 }
 
@@ -118,6 +123,7 @@ request! {
     ListRequest: flags = 0, zero = [reserved];
     InfoRequest: flags = 0, zero = [reserved];
     TableRequest: flags = 0, zero = [pad, reserved];
+    NextIdRequest: flags = 0, zero = [reserved];
 }
 
 // SAFETY: `#[repr(C)]` integers without padding (uapi layout test); any bit pattern is valid.
@@ -344,6 +350,15 @@ fn table(registry: &Registry, viewer: Viewer, req: &mut TableRequest) -> Result 
     Ok(())
 }
 
+fn next_id(registry: &Registry, req: &mut NextIdRequest) -> Result {
+    // The request's own fields first, as TABLE does: EINVAL before ENOENT.
+    if !matches!(req.table, TABLE_SEM | TABLE_SHM | TABLE_MSG) || req.virtual_id > i32::MAX as u32 {
+        return Err(EINVAL);
+    }
+    let aid = registry.find(req.aid)?;
+    crate::ipc::set_next_id(&aid, req.table, req.virtual_id)
+}
+
 fn privileged(file: *mut bindings::file) -> bool {
     // SAFETY: `file` is the open file the ioctl arrived on, valid for the whole call;
     // `file_ns_capable` checks the credentials it was opened with.
@@ -370,6 +385,7 @@ fn ioctl(file: *mut bindings::file, cmd: u32, arg: usize) -> Result {
         Command::List => with_request(arg, user_size, |req| list(registry, viewer, req)),
         Command::Info => with_request(arg, user_size, |req| info(registry, viewer, req)),
         Command::Table => with_request(arg, user_size, |req| table(registry, viewer, req)),
+        Command::NextId => with_request(arg, user_size, |req| next_id(registry, req)),
     }
 }
 

@@ -40,6 +40,9 @@
 /* shared memory segments, message queues; docs/syscalls.md). */
 #define APPSHOT_FEATURE_IPC_VIRTUAL 0x8
 
+/* NEXT_ID: a restorer chooses the virtual ID of the next SysV object an AID binds. */
+#define APPSHOT_FEATURE_NEXT_ID 0x10
+
 /* REGISTER flag: `pid_min`..=`pid_max` is the AID's virtual PID range. */
 #define APPSHOT_REGISTER_PID_RANGE 0x1
 
@@ -264,6 +267,28 @@ struct appshot_table {
 };
 _Static_assert(sizeof(struct appshot_table) == 56, "struct appshot_table layout");
 
+/* APPSHOT_IOC_NEXT_ID: the virtual ID the next SysV object of one kind that the AID */
+/* binds will get (the AID's counterpart of `/proc/sys/kernel/sem_next_id`, for */
+/* restoring an application's IDs). The wish is used once, by the next new binding of */
+/* that kind; a second request before it replaces it. Needs CAP_SYS_ADMIN or */
+/* CAP_CHECKPOINT_RESTORE. */
+struct appshot_next_id {
+	/* In: `sizeof(struct appshot_next_id)`. */
+	__u32 size; /* offset 0 */
+	/* In: zero. */
+	__u32 flags; /* offset 4 */
+	/* In: the AID. */
+	__u64 aid; /* offset 8 */
+	/* In: APPSHOT_TABLE_SEM, APPSHOT_TABLE_SHM or APPSHOT_TABLE_MSG (else EINVAL). */
+	__u32 table; /* offset 16 */
+	/* In: the virtual ID, 0 to 2^31-1 (else EINVAL); EEXIST when the AID has bound */
+	/* it already. */
+	__u32 virtual_id; /* offset 20 */
+	/* Zero. */
+	__u64 reserved[2]; /* offset 24 */
+};
+_Static_assert(sizeof(struct appshot_next_id) == 40, "struct appshot_next_id layout");
+
 /* Query the ABI version, features and limits. */
 #define APPSHOT_IOC_VERSION _IOWR(APPSHOT_IOC_MAGIC, 0, struct appshot_version)
 
@@ -287,5 +312,8 @@ _Static_assert(sizeof(struct appshot_table) == 56, "struct appshot_table layout"
 
 /* Dump one table of an AID. */
 #define APPSHOT_IOC_TABLE _IOWR(APPSHOT_IOC_MAGIC, 7, struct appshot_table)
+
+/* Choose the virtual ID of an AID's next SysV object. */
+#define APPSHOT_IOC_NEXT_ID _IOWR(APPSHOT_IOC_MAGIC, 8, struct appshot_next_id)
 
 #endif /* _UAPI_APPSHOT_H */

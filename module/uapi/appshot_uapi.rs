@@ -162,6 +162,8 @@ abi_consts! {
     /// The module translates the SysV IPC IDs and keys of AID processes (semaphore sets,
     /// shared memory segments, message queues; docs/syscalls.md).
     pub const FEATURE_IPC_VIRTUAL: u64 = 1 << 3 => "APPSHOT_FEATURE_IPC_VIRTUAL";
+    /// NEXT_ID: a restorer chooses the virtual ID of the next SysV object an AID binds.
+    pub const FEATURE_NEXT_ID: u64 = 1 << 4 => "APPSHOT_FEATURE_NEXT_ID";
 
     /// REGISTER flag: `pid_min`..=`pid_max` is the AID's virtual PID range.
     pub const REGISTER_PID_RANGE: u32 = 1 << 0 => "APPSHOT_REGISTER_PID_RANGE";
@@ -192,7 +194,8 @@ abi_consts! {
 }
 
 /// Every feature bit this version of the ABI defines.
-pub const FEATURES: u64 = FEATURE_PID_TABLE | FEATURE_PID_RANGE | FEATURE_PID_VIRTUAL | FEATURE_IPC_VIRTUAL;
+pub const FEATURES: u64 =
+    FEATURE_PID_TABLE | FEATURE_PID_RANGE | FEATURE_PID_VIRTUAL | FEATURE_IPC_VIRTUAL | FEATURE_NEXT_ID;
 
 /// Names of the table types, indexed by type number.
 pub const TABLE_NAMES: [&str; TABLE_COUNT] = ["pid", "sem", "shm", "msg", "key"];
@@ -376,6 +379,27 @@ abi_structs! {
         /// Zero.
         reserved: [u64; 2],
     }
+
+    /// APPSHOT_IOC_NEXT_ID: the virtual ID the next SysV object of one kind that the AID
+    /// binds will get (the AID's counterpart of `/proc/sys/kernel/sem_next_id`, for
+    /// restoring an application's IDs). The wish is used once, by the next new binding of
+    /// that kind; a second request before it replaces it. Needs CAP_SYS_ADMIN or
+    /// CAP_CHECKPOINT_RESTORE.
+    struct NextIdRequest => "appshot_next_id" {
+        /// In: `sizeof(struct appshot_next_id)`.
+        size: u32,
+        /// In: zero.
+        flags: u32,
+        /// In: the AID.
+        aid: u64,
+        /// In: APPSHOT_TABLE_SEM, APPSHOT_TABLE_SHM or APPSHOT_TABLE_MSG (else EINVAL).
+        table: u32,
+        /// In: the virtual ID, 0 to 2^31-1 (else EINVAL); EEXIST when the AID has bound
+        /// it already.
+        virtual_id: u32,
+        /// Zero.
+        reserved: [u64; 2],
+    }
 }
 
 abi_ioctls! {
@@ -395,6 +419,8 @@ abi_ioctls! {
     pub const IOC_INFO = 6 => InfoRequest, "APPSHOT_IOC_INFO";
     /// Dump one table of an AID.
     pub const IOC_TABLE = 7 => TableRequest, "APPSHOT_IOC_TABLE";
+    /// Choose the virtual ID of an AID's next SysV object.
+    pub const IOC_NEXT_ID = 8 => NextIdRequest, "APPSHOT_IOC_NEXT_ID";
 }
 
 /// Why a name is refused.

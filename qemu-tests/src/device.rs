@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use anyhow::{Context, Result};
 use appshot_uapi as uapi;
 use uapi::{
-    AidInfo, InfoRequest, LinkRequest, ListRequest, RegisterRequest, TableEntry, TableRequest,
-    UnlinkRequest, UnregisterRequest, VersionRequest,
+    AidInfo, InfoRequest, LinkRequest, ListRequest, NextIdRequest, RegisterRequest, TableEntry,
+    TableRequest, UnlinkRequest, UnregisterRequest, VersionRequest,
 };
 
 use crate::check::{Errno, SysResult};
@@ -255,6 +255,25 @@ impl Device {
     pub fn pid_table(&self, aid: u64) -> SysResult<Vec<TableEntry>> {
         self.table(aid, uapi::TABLE_PID)
     }
+
+    /// A NEXT_ID request.
+    pub fn next_id_request(aid: u64, table: u32, virtual_id: u32) -> NextIdRequest {
+        let mut req = NextIdRequest::zeroed();
+        req.size = size_of::<NextIdRequest>();
+        req.aid = aid;
+        req.table = table;
+        req.virtual_id = virtual_id;
+        req
+    }
+
+    /// APPSHOT_IOC_NEXT_ID: the next SysV object of kind `table` (`uapi::TABLE_SEM`,
+    /// `TABLE_SHM`, `TABLE_MSG`) that `aid` binds gets virtual ID `virtual_id`.
+    pub fn next_id(&self, aid: u64, table: u32, virtual_id: u32) -> SysResult<()> {
+        self.ioctl(
+            uapi::IOC_NEXT_ID,
+            &mut Device::next_id_request(aid, table, virtual_id),
+        )
+    }
 }
 
 /// A 64-byte name field holding `name` (at most 64 bytes copied, NUL-padded, unchecked:
@@ -366,5 +385,9 @@ mod unit {
             core::mem::size_of::<RegisterRequest>()
         );
         assert_eq!(uapi::ioc_size(uapi::IOC_INFO), size_of::<InfoRequest>());
+        let next = Device::next_id_request(7, uapi::TABLE_SEM, 4242);
+        assert_eq!(next.size, size_of::<NextIdRequest>());
+        assert_eq!(uapi::ioc_size(uapi::IOC_NEXT_ID), size_of::<NextIdRequest>());
+        assert_eq!((next.aid, next.table, next.virtual_id, next.flags), (7, 1, 4242, 0));
     }
 }

@@ -61,6 +61,9 @@ pub(crate) struct AidState {
     pub(crate) shms: IdTable<kind::Shm>,
     pub(crate) msgs: IdTable<kind::Msg>,
     pub(crate) keys: IdTable<kind::Key>,
+    /// The virtual ID the next new binding of each SysV kind gets (NEXT_ID), indexed by
+    /// `IpcKind::IDS`; taken by that binding.
+    pub(crate) next_ids: [Option<u32>; 3],
 }
 
 /// The [`TranslationCache`] of each table that system calls translate IDs with.
@@ -101,6 +104,7 @@ impl AidState {
             shms: IdTable::with_cache(caches.shms.clone()),
             msgs: IdTable::with_cache(caches.msgs.clone()),
             keys: IdTable::new(),
+            next_ids: [None; 3],
         }
     }
 

@@ -193,7 +193,13 @@ fn bind_entry<K: IpcKind>(aid: &Aid, system: i32, reservation: EntryReservation<
     if table.len() >= limit {
         return Err(ENOSPC);
     }
-    let wanted = system as u32;
+    // A restorer's choice (NEXT_ID) comes first, when it is still free.
+    let wished = state.next_ids[usize::from(K::IDS)].take();
+    let table = K::table(&mut state);
+    let wanted = match wished {
+        Some(wish) if table.to_system(VirtualId::new(wish)).is_none() => wish,
+        _ => system as u32,
+    };
     let chosen = match table.to_system(VirtualId::new(wanted)) {
         None => Some(wanted),
         Some(_) => table
@@ -206,6 +212,32 @@ fn bind_entry<K: IpcKind>(aid: &Aid, system: i32, reservation: EntryReservation<
         Ok(()) => Ok(Bound { id: virtual_id as i32, new: Some(virtual_id as i32) }),
         // Checked above under the same lock.
         Err(InsertError::VirtualTaken | InsertError::SystemTaken) => Err(EEXIST),
+    }
+}
+
+/// NEXT_ID: the next object of kind `table` (`uapi::TABLE_SEM`, `TABLE_SHM`, `TABLE_MSG`)
+/// the AID binds gets virtual ID `virtual_id`. `EINVAL` for another table or an ID
+/// outside 0..=2^31-1 (no SysV ID is negative); `EEXIST` when the AID has bound it.
+pub(crate) fn set_next_id(aid: &Aid, table: u32, virtual_id: u32) -> Result {
+    fn set<K: IpcKind>(state: &mut AidState, virtual_id: u32) -> Result {
+        if K::table(state).to_system(VirtualId::new(virtual_id)).is_some() {
+            return Err(EEXIST);
+        }
+        state.next_ids[usize::from(K::IDS)] = Some(virtual_id);
+        Ok(())
+    }
+    if virtual_id > i32::MAX as u32 {
+        return Err(EINVAL);
+    }
+    let mut state = aid.state.lock();
+    if state.unregistered {
+        return Err(ENOENT);
+    }
+    match table {
+        crate::uapi::TABLE_SEM => set::<kind::Sem>(&mut state, virtual_id),
+        crate::uapi::TABLE_SHM => set::<kind::Shm>(&mut state, virtual_id),
+        crate::uapi::TABLE_MSG => set::<kind::Msg>(&mut state, virtual_id),
+        _ => Err(EINVAL),
     }
 }
 

@@ -27,7 +27,10 @@
 //! answer (a number that is not ours: `ENOTTY`; ours with a size below the structure's
 //! first version, a malformed structure, an invalid name or table type: `EINVAL`; ours
 //! with a size over a page: `E2BIG`; an argument the kernel cannot
-//! read, or a well-formed one it cannot write: `EFAULT`) it must be that errno; what
+//! read, or a well-formed one it cannot write: `EFAULT`; a NEXT_ID of AID 0: `ENOENT`)
+//! it must be that errno, and a NEXT_ID of a table other than SEM/SHM/MSG or of a
+//! virtual ID over 2^31-1 must fail with `EINVAL` (or `ENOENT`, which the module checks
+//! first, when the AID does not exist); what
 //! VERSION, REGISTER, LIST, INFO and TABLE return must be well-formed (LIST in AID order,
 //! `nr_processes <= nr_threads <= PID table size`, valid names, ...). Afterwards, with the
 //! fuzzer quiescent: every AID it left is consistent and each PID-table entry belongs to
@@ -54,7 +57,9 @@
 //! else, or not writable at all. LINK, which takes a whole process subtree, only ever
 //! names the fuzzer's own processes, kernel threads (`EINVAL`) or PIDs that cannot exist;
 //! the fuzzer (with the helper, its child) is only ever linked to AIDs without a PID
-//! range, so the PIDs the helper's `fork` returns stay system PIDs; AIDs that existed before the test are never changed;
+//! range, so the PIDs the helper's `fork` returns stay system PIDs; AIDs that existed before the test are never changed
+//! (LINK, UNREGISTER and NEXT_ID never name them; NEXT_ID's wishes for the fuzzer's own
+//! AIDs are never used: none of its processes makes a SysV object);
 //! every valid name the fuzzer can produce starts with `fz.<pid>.`; and command numbers
 //! whose type byte belongs to the ioctls the VFS answers itself (`FIOCLEX`, `FIFREEZE`,
 //! `FS_IOC_SETFLAGS`, ...) are moved to another type byte.
@@ -69,8 +74,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use appshot_uapi as uapi;
 use uapi::{
-    AidInfo, InfoRequest, LinkRequest, ListRequest, RegisterRequest, TableEntry, TableRequest,
-    UnlinkRequest, UnregisterRequest, VersionRequest,
+    AidInfo, InfoRequest, LinkRequest, ListRequest, NextIdRequest, RegisterRequest, TableEntry,
+    TableRequest, UnlinkRequest, UnregisterRequest, VersionRequest,
 };
 
 use super::Test;
@@ -200,9 +205,10 @@ enum Kind {
     List,
     Info,
     Table,
+    NextId,
 }
 
-const KINDS: [Kind; 8] = [
+const KINDS: [Kind; 9] = [
     Kind::Version,
     Kind::Register,
     Kind::Link,
@@ -211,7 +217,11 @@ const KINDS: [Kind; 8] = [
     Kind::List,
     Kind::Info,
     Kind::Table,
+    Kind::NextId,
 ];
+
+/// The number of commands (the first number that is not ours is this).
+const NR_KINDS: usize = KINDS.len();
 
 const VERSION_ZERO: &[(usize, usize)] = &[(offset_of!(VersionRequest, reserved), 32)];
 const REGISTER_ZERO: &[(usize, usize)] = &[(offset_of!(RegisterRequest, reserved), 32)];
@@ -230,6 +240,7 @@ const TABLE_ZERO: &[(usize, usize)] = &[
     (offset_of!(TableRequest, pad), 4),
     (offset_of!(TableRequest, reserved), 16),
 ];
+const NEXT_ID_ZERO: &[(usize, usize)] = &[(offset_of!(NextIdRequest, reserved), 16)];
 
 impl Kind {
     fn cmd(self) -> u32 {
@@ -242,6 +253,7 @@ impl Kind {
             Kind::List => uapi::IOC_LIST,
             Kind::Info => uapi::IOC_INFO,
             Kind::Table => uapi::IOC_TABLE,
+            Kind::NextId => uapi::IOC_NEXT_ID,
         }
     }
 
@@ -259,6 +271,7 @@ impl Kind {
             Kind::List => "LIST",
             Kind::Info => "INFO",
             Kind::Table => "TABLE",
+            Kind::NextId => "NEXT_ID",
         }
     }
 
@@ -281,6 +294,7 @@ impl Kind {
             Kind::List => LIST_ZERO,
             Kind::Info => INFO_ZERO,
             Kind::Table => TABLE_ZERO,
+            Kind::NextId => NEXT_ID_ZERO,
         }
     }
 
@@ -397,7 +411,29 @@ fn content_errno(kind: Kind, b: &Bytes) -> Option<i32> {
         Kind::Unlink => {
             ((b.u32_at(offset_of!(UnlinkRequest, pid)) as i32) < 0).then_some(libc::ESRCH)
         }
+        // The module looks the AID up first; no AID is 0.
+        Kind::NextId => (b.u64_at(offset_of!(NextIdRequest, aid)) == 0).then_some(libc::ENOENT),
         _ => None,
+    }
+}
+
+/// The errnos one of which a well-framed request of `kind` must fail with, from its
+/// contents alone, when the answer depends on what exists (empty: no constraint). A
+/// NEXT_ID of a table other than SEM/SHM/MSG, or of a virtual ID over `i32::MAX`, is
+/// `EINVAL`, or `ENOENT` when its AID does not exist (the module looks it up first).
+fn content_errnos(kind: Kind, b: &Bytes) -> &'static [i32] {
+    match kind {
+        Kind::NextId => {
+            let table = b.u32_at(offset_of!(NextIdRequest, table));
+            let virtual_id = b.u32_at(offset_of!(NextIdRequest, virtual_id));
+            let ipc_table = matches!(table, uapi::TABLE_SEM | uapi::TABLE_SHM | uapi::TABLE_MSG);
+            if !ipc_table || virtual_id > i32::MAX as u32 {
+                &[libc::EINVAL, libc::ENOENT]
+            } else {
+                &[]
+            }
+        }
+        _ => &[],
     }
 }
 
@@ -413,7 +449,10 @@ enum Access {
 
 /// The errno a call must get, when the ABI fixes it; `None`: any of [`ALLOWED`], or 0.
 fn expected_errno(cmd: u32, access: Access, b: &Bytes) -> Option<i32> {
-    if uapi::ioc_type(cmd) != uapi::IOC_MAGIC || uapi::ioc_dir(cmd) != 3 || uapi::ioc_nr(cmd) > 7 {
+    if uapi::ioc_type(cmd) != uapi::IOC_MAGIC
+        || uapi::ioc_dir(cmd) != 3
+        || uapi::ioc_nr(cmd) as usize >= NR_KINDS
+    {
         return Some(libc::ENOTTY);
     }
     let Some(kind) = Kind::of_cmd(cmd) else {
@@ -556,7 +595,7 @@ fn gen_cmd(rng: &mut Rng, kind: Kind) -> u64 {
             ioc(3, t, nr, size)
         }
         90..=94 => {
-            let nr = rng.range(8, 255) as u32;
+            let nr = rng.range(NR_KINDS as u64, 255) as u32;
             let any = rng.below(0x4000) as u32;
             ioc(
                 3,
@@ -565,7 +604,7 @@ fn gen_cmd(rng: &mut Rng, kind: Kind) -> u64 {
                 if rng.percent(50) { size } else { any },
             )
         }
-        95 | 96 => ioc(3, uapi::IOC_MAGIC, rng.below(8) as u32, size),
+        95 | 96 => ioc(3, uapi::IOC_MAGIC, rng.below(NR_KINDS as u64) as u32, size),
         _ => rng.next() as u32,
     };
     let high = if rng.percent(10) { rng.next() << 32 } else { 0 };
@@ -860,14 +899,15 @@ impl Pool {
 
 /// Counts per command and outcome.
 struct Stats {
-    /// `[command (8 = not an appshot command)][0 = success, 1.. = ALLOWED]`.
-    by: [[AtomicU64; OUTCOMES]; 9],
+    /// `[command (NR_KINDS = not an appshot command)][0 = success, 1.. = ALLOWED]`.
+    by: [[AtomicU64; OUTCOMES]; NR_KINDS + 1],
     forks: AtomicU64,
     registered: AtomicU64,
     unregistered: AtomicU64,
     forced: AtomicU64,
     links: AtomicU64,
     unlinks: AtomicU64,
+    next_ids: AtomicU64,
     max_live: AtomicU64,
     /// Children reaped, and those whose end no wait reported (see [`lost_children`]).
     exits: AtomicU64,
@@ -886,6 +926,7 @@ impl Stats {
             forced: AtomicU64::new(0),
             links: AtomicU64::new(0),
             unlinks: AtomicU64::new(0),
+            next_ids: AtomicU64::new(0),
             max_live: AtomicU64::new(0),
             exits: AtomicU64::new(0),
             lost: AtomicU64::new(0),
@@ -897,7 +938,7 @@ impl Stats {
     fn stats_text(&self) -> String {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "{} children forked ({} reaped, {} lost), {} REGISTERs, {} UNREGISTERs ({} forced), {} LINKs, {} UNLINKs succeeded; at most {} live AIDs",
+            "{} children forked ({} reaped, {} lost), {} REGISTERs, {} UNREGISTERs ({} forced), {} LINKs, {} UNLINKs, {} NEXT_IDs succeeded; at most {} live AIDs",
             l(&self.forks),
             l(&self.exits),
             l(&self.lost),
@@ -906,6 +947,7 @@ impl Stats {
             l(&self.forced),
             l(&self.links),
             l(&self.unlinks),
+            l(&self.next_ids),
             l(&self.max_live)
         )
     }
@@ -1387,6 +1429,32 @@ impl<'s, 'a> Worker<'s, 'a> {
                 b.set_u32(offset_of!(TableRequest, capacity), cap);
                 entries = Some((e, cap));
             }
+            Kind::NextId => {
+                b.set_u64(offset_of!(NextIdRequest, aid), self.gen_aid(good));
+                let ipc = [uapi::TABLE_SEM, uapi::TABLE_SHM, uapi::TABLE_MSG];
+                let table = if good || self.rng.percent(70) {
+                    self.rng.pick(&ipc).unwrap_or(uapi::TABLE_SEM)
+                } else {
+                    let any = self.rng.next() as u32;
+                    self.rng
+                        .pick(&[uapi::TABLE_PID, uapi::TABLE_KEY, uapi::TABLE_COUNT as u32, u32::MAX, any])
+                        .unwrap_or(0)
+                };
+                b.set_u32(offset_of!(NextIdRequest, table), table);
+                let virtual_id = if good || self.rng.percent(70) {
+                    match self.rng.below(3) {
+                        0 => self.rng.below(1 << 15) as u32,
+                        1 => i32::MAX as u32 - self.rng.below(4) as u32,
+                        _ => self.rng.below(1 << 31) as u32,
+                    }
+                } else {
+                    let any = self.rng.next() as u32;
+                    self.rng
+                        .pick(&[0x8000_0000, u32::MAX, any | 0x8000_0000])
+                        .unwrap_or(u32::MAX)
+                };
+                b.set_u32(offset_of!(NextIdRequest, virtual_id), virtual_id);
+            }
         }
         if !good {
             self.mutate(kind, &mut b);
@@ -1544,6 +1612,18 @@ impl<'s, 'a> Worker<'s, 'a> {
                     b.set_u64(at, stale.unwrap_or(u64::MAX));
                 }
             }
+            Kind::NextId => {
+                // Never an AID that existed before the test (whose processes may make SysV
+                // objects): one of the fuzzer's, live or not.
+                let at = offset_of!(NextIdRequest, aid);
+                if self.sh.cfg.pre.contains(&b.u64_at(at)) {
+                    let pool = self.sh.lock();
+                    let choices: Vec<u64> =
+                        pool.live.iter().chain(pool.stale.iter()).copied().collect();
+                    drop(pool);
+                    b.set_u64(at, self.rng.pick(&choices).unwrap_or(u64::MAX));
+                }
+            }
             Kind::List | Kind::Table => {
                 let (e_at, c_at, elem) = if kind == Kind::List {
                     (
@@ -1648,7 +1728,8 @@ impl<'s, 'a> Worker<'s, 'a> {
                 .fail(format!("{}: returned {got}", self.describe(call, arg)));
             return false;
         }
-        self.sh.stats.by[exec.map_or(8, |k| k as usize)][outcome].fetch_add(1, Ordering::Relaxed);
+        self.sh.stats.by[exec.map_or(NR_KINDS, |k| k as usize)][outcome]
+            .fetch_add(1, Ordering::Relaxed);
         // What the ABI fixes.
         if let Some(want) = expected_errno(cmd32, call.place.access(size), &call.bytes) {
             if errno != want || ret != -1 {
@@ -1661,6 +1742,24 @@ impl<'s, 'a> Worker<'s, 'a> {
                     "{}: expected {}, got {got}",
                     self.describe(call, arg),
                     Errno(want).name()
+                ));
+                return false;
+            }
+        } else if let Some(kind) = exec {
+            // Where the ABI allows one of a few errnos (what exists decides which).
+            let any = content_errnos(kind, &call.bytes);
+            let framed = call.place.access(size) == Access::ReadWrite && call.bytes.framing_ok(kind);
+            if framed && !any.is_empty() && (ret != -1 || !any.contains(&errno)) {
+                let got = if ret == 0 {
+                    "success".to_string()
+                } else {
+                    Errno(errno).name()
+                };
+                let want: Vec<String> = any.iter().map(|&e| Errno(e).name()).collect();
+                self.sh.fail(format!(
+                    "{}: expected {}, got {got}",
+                    self.describe(call, arg),
+                    want.join(" or ")
                 ));
                 return false;
             }
@@ -1846,6 +1945,24 @@ impl<'s, 'a> Worker<'s, 'a> {
                 }
                 info_ok(&req.info, "INFO")?;
             }
+            Kind::NextId => {
+                let aid = sent.u64_at(offset_of!(NextIdRequest, aid));
+                let table = sent.u32_at(offset_of!(NextIdRequest, table));
+                let virtual_id = sent.u32_at(offset_of!(NextIdRequest, virtual_id));
+                if self.sh.cfg.pre.contains(&aid) {
+                    bail!("NEXT_ID of AID {aid}, which the fuzzer never sends, succeeded");
+                }
+                if !matches!(table, uapi::TABLE_SEM | uapi::TABLE_SHM | uapi::TABLE_MSG)
+                    || virtual_id > i32::MAX as u32
+                {
+                    bail!("NEXT_ID of table {table}, virtual ID {virtual_id:#x} succeeded");
+                }
+                // Nothing is answered: the request comes back as it was.
+                if o.0[..size] != sent.0[..size] {
+                    bail!("NEXT_ID changed its request: {}", o.hex(size));
+                }
+                self.sh.stats.next_ids.fetch_add(1, Ordering::Relaxed);
+            }
             Kind::Table => {
                 let count = o.u32_at(offset_of!(TableRequest, count));
                 let entries = o.u64_at(offset_of!(TableRequest, entries));
@@ -1907,7 +2024,7 @@ impl<'s, 'a> Worker<'s, 'a> {
         let kind = if mode == Mode::Good {
             self.good_kind()
         } else {
-            KINDS[self.rng.below(8) as usize]
+            KINDS[self.rng.below(NR_KINDS as u64) as usize]
         };
         let call = self.build(kind, mode);
         self.issue(&call)
@@ -1918,7 +2035,7 @@ impl<'s, 'a> Worker<'s, 'a> {
     fn good_kind(&mut self) -> Kind {
         let live = self.sh.lock().live.len();
         let register = live < MAX_LIVE_AIDS && self.sh.may_register();
-        match self.rng.below(20) {
+        match self.rng.below(21) {
             0..=2 if register => Kind::Register,
             3 | 4 if live > LIVE_FLOOR => Kind::Unregister,
             0..=4 | 5..=10 => Kind::Link,
@@ -1927,6 +2044,7 @@ impl<'s, 'a> Worker<'s, 'a> {
             16 => Kind::List,
             17 => Kind::Info,
             18 => Kind::Version,
+            19 => Kind::NextId,
             _ => Kind::Link,
         }
     }
@@ -2717,7 +2835,7 @@ mod unit {
         let mut r = Rng::new(5);
         let mut exact = 0;
         for i in 0..20_000 {
-            let kind = KINDS[i % 8];
+            let kind = KINDS[i % NR_KINDS];
             let cmd = gen_cmd(&mut r, kind) as u32;
             assert!(!VFS_TYPES.contains(&uapi::ioc_type(cmd)), "{cmd:#x}");
             if cmd == kind.cmd() {
@@ -2758,7 +2876,7 @@ mod unit {
             );
             assert_eq!(
                 expected_errno(
-                    ioc(3, uapi::IOC_MAGIC, 9, kind.size() as u32),
+                    ioc(3, uapi::IOC_MAGIC, NR_KINDS as u32, kind.size() as u32),
                     Access::None,
                     &b
                 ),
@@ -2806,6 +2924,29 @@ mod unit {
             expected_errno(uapi::IOC_UNLINK, Access::ReadWrite, &unlink),
             Some(libc::ESRCH)
         );
+        // NEXT_ID: AID 0 is ENOENT; a bad table or ID EINVAL or ENOENT (the AID first).
+        let mut next = Bytes::new(Kind::NextId);
+        assert_eq!(uapi::ioc_nr(uapi::IOC_NEXT_ID), Kind::NextId as u32);
+        assert_eq!(
+            expected_errno(uapi::IOC_NEXT_ID, Access::ReadWrite, &next),
+            Some(libc::ENOENT)
+        );
+        next.set_u64(offset_of!(NextIdRequest, aid), 5);
+        assert_eq!(expected_errno(uapi::IOC_NEXT_ID, Access::ReadWrite, &next), None);
+        assert_eq!(content_errnos(Kind::NextId, &next), &[libc::EINVAL, libc::ENOENT]);
+        next.set_u32(offset_of!(NextIdRequest, table), uapi::TABLE_MSG);
+        next.set_u32(offset_of!(NextIdRequest, virtual_id), i32::MAX as u32);
+        assert!(content_errnos(Kind::NextId, &next).is_empty());
+        next.set_u32(offset_of!(NextIdRequest, virtual_id), 0x8000_0000);
+        assert_eq!(content_errnos(Kind::NextId, &next), &[libc::EINVAL, libc::ENOENT]);
+        next.set_u32(offset_of!(NextIdRequest, virtual_id), 0);
+        next.set_u32(offset_of!(NextIdRequest, table), uapi::TABLE_KEY);
+        assert_eq!(content_errnos(Kind::NextId, &next), &[libc::EINVAL, libc::ENOENT]);
+        // Every command number of the ABI is one of the kinds, in order.
+        assert_eq!(uapi::IOCTLS.len(), NR_KINDS);
+        for (i, &(_, cmd)) in uapi::IOCTLS.iter().enumerate() {
+            assert_eq!(Kind::of_cmd(cmd), Some(KINDS[i]));
+        }
     }
 
     #[test]

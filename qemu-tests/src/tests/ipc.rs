@@ -11,7 +11,7 @@ use anyhow::{bail, ensure, Context, Result};
 
 use super::Test;
 use crate::aid_fixture::{for_each_flavor, AidFixture, Flavor};
-use crate::check::{step_timeout, Errno};
+use crate::check::{expect_errno, step_timeout, Errno};
 use crate::cmd;
 use crate::fixtures::{GO, READY};
 use crate::ensure_eq;
@@ -45,6 +45,10 @@ pub const TESTS: &[Test] = &[
     Test::new(
         "ipc/removed_id_never_reaches_its_next_owner",
         removed_id_never_reaches_its_next_owner,
+    ),
+    Test::new(
+        "ipc/next_id_chooses_the_next_virtual_id",
+        next_id_chooses_the_next_virtual_id,
     ),
 ];
 
@@ -1090,4 +1094,231 @@ fn removed_id_never_reaches_its_next_owner() -> Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// A key no other test uses (the NEXT_ID test's keyed set).
+const NEXT_ID_KEY: i32 = 0x4e58_4944;
+
+/// A new object of the kind of `table` (`uapi::TABLE_SEM`, `TABLE_SHM`, `TABLE_MSG`),
+/// private: its ID, or -errno.
+fn make(table: u32) -> i64 {
+    // SAFETY: the *get calls take integers only.
+    let r = unsafe {
+        match table {
+            uapi::TABLE_SEM => libc::semget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT | 0o600),
+            uapi::TABLE_SHM => libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600),
+            _ => libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600),
+        }
+    };
+    if r < 0 { -(Errno::last().0 as i64) } else { r as i64 }
+}
+
+/// Runs `body` in a new process of the AID and returns the values it computed.
+fn values_in_aid(fx: &AidFixture, body: impl FnOnce() -> Result<Vec<i64>>) -> Result<Vec<i64>> {
+    let mut agent = fx.spawn(move |chan| {
+        let values = body()?;
+        chan.send(values.len() as i64)?;
+        for v in values {
+            chan.send(v)?;
+        }
+        Ok(())
+    })?;
+    let n = agent.recv_step()?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(agent.recv_step()?);
+    }
+    agent.finish(step_timeout())?;
+    Ok(out)
+}
+
+/// The system ID the AID's `table` binds virtual ID `virtual_id` to, failing when it is
+/// not bound or the kernel has no such object.
+fn bound_system(fx: &AidFixture, table: u32, virtual_id: i64) -> Result<i64> {
+    let entries = ipc_entries(fx, table)?;
+    let system = entries
+        .iter()
+        .find(|&&(v, _)| i64::from(v) == virtual_id)
+        .map(|&(_, s)| i64::from(s))
+        .with_context(|| format!("table {table}: no binding of virtual ID {virtual_id}: {entries:?}"))?;
+    let kind = &KINDS[table as usize - 1];
+    let r = stat(kind, system as i32);
+    ensure!(r == 0, "IPC_STAT outside of the {} {system} bound to {virtual_id}: {}", kind.what, Errno(r));
+    Ok(system)
+}
+
+/// Fails unless `virtual_id` (of `table`) got the ordinary choice: the object's system
+/// ID (no other binding of the AID has it here).
+fn expect_ordinary(fx: &AidFixture, table: u32, virtual_id: i64, what: &str) -> Result<()> {
+    ensure!(virtual_id >= 0, "{what}: the *get failed: {}", Errno(-virtual_id as i32));
+    let system = bound_system(fx, table, virtual_id).with_context(|| what.to_string())?;
+    ensure_eq!(virtual_id, system, "{what}: an ordinary virtual ID (the system ID)");
+    Ok(())
+}
+
+/// NEXT_ID (`appshotctl restore`'s counterpart of `/proc/sys/kernel/sem_next_id`): the
+/// next new binding of one kind in the AID gets the virtual ID a privileged caller
+/// chose, once; the next one an ordinary ID. A second NEXT_ID before it is used replaces
+/// the first; a keyed create uses it too (and the key finds the object), a keyed get of
+/// an object the AID has bound already does not; the three kinds are separate (the same
+/// number may be bound in each), and 0 and 2^31-1 are IDs like any other. Refused: an ID
+/// the AID has bound (`EEXIST`), another table, an ID over 2^31-1 (`EINVAL`), an AID that
+/// does not exist or is unregistered (`ENOENT`), an opener without CAP_SYS_ADMIN or
+/// CAP_CHECKPOINT_RESTORE (`EPERM`); a refused request neither sets nor drops a wish.
+fn next_id_chooses_the_next_virtual_id() -> Result<()> {
+    let (sem, shm, msg) = (uapi::TABLE_SEM, uapi::TABLE_SHM, uapi::TABLE_MSG);
+    for_each_flavor("ipc-next-id", |fx| {
+        let (dev, aid) = (&fx.dev, fx.aid());
+
+        // The wish, once; then the ordinary choice.
+        dev.next_id(aid, sem, 4242).context("NEXT_ID(sem, 4242)")?;
+        let ids = values_in_aid(fx, || Ok(vec![make(sem), make(sem)]))?;
+        ensure_eq!(ids[0], 4242, "the first semaphore set after NEXT_ID(sem, 4242)");
+        let wished_system = bound_system(fx, sem, 4242)?;
+        expect_ordinary(fx, sem, ids[1], "the second set (the wish is used once)")?;
+        ensure_eq!(ipc_entries(fx, sem)?.len(), 2, "semaphore entries");
+        // The wished ID reaches its set (and only the AID sees it so).
+        ensure_eq!(values_in_aid(fx, || Ok(vec![semval(4242, Some(31))]))?, vec![0], "SETVAL of set 4242 in the AID");
+        ensure_eq!(semval(wished_system, None), 31, "GETVAL outside by the system ID bound to 4242");
+
+        // Refusals, with no wish pending: they leave none.
+        let refusals = |what: &str| -> Result<()> {
+            expect_errno(dev.next_id(aid, sem, 4242), libc::EEXIST, &format!("{what}: NEXT_ID of the bound set 4242"))?;
+            expect_errno(dev.next_id(aid, sem, ids[1] as u32), libc::EEXIST, &format!("{what}: NEXT_ID of the bound set {}", ids[1]))?;
+            for table in [uapi::TABLE_PID, uapi::TABLE_KEY, uapi::TABLE_COUNT as u32, u32::MAX] {
+                expect_errno(dev.next_id(aid, table, 5001), libc::EINVAL, &format!("{what}: NEXT_ID of table {table}"))?;
+            }
+            for id in [0x8000_0000u32, u32::MAX] {
+                for table in [sem, shm, msg] {
+                    expect_errno(dev.next_id(aid, table, id), libc::EINVAL, &format!("{what}: NEXT_ID(table {table}, {id:#x})"))?;
+                }
+            }
+            expect_errno(dev.next_id(u64::MAX, sem, 5002), libc::ENOENT, &format!("{what}: NEXT_ID of an unknown AID"))?;
+            expect_errno(dev.next_id(0, sem, 5002), libc::ENOENT, &format!("{what}: NEXT_ID of AID 0"))?;
+            Ok(())
+        };
+        refusals("no wish pending")?;
+        let gone = crate::device::AidGuard::new(dev, "ipc-next-gone")?;
+        dev.unregister(gone.aid, 0).context("UNREGISTER")?;
+        expect_errno(dev.next_id(gone.aid, sem, 5003), libc::ENOENT, "NEXT_ID of an unregistered AID")?;
+        drop(gone);
+        let ids2 = values_in_aid(fx, || Ok(vec![make(sem), make(shm), make(msg)]))?;
+        for (table, id) in [sem, shm, msg].into_iter().zip(&ids2) {
+            expect_ordinary(fx, table, *id, &format!("table {table}: the object after the refused NEXT_IDs"))?;
+        }
+        // ... and with a wish pending: they neither replace nor drop it.
+        dev.next_id(aid, sem, 5000).context("NEXT_ID(sem, 5000)")?;
+        refusals("a wish pending")?;
+        ensure_eq!(values_in_aid(fx, || Ok(vec![make(sem)]))?, vec![5000], "the set after NEXT_ID(sem, 5000) and the refusals");
+        bound_system(fx, sem, 5000)?;
+
+        // A second NEXT_ID replaces the first.
+        dev.next_id(aid, sem, 6000).context("NEXT_ID(sem, 6000)")?;
+        dev.next_id(aid, sem, 6001).context("NEXT_ID(sem, 6001)")?;
+        let ids = values_in_aid(fx, || Ok(vec![make(sem), make(sem)]))?;
+        ensure_eq!(ids[0], 6001, "the set after NEXT_ID 6000 then 6001");
+        expect_ordinary(fx, sem, ids[1], "the next set after the replaced wish")?;
+        ensure!(
+            ipc_entries(fx, sem)?.iter().all(|&(v, _)| v != 6000),
+            "virtual ID 6000 bound after its wish was replaced: {:?}",
+            ipc_entries(fx, sem)?
+        );
+
+        // A keyed create uses the wish; the key finds the object by it.
+        dev.next_id(aid, sem, 7000).context("NEXT_ID(sem, 7000)")?;
+        let keyed = values_in_aid(fx, || {
+            Ok(vec![
+                semget(NEXT_ID_KEY, libc::IPC_CREAT | 0o600),
+                semget(NEXT_ID_KEY, 0),
+                semget(NEXT_ID_KEY, libc::IPC_CREAT | libc::IPC_EXCL | 0o600),
+            ])
+        })?;
+        ensure_eq!(
+            keyed,
+            vec![7000, 7000, -(libc::EEXIST as i64)],
+            "semget(key, IPC_CREAT), semget(key, 0), semget(key, IPC_CREAT | IPC_EXCL) after NEXT_ID(sem, 7000)"
+        );
+        bound_system(fx, sem, 7000)?;
+        ensure_eq!(ipc_entries(fx, uapi::TABLE_KEY)?.len(), 1, "key entries of the AID");
+        // A get of the bound key is no new binding: the wish waits for the next one.
+        dev.next_id(aid, sem, 7100).context("NEXT_ID(sem, 7100)")?;
+        let again = values_in_aid(fx, || {
+            Ok(vec![semget(NEXT_ID_KEY, 0), semget(NEXT_ID_KEY, libc::IPC_CREAT | 0o600), make(sem)])
+        })?;
+        ensure_eq!(
+            again,
+            vec![7000, 7000, 7100],
+            "semget(key, 0), semget(key, IPC_CREAT) of the keyed set, then a new set, after NEXT_ID(sem, 7100)"
+        );
+
+        // Shared memory and message queues, each kind with its own wish; the same
+        // number in another kind is free.
+        dev.next_id(aid, shm, 4242).context("NEXT_ID(shm, 4242): 4242 is a set's, not a segment's")?;
+        dev.next_id(aid, msg, 4243).context("NEXT_ID(msg, 4243)")?;
+        dev.next_id(aid, sem, 8000).context("NEXT_ID(sem, 8000)")?;
+        let mixed = values_in_aid(fx, || Ok(vec![make(msg), make(shm), make(shm), make(msg), make(sem)]))?;
+        ensure_eq!(
+            (mixed[0], mixed[1], mixed[4]),
+            (4243, 4242, 8000),
+            "the first queue, segment and set after NEXT_ID(msg 4243, shm 4242, sem 8000) (got {mixed:?})"
+        );
+        bound_system(fx, msg, 4243)?;
+        bound_system(fx, shm, 4242)?;
+        expect_ordinary(fx, shm, mixed[2], "the second segment")?;
+        expect_ordinary(fx, msg, mixed[3], "the second queue")?;
+        expect_errno(dev.next_id(aid, shm, 4242), libc::EEXIST, "NEXT_ID of the bound segment 4242")?;
+        expect_errno(dev.next_id(aid, msg, 4243), libc::EEXIST, "NEXT_ID of the bound queue 4243")?;
+
+        // The ends of the ID space: 0 and 2^31-1 work as IDs. (In an AID of its own:
+        // here an ordinary object may have system ID 0, so virtual ID 0 may be bound.)
+        let ends_fx = AidFixture::with_range("ipc-next-ends", fx.range())?;
+        ends_fx.dev.next_id(ends_fx.aid(), msg, 0).context("NEXT_ID(msg, 0)")?;
+        ends_fx.dev.next_id(ends_fx.aid(), shm, i32::MAX as u32).context("NEXT_ID(shm, 2^31-1)")?;
+        let ends = values_in_aid(&ends_fx, || {
+            let q = make(msg);
+            let seg = make(shm);
+            let note = [9i64, 0];
+            // SAFETY: msgsnd/msgrcv of a 8-byte body from/to local buffers; shmat/shmdt
+            // of the new segment.
+            let (sent, got, attached) = unsafe {
+                let sent = libc::msgsnd(q as i32, note.as_ptr().cast(), 8, libc::IPC_NOWAIT);
+                let mut back = [0i64; 2];
+                let got = libc::msgrcv(q as i32, back.as_mut_ptr().cast(), 8, 9, libc::IPC_NOWAIT);
+                let at = libc::shmat(seg as i32, std::ptr::null(), 0);
+                let attached = if at as isize == -1 {
+                    -(Errno::last().0 as i64)
+                } else {
+                    libc::shmdt(at);
+                    1
+                };
+                (sent as i64, got as i64, attached)
+            };
+            Ok(vec![q, seg, sent, got, attached])
+        })?;
+        ensure_eq!(
+            ends,
+            vec![0, i64::from(i32::MAX), 0, 8, 1],
+            "queue 0 and segment 2^31-1: IDs, msgsnd, msgrcv, shmat"
+        );
+        bound_system(&ends_fx, msg, 0)?;
+        bound_system(&ends_fx, shm, i64::from(i32::MAX))?;
+        drop(ends_fx);
+
+        // Who may: not an opener without the capabilities; one with
+        // CAP_CHECKPOINT_RESTORE only, of another UID, may.
+        crate::proc::in_child(step_timeout(), || {
+            crate::proc::drop_to_user()?;
+            let dev = crate::device::Device::open()?;
+            expect_errno(dev.next_id(aid, sem, 9000), libc::EPERM, "NEXT_ID as uid 1000 without capabilities")
+        })?;
+        let after = values_in_aid(fx, || Ok(vec![make(sem)]))?;
+        expect_ordinary(fx, sem, after[0], "the set after the refused unprivileged NEXT_ID")?;
+        crate::proc::in_child(step_timeout(), || {
+            crate::proc::become_user_with_caps(&[crate::proc::CAP_CHECKPOINT_RESTORE])?;
+            let dev = crate::device::Device::open()?;
+            dev.next_id(aid, sem, 9001).context("NEXT_ID as uid 1000 with CAP_CHECKPOINT_RESTORE")
+        })?;
+        ensure_eq!(values_in_aid(fx, || Ok(vec![make(sem)]))?, vec![9001], "the set after NEXT_ID(sem, 9001) by uid 1000 with CAP_CHECKPOINT_RESTORE");
+        Ok(())
+    })
 }

@@ -4,20 +4,22 @@
 //! and no AID is left over.
 //!
 //! Every command starts from a request that would succeed and have a visible effect (a
-//! new AID, a LINK, an UNLINK, an UNREGISTER of the fixture), so a check the module skips
-//! shows up as a changed fixture, not only as a wrong errno.
+//! new AID, a LINK, an UNLINK, an UNREGISTER of the fixture, a NEXT_ID wish), so a check
+//! the module skips shows up as a changed fixture, not only as a wrong errno. (A NEXT_ID
+//! wish shows only in the virtual ID of the AID's next SysV object: after each refused
+//! NEXT_ID a process of the AID makes a semaphore set, whose ID must not be the wish.)
 
 use std::mem::offset_of;
 
 use anyhow::{bail, Context, Result};
 use appshot_uapi as uapi;
 use uapi::{
-    InfoRequest, LinkRequest, ListRequest, RegisterRequest, TableRequest, UnlinkRequest,
-    UnregisterRequest, VersionRequest,
+    InfoRequest, LinkRequest, ListRequest, NextIdRequest, RegisterRequest, TableRequest,
+    UnlinkRequest, UnregisterRequest, VersionRequest,
 };
 
 use super::Test;
-use crate::check::{expect_errno, SysResult};
+use crate::check::{expect_errno, step_timeout, Errno, SysResult};
 use crate::device::{size_of, AidGuard, Device};
 use crate::ensure_eq;
 use crate::fixtures::{entries_of, expect_pid_table, release, sleeper};
@@ -215,7 +217,26 @@ fn commands() -> Vec<Command> {
             .concat(),
             pid_fields: vec![],
         },
+        Command {
+            name: "NEXT_ID",
+            cmd: uapi::IOC_NEXT_ID,
+            size: std::mem::size_of::<NextIdRequest>(),
+            known_flags: 0,
+            zero_fields: reserved(offset_of!(NextIdRequest, reserved), 2),
+            pid_fields: vec![],
+        },
     ]
+}
+
+/// The virtual ID the fixture's good NEXT_ID asks for (for the next semaphore set of the
+/// AID with a linked process): one that set would not get otherwise (an ordinary set's
+/// virtual ID is its system ID, and the kernel's index 0x2a5b is never reached here).
+const WISH: u32 = 0x2a5b;
+
+/// Whether `cmd` carries NEXT_ID's type byte and number (any size or direction): a
+/// request the module might wrongly run as NEXT_ID, leaving a wish.
+fn is_next_id(cmd: u32) -> bool {
+    uapi::ioc_type(cmd) == uapi::IOC_MAGIC && uapi::ioc_nr(cmd) == uapi::ioc_nr(uapi::IOC_NEXT_ID)
 }
 
 /// What the malformed requests aim at, and the check that none of them changed it.
@@ -233,6 +254,26 @@ struct Fixture {
     nr_aids: u32,
     /// AIDs registered before the fixture was built.
     nr_aids_before: u32,
+}
+
+/// What the next semaphore set a process of `aid` makes is numbered (it is removed
+/// again at once): whether a NEXT_ID wish is pending.
+fn next_sem_id(dev: &Device, aid: u64) -> Result<i64> {
+    let mut agent = crate::virt::spawn_in_aid(dev, aid, |chan| {
+        // SAFETY: semget and IPC_RMID take integers only.
+        let id = unsafe { libc::semget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT | 0o600) };
+        if id < 0 {
+            bail!("semget(IPC_PRIVATE) in the AID: {}", Errno::last());
+        }
+        // SAFETY: as above.
+        if unsafe { libc::semctl(id, 0, libc::IPC_RMID) } < 0 {
+            bail!("IPC_RMID of set {id} in the AID: {}", Errno::last());
+        }
+        chan.send(i64::from(id))
+    })?;
+    let id = agent.recv_step().context("the probe's semget")?;
+    agent.finish(step_timeout())?;
+    Ok(id)
 }
 
 impl Fixture {
@@ -285,6 +326,11 @@ impl Fixture {
                 r.table = uapi::TABLE_PID;
                 Raw::of(&r)
             }
+            uapi::IOC_NEXT_ID => Raw::of(&Device::next_id_request(
+                self.full.aid,
+                uapi::TABLE_SEM,
+                WISH,
+            )),
             _ => unreachable!("no such command {cmd:#x}"),
         }
     }
@@ -318,10 +364,33 @@ impl Fixture {
             .with_context(|| "the AID with a linked process changed".to_string())
     }
 
+    /// [`Fixture::verify`], and for a number the module runs as NEXT_ID also that it
+    /// left no wish: the AID's next semaphore set does not get [`WISH`].
+    fn verify_cmd(&self, cmd: u32, what: &str) -> Result<()> {
+        self.verify(what)?;
+        if is_next_id(cmd) {
+            let id = next_sem_id(&self.dev, self.full.aid)
+                .with_context(|| format!("{what}: a semaphore set made after it"))?;
+            if id == i64::from(WISH) {
+                bail!("{what}: the refused NEXT_ID took effect: the AID's next semaphore set got virtual ID {WISH}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Expects the wish of a NEXT_ID that succeeded to be used: the AID's next semaphore
+    /// set gets [`WISH`].
+    fn expect_wish_used(&self, what: &str) -> Result<()> {
+        let id = next_sem_id(&self.dev, self.full.aid)
+            .with_context(|| format!("{what}: a semaphore set made after it"))?;
+        ensure_eq!(id, i64::from(WISH), "{what}: the virtual ID of the AID's next semaphore set");
+        Ok(())
+    }
+
     /// Expects `cmd` on `raw` to fail with `errno` and change nothing.
     fn expect(&self, cmd: u32, raw: &mut Raw, errno: i32, what: &str) -> Result<()> {
         expect_errno(self.issue(cmd, raw), errno, what)?;
-        self.verify(what)
+        self.verify_cmd(cmd, what)
     }
 
     /// Tears the fixture down and checks the module still works and the AID count is back.
@@ -372,6 +441,13 @@ fn good_requests_work(fx: &Fixture) -> Result<()> {
         .context("a good TABLE")?;
     let mut raw = fx.good(uapi::IOC_LIST);
     fx.issue(uapi::IOC_LIST, &mut raw).context("a good LIST")?;
+    // NEXT_ID's effect is used up by the probe that shows it (which is what tells a
+    // refused NEXT_ID from one that acted).
+    let mut raw = fx.good(uapi::IOC_NEXT_ID);
+    fx.issue(uapi::IOC_NEXT_ID, &mut raw)
+        .context("a good NEXT_ID")?;
+    fx.expect_wish_used("a good NEXT_ID")?;
+    fx.verify_cmd(uapi::IOC_NEXT_ID, "a good NEXT_ID, its wish used")?;
     Ok(())
 }
 
@@ -443,7 +519,9 @@ fn unknown_command_enotty() -> Result<()> {
     let fx = Fixture::new()?;
     let version = std::mem::size_of::<VersionRequest>();
     let mut cases: Vec<(u32, String)> = Vec::new();
-    for nr in [8u32, 9, 0x7f, 0xff] {
+    // The first numbers after the last command, and two far beyond.
+    let first_unknown = uapi::IOCTLS.len() as u32;
+    for nr in [first_unknown, first_unknown + 1, 0x7f, 0xff] {
         cases.push((uapi::iowr(nr, version), format!("unknown number {nr:#x}")));
     }
     for magic in [0xa5u32, 0xa7, 0x00, b'T' as u32] {
@@ -471,7 +549,7 @@ fn null_argument_efault() -> Result<()> {
             libc::EFAULT,
             &format!("{} with NULL", c.name),
         )?;
-        fx.verify(c.name)?;
+        fx.verify_cmd(c.cmd, c.name)?;
     }
     fx.finish()
 }
@@ -545,7 +623,7 @@ fn unmapped_argument_efault() -> Result<()> {
             // SAFETY: none of these addresses is mapped writable in this process.
             let r = unsafe { fx.dev.ioctl_addr(c.cmd, addr) };
             expect_errno(r, libc::EFAULT, &format!("{} with {what}", c.name))?;
-            fx.verify(c.name)?;
+            fx.verify_cmd(c.cmd, c.name)?;
         }
     }
     fx.finish()
@@ -568,7 +646,7 @@ fn request_straddling_unmapped_page_efault() -> Result<()> {
             libc::EFAULT,
             &format!("{} straddling into a PROT_NONE page", c.name),
         )?;
-        fx.verify(c.name)?;
+        fx.verify_cmd(c.cmd, c.name)?;
     }
     fx.finish()
 }
@@ -591,7 +669,7 @@ fn read_only_argument_efault() -> Result<()> {
             .find(|(_, c)| *c == cmd)
             .map_or("?", |(n, _)| n);
         expect_errno(r, libc::EFAULT, &format!("{name} on a read-only page"))?;
-        fx.verify(name)?;
+        fx.verify_cmd(cmd, name)?;
     }
     fx.finish()
 }
@@ -823,11 +901,26 @@ fn bit_flips_leave_module_working() -> Result<()> {
 /// `command_size_mismatch_einval`). (Before: any size but the structure's was `EINVAL`.)
 fn larger_request_zero_tail_ok_else_e2big() -> Result<()> {
     let fx = Fixture::new()?;
-    for cmd in [uapi::IOC_VERSION, uapi::IOC_INFO, uapi::IOC_LIST, uapi::IOC_TABLE] {
+    // NEXT_ID acts (it leaves a wish, which the AID's next semaphore set uses up): each
+    // accepted one is checked by that set's virtual ID; each refused one must leave none.
+    let acted = |cmd: u32, what: &str| -> Result<()> {
+        if cmd == uapi::IOC_NEXT_ID {
+            fx.expect_wish_used(what)?;
+        }
+        Ok(())
+    };
+    for cmd in [
+        uapi::IOC_VERSION,
+        uapi::IOC_INFO,
+        uapi::IOC_LIST,
+        uapi::IOC_TABLE,
+        uapi::IOC_NEXT_ID,
+    ] {
         let size = uapi::ioc_size(cmd) as usize;
         let name = commands().into_iter().find(|c| c.cmd == cmd).map_or("?", |c| c.name);
         let mut exact = fx.good(cmd);
         fx.issue(cmd, &mut exact).with_context(|| format!("{name} with its own size"))?;
+        acted(cmd, &format!("{name} with its own size"))?;
         for extra in [8, 64, 200] {
             let bigger = uapi::iowr(uapi::ioc_nr(cmd), size + extra);
             let mut raw = fx.good(cmd);
@@ -836,6 +929,7 @@ fn larger_request_zero_tail_ok_else_e2big() -> Result<()> {
             raw.set_u64(size + extra, 0x5a5a_5a5a_5a5a_5a5a);
             fx.issue(bigger, &mut raw)
                 .with_context(|| format!("{name} {extra} bytes larger, zero tail"))?;
+            acted(cmd, &format!("{name} {extra} bytes larger, zero tail"))?;
             let answer = raw.bytes_mut()[4..size].to_vec();
             let want = exact.bytes_mut()[4..size].to_vec();
             ensure_eq!(answer, want, "{name} {extra} bytes larger: the answer");

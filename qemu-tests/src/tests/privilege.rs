@@ -1,4 +1,4 @@
-//! Who may do what: REGISTER/LINK/UNLINK/UNREGISTER need CAP_SYS_ADMIN or
+//! Who may do what: REGISTER/LINK/UNLINK/UNREGISTER/NEXT_ID need CAP_SYS_ADMIN or
 //! CAP_CHECKPOINT_RESTORE of the descriptor's opener (EPERM before the argument is read),
 //! and LINK also needs the caller to be allowed to ptrace the process it links
 //! (PTRACE_MODE_ATTACH_REALCREDS); VERSION/LIST/INFO/TABLE are open to every user, but a
@@ -49,12 +49,37 @@ pub const TESTS: &[Test] = &[
 ];
 
 /// The privileged commands.
-const PRIVILEGED: [(&str, u32); 4] = [
+const PRIVILEGED: [(&str, u32); 5] = [
     ("REGISTER", uapi::IOC_REGISTER),
     ("LINK", uapi::IOC_LINK),
     ("UNLINK", uapi::IOC_UNLINK),
     ("UNREGISTER", uapi::IOC_UNREGISTER),
+    ("NEXT_ID", uapi::IOC_NEXT_ID),
 ];
+
+/// The virtual ID the refused NEXT_IDs below ask for (one no ordinary semaphore set gets:
+/// its virtual ID is its system ID, and the kernel's index 0x2b5c is never reached here).
+const REFUSED_WISH: u32 = 0x2b5c;
+
+/// The virtual ID the next semaphore set a process of `aid` makes gets (the set is
+/// removed again at once): whether a NEXT_ID wish is pending.
+fn next_sem_id(dev: &Device, aid: u64) -> Result<i64> {
+    let mut agent = crate::virt::spawn_in_aid(dev, aid, |chan| {
+        // SAFETY: semget and IPC_RMID take integers only.
+        let id = unsafe { libc::semget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT | 0o600) };
+        if id < 0 {
+            bail!("semget(IPC_PRIVATE) in the AID: {}", Errno::last());
+        }
+        // SAFETY: as above.
+        if unsafe { libc::semctl(id, 0, libc::IPC_RMID) } < 0 {
+            bail!("IPC_RMID of set {id} in the AID: {}", Errno::last());
+        }
+        chan.send(i64::from(id))
+    })?;
+    let id = agent.recv_step().context("the probe's semget")?;
+    agent.finish(step_timeout())?;
+    Ok(id)
+}
 
 /// Fails unless every privileged command through `dev` fails with EPERM whatever its
 /// argument: NULL, an unmapped address, garbage.
@@ -144,9 +169,29 @@ fn user_link_unlink_unregister_eperm() -> Result<()> {
             libc::EPERM,
             "UNREGISTER of an unknown AID as uid 1000",
         )?;
+        expect_errno(
+            dev.next_id(aid, uapi::TABLE_SEM, REFUSED_WISH),
+            libc::EPERM,
+            "NEXT_ID as uid 1000",
+        )?;
+        expect_errno(
+            dev.next_id(u64::MAX, uapi::TABLE_SEM, REFUSED_WISH),
+            libc::EPERM,
+            "NEXT_ID of an unknown AID as uid 1000",
+        )?;
+        expect_errno(
+            dev.next_id(aid, uapi::TABLE_PID, u32::MAX),
+            libc::EPERM,
+            "NEXT_ID of an invalid table and ID as uid 1000",
+        )?;
         expect_eperm_for_any_argument(&dev)
     })?;
     expect_pid_table(&dev, g.aid, &expected, "after the refused requests")?;
+    // The refused NEXT_ID left no wish: the AID's next set gets an ordinary ID.
+    let id = next_sem_id(&dev, g.aid)?;
+    if id == i64::from(REFUSED_WISH) {
+        bail!("the NEXT_ID refused to uid 1000 took effect: the AID's next semaphore set got virtual ID {id}");
+    }
     release(target)
 }
 
@@ -275,6 +320,9 @@ fn root_opened_fd_keeps_rights() -> Result<()> {
         root_dev
             .link(aid, 0)
             .context("LINK self through root's descriptor")?;
+        root_dev
+            .next_id(aid, uapi::TABLE_SHM, 77)
+            .context("NEXT_ID through root's descriptor")?;
         chan.send(proc::getpid() as i64)?;
         chan.recv(step_timeout())?;
         root_dev
@@ -333,6 +381,11 @@ fn user_opened_fd_has_no_rights() -> Result<()> {
             libc::EPERM,
             "REGISTER as root through a descriptor opened as euid 1000",
         )?;
+        expect_errno(
+            weak.next_id(u64::MAX, uapi::TABLE_SEM, 1),
+            libc::EPERM,
+            "NEXT_ID as root through a descriptor opened as euid 1000",
+        )?;
         weak.version().context("VERSION through it")?;
         Ok(())
     })?;
@@ -362,6 +415,8 @@ fn capability_decides_not_uid() -> Result<()> {
                 .register(&name)
                 .with_context(|| format!("REGISTER as root with {what}"))?;
             chan.send(aid as i64)?;
+            dev.next_id(aid, uapi::TABLE_MSG, 77)
+                .with_context(|| format!("NEXT_ID as root with {what}"))?;
             dev.unregister(aid, 0)
                 .with_context(|| format!("UNREGISTER as root with {what}"))?;
         }
@@ -371,6 +426,11 @@ fn capability_decides_not_uid() -> Result<()> {
             dev.register(&crate::device::unique_name("nocap")),
             libc::EPERM,
             "REGISTER as uid 0 without capabilities",
+        )?;
+        expect_errno(
+            dev.next_id(u64::MAX, uapi::TABLE_SEM, 1),
+            libc::EPERM,
+            "NEXT_ID as uid 0 without capabilities",
         )?;
         dev.version().context("VERSION without capabilities")?;
         chan.send(0)?;
