@@ -280,6 +280,17 @@ impl SysvObjects {
     }
 }
 
+/// Owner and creator IDs: `(uid_t)-1` names no user (the set*id calls read it as "no
+/// change"), so no object can have it.
+fn check_perm(perm: &crate::model::IpcPerm, place: Place) -> Result<(), ImageError> {
+    for (what, id) in [("uid", perm.uid), ("gid", perm.gid), ("cuid", perm.cuid), ("cgid", perm.cgid)] {
+        if id == u32::MAX {
+            return Err(out_of_range(what, i64::from(id), "0..=4294967294", place));
+        }
+    }
+    Ok(())
+}
+
 fn check_sems(
     image: &Image,
     tables: &SysvTables,
@@ -289,6 +300,7 @@ fn check_sems(
     for (i, set) in image.sems.iter().enumerate() {
         let place = || locate(Item::Sem(i));
         objects.check(set.virtual_id, set.perm.key, tables.sem.as_ref(), place())?;
+        check_perm(&set.perm, place())?;
         if !(1..=SEMS_PER_SET_MAX).contains(&set.sems.len()) {
             return Err(out_of_range(
                 "semaphore count",
@@ -326,6 +338,7 @@ fn check_shms(
     for (i, seg) in image.shms.iter().enumerate() {
         let place = || locate(Item::Shm(i));
         objects.check(seg.virtual_id, seg.perm.key, tables.shm.as_ref(), place())?;
+        check_perm(&seg.perm, place())?;
         if seg.size == 0 {
             return Err(out_of_range(
                 "shm segment size",
@@ -372,6 +385,7 @@ fn check_msgs(
             tables.msg.as_ref(),
             place(),
         )?;
+        check_perm(&queue.perm, place())?;
         let mut total: u64 = 0;
         for message in &queue.messages {
             if message.mtype <= 0 {

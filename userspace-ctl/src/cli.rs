@@ -6,6 +6,7 @@
 //! non-UTF-8 input is refused or passed on, never a panic.
 
 use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
 
 use appshot_uapi::TABLE_NAMES;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -24,8 +25,11 @@ Examples:
   appshotctl list
   appshotctl show dbserver --type pid
   appshotctl unregister dbserver --force
+  appshotctl snapshot dbserver -o db.img --kill
+  appshotctl restore db.img -- dbserver
+  appshotctl inspect db.img
 
-Privileged commands (register, run, link, unlink, unregister) need CAP_SYS_ADMIN or
+Privileged commands (register, run, link, unlink, unregister, snapshot, restore) need CAP_SYS_ADMIN or
 CAP_CHECKPOINT_RESTORE; list and show work for every user, who sees the applications
 registered by its own uid (a privileged user sees all).";
 
@@ -157,6 +161,84 @@ Example:
     3  dbserver      2        3  -            3    0    0    0    0      0")]
     List {
         /// Print {"aids":[...]} instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Capture an application into an image file: its tables, the values, bytes and
+    /// messages of its SysV objects, and its processes' IDs
+    #[command(after_help = "\
+Every thread of the application is stopped (with ptrace, unseen by its parent) while
+its state is read, and runs on afterwards; with --kill it is then killed and removed
+with its objects and its name, so that it exists only in the image (which is complete on
+disk before anything is removed). A task that does not stop within 5 s fails the
+snapshot, naming it, and nothing is left stopped. Needs CAP_SYS_ADMIN or
+CAP_CHECKPOINT_RESTORE, and the right to trace every process (CAP_SYS_PTRACE for
+another user's).
+
+Example:
+  $ appshotctl snapshot dbserver -o db.img
+  snapshot of 'dbserver' written to db.img (9046 bytes): 1 process, 1 thread, 1 semaphore set, 1 segment (4096 bytes), 1 queue (3 messages); frozen for 4 ms
+  $ appshotctl snapshot dbserver -o db.img --kill")]
+    Snapshot {
+        /// The application's name
+        #[arg(value_parser = AidNameParser)]
+        name: AidName,
+        /// The image file to write (replaced atomically)
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        /// Let the application run on after the capture (the default)
+        #[arg(long, conflicts_with = "kill")]
+        leave_running: bool,
+        /// Kill the application after the capture and remove its objects and its AID
+        #[arg(long)]
+        kill: bool,
+        /// Print one JSON object instead of a sentence
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Recreate an application from an image: new SysV objects with the recorded
+    /// virtual IDs, keys, values, bytes and messages; optionally run a command in it
+    #[command(after_help = "\
+The image is checked whole before anything is created; a bad image is refused with what
+is wrong with it. The application is registered under the image's name, or NEWNAME
+(restoring one image under several names runs clones side by side); a name in use is
+refused. With CMD, appshotctl then execs CMD as a process of the restored application.
+All or nothing: on failure everything created is removed. Needs CAP_SYS_ADMIN or
+CAP_CHECKPOINT_RESTORE (and CAP_SETUID/CAP_SETGID to recreate objects created by other
+users).
+
+Example:
+  $ appshotctl restore db.img -- dbserver-check
+  $ appshotctl restore db.img --as dbserver2
+  restored 'dbserver2' from db.img as AID 7: 1 semaphore set, 1 segment, 1 queue (3 messages)")]
+    Restore {
+        /// The image file
+        file: PathBuf,
+        /// Register the application under this name instead of the image's
+        #[arg(long = "as", value_name = "NEWNAME", value_parser = AidNameParser)]
+        as_name: Option<AidName>,
+        /// Print one JSON object instead of a sentence (without CMD)
+        #[arg(long)]
+        json: bool,
+        /// A command to run in the restored application (after --)
+        #[arg(last = true, value_name = "CMD", value_parser = clap::value_parser!(OsString))]
+        command: Vec<OsString>,
+    },
+
+    /// Print an image file's contents
+    #[command(after_help = "\
+Checks the image as restore does, then prints its header, tables, objects (with
+semaphore values, message types and sizes, segment sizes and checksums) and processes.
+
+Example:
+  appshotctl inspect db.img
+  appshotctl inspect db.img --json")]
+    Inspect {
+        /// The image file
+        file: PathBuf,
+        /// Print one JSON object instead of text
         #[arg(long)]
         json: bool,
     },

@@ -9,7 +9,7 @@ use std::env;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context as _};
 use appshot_uapi as uapi;
@@ -21,6 +21,7 @@ use crate::device::{Device, DEFAULT_PATH};
 use crate::errors::{errno_text, explain, why, Operation};
 use crate::output::{self, AidView, EntryView};
 use crate::values::{AidName, PidRange, TableType};
+use crate::{restore as restoring, snapshot};
 
 /// Hidden override of the device path, for tests (a missing path, `/dev/null`).
 pub const DEVICE_ENV: &str = "APPSHOTCTL_DEVICE";
@@ -44,6 +45,12 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Unregister { name, force, destroy_ipc } => unregister(&name, force, destroy_ipc),
         Command::List { json } => list(json),
         Command::Show { name, table, json } => show(&name, table, json),
+        Command::Snapshot { name, output, leave_running: _, kill, json } => {
+            let after = if kill { snapshot::After::Kill } else { snapshot::After::LeaveRunning };
+            snapshot(&name, &output, after, json)
+        }
+        Command::Restore { file, as_name, json, command } => restore(&file, as_name, json, &command),
+        Command::Inspect { file, json } => inspect(&file, json),
     }
 }
 
@@ -200,6 +207,45 @@ fn show(name: &AidName, table: TableType, json: bool) -> anyhow::Result<()> {
         .map(EntryView::from)
         .collect::<Vec<_>>();
     output::write_stdout(&output::show(&AidView::from(&info), table, &entries, json))
+}
+
+fn snapshot(name: &AidName, output: &Path, after: snapshot::After, json: bool) -> anyhow::Result<()> {
+    let what = || format!("cannot snapshot '{name}'");
+    snapshot::check_privilege().with_context(what)?;
+    let device = open_device()?;
+    let text = snapshot::snapshot(&device, name, output, after, json).with_context(what)?;
+    output::write_stdout(&text)
+}
+
+fn restore(file: &Path, as_name: Option<AidName>, json: bool, command: &[OsString]) -> anyhow::Result<()> {
+    let what = || format!("cannot restore {}", file.display());
+    snapshot::check_privilege().with_context(what)?;
+    let image = restoring::load(file).with_context(what)?;
+    let name = match as_name {
+        Some(name) => name,
+        None => AidName::parse(OsStr::new(&image.app.name)).map_err(|e| anyhow!("{e}")).with_context(what)?,
+    };
+    let device = open_device()?;
+    let restored = restoring::restore(&device, &image, &name).with_context(what)?;
+    if command.is_empty() {
+        let me = rustix::process::getpid().as_raw_nonzero().get();
+        device.unlink(0).map_err(|e| explain(Operation::Unlink(me), &e)).with_context(what)?;
+        return output::write_stdout(&restored.render(file, json));
+    }
+    let error = exec(command);
+    // The command could not start: the restore is undone, as any other failure.
+    restoring::undo(&device, restored.aid);
+    Err(error.into())
+}
+
+fn inspect(file: &Path, json: bool) -> anyhow::Result<()> {
+    let image = restoring::load(file).with_context(|| format!("cannot inspect {}", file.display()))?;
+    let text = if json {
+        serde_json::to_string(&appshot_image::inspect_json(&image)).map(|s| s + "\n")?
+    } else {
+        appshot_image::inspect_text(&image)
+    };
+    output::write_stdout(&text)
 }
 
 /// `appshotctl --version`: the tool, and the module if the device opens. Never fails

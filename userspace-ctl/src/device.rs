@@ -1,4 +1,4 @@
-//! `/dev/appshot`: opening it and its eight ioctls, each as a typed, safe method.
+//! `/dev/appshot`: opening it and its nine ioctls, each as a typed, safe method.
 //!
 //! This is the only file of appshotctl with `unsafe`. Every request is built from
 //! `T::zeroed()` with `size = size_of::<T>()`, so flags, pads and reserved fields are zero
@@ -16,8 +16,8 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use appshot_uapi::{
-    self as uapi, AidInfo, InfoRequest, LinkRequest, ListRequest, RegisterRequest, TableEntry,
-    TableRequest, UnlinkRequest, UnregisterRequest, VersionRequest,
+    self as uapi, AidInfo, InfoRequest, LinkRequest, ListRequest, NextIdRequest, RegisterRequest,
+    TableEntry, TableRequest, UnlinkRequest, UnregisterRequest, VersionRequest,
 };
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
@@ -192,6 +192,18 @@ impl Device {
         }
         // SAFETY: UnregisterRequest is IOC_UNREGISTER's structure and holds no user address.
         unsafe { self.call::<{ uapi::IOC_UNREGISTER as Opcode }, _>(&mut request) }
+    }
+
+    /// APPSHOT_IOC_NEXT_ID: the next SysV object of `table`'s kind that AID `aid` binds
+    /// gets virtual ID `virtual_id`.
+    pub fn next_id(&self, aid: u64, table: TableType, virtual_id: u32) -> Result<(), DeviceError> {
+        let mut request = NextIdRequest::zeroed();
+        request.size = size_of::<NextIdRequest>() as u32;
+        request.aid = aid;
+        request.table = table.number();
+        request.virtual_id = virtual_id;
+        // SAFETY: NextIdRequest is IOC_NEXT_ID's structure and holds no user address.
+        unsafe { self.call::<{ uapi::IOC_NEXT_ID as Opcode }, _>(&mut request) }
     }
 
     /// APPSHOT_IOC_INFO by name.

@@ -1,33 +1,15 @@
-//! `appshotctl`: the command-line tool for appshot.ko.
-//!
-//! It registers applications (AIDs), links processes to them, runs commands inside them
-//! and shows their translation tables, all through the `/dev/appshot` ioctls of the
-//! `appshot-uapi` crate. The command line is `cli.rs`; checked argument values,
-//! `values.rs`; the device and its ioctls (the only `unsafe` code), `device.rs`; errno
-//! meanings per command, `errors.rs`; the commands, `commands.rs`; tables and JSON,
-//! `output.rs`.
-//!
-//! Exit status: 0 on success, 1 when a command fails (one line on stderr,
-//! `appshotctl: <what failed>: <why>`), 2 for usage errors (clap's), and for `run` the
-//! command's own status, or 126/127 when it cannot be executed. User input never
-//! panics the tool.
+//! `appshotctl`'s entry point: parse the command line, run the command (`lib.rs` and the
+//! modules it lists), print the error.
 
 #![deny(unsafe_code)]
-
-mod cli;
-mod commands;
-mod device;
-mod errors;
-mod output;
-mod values;
 
 use std::io::{self, Write as _};
 use std::process::ExitCode;
 
 use clap::Parser as _;
 
-use crate::cli::Cli;
-use crate::commands::ExecError;
+use appshotctl::cli::Cli;
+use appshotctl::commands::{self, ExecError};
 
 fn main() -> ExitCode {
     // On a usage error clap prints its message and exits with status 2 (0 for --help).

@@ -149,11 +149,12 @@ pub fn write_stdout(text: &str) -> anyhow::Result<()> {
 }
 
 /// The feature bits of VERSION, by name.
-const FEATURE_NAMES: [(u64, &str); 4] = [
+const FEATURE_NAMES: [(u64, &str); 5] = [
     (uapi::FEATURE_PID_TABLE, "pid-table"),
     (uapi::FEATURE_PID_RANGE, "pid-range"),
     (uapi::FEATURE_PID_VIRTUAL, "pid-virtual"),
     (uapi::FEATURE_IPC_VIRTUAL, "ipc-virtual"),
+    (uapi::FEATURE_NEXT_ID, "next-id"),
 ];
 
 /// The `appshot.ko` line of `appshotctl --version`.
@@ -520,7 +521,7 @@ VIRTUAL  SYSTEM  PROCESS
         version.nr_aids = 2;
         assert_eq!(
             module_version(&version),
-            "appshot.ko ABI v1, max_entries 65536, 2 AIDs registered, features: pid-table pid-range pid-virtual ipc-virtual\n"
+            "appshot.ko ABI v1, max_entries 65536, 2 AIDs registered, features: pid-table pid-range pid-virtual ipc-virtual next-id\n"
         );
         version.abi_version = 9;
         version.features = 1 << 7;

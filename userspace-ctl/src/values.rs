@@ -114,6 +114,12 @@ pub struct TableType(usize);
 impl TableType {
     /// The PID table, shown when no type is asked for.
     pub const PID: Self = Self(uapi::TABLE_PID as usize);
+    /// The SysV semaphore set table.
+    pub const SEM: Self = Self(uapi::TABLE_SEM as usize);
+    /// The SysV shared memory segment table.
+    pub const SHM: Self = Self(uapi::TABLE_SHM as usize);
+    /// The SysV message queue table.
+    pub const MSG: Self = Self(uapi::TABLE_MSG as usize);
     /// The SysV IPC key table, whose IDs read best in hexadecimal.
     pub const KEY: Self = Self(uapi::TABLE_KEY as usize);
 

@@ -292,3 +292,79 @@ fn closed_pipes_do_not_panic() {
     let status = child.wait().map(|s| s.code());
     assert_eq!(status.ok().flatten(), Some(1));
 }
+
+/// A small image file in the test's temporary directory.
+fn image_file(tag: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("appshotctl-cli-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.join("app.img");
+    std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+fn small_image() -> Vec<u8> {
+    use appshot_image::*;
+    let image = Image {
+        app: AppRecord {
+            name: "dbserver".into(),
+            pid_range: Some((300, 399)),
+            source_aid: 3,
+            created_unix: 1_764_556_800,
+            kernel_release: "6.12.117".into(),
+        },
+        tables: vec![TableRecord { kind: TableKind::Sem, entries: vec![TableEntry { virtual_id: 5193, system_id: 65539, owner_id: 0 }] }],
+        sems: vec![SemSet {
+            virtual_id: 5193,
+            system_id: 65539,
+            perm: IpcPerm { key: 0x1234, uid: 0, gid: 0, cuid: 0, cgid: 0, mode: 0o600 },
+            otime: 0,
+            ctime: 1_764_556_800,
+            sems: vec![Semaphore { value: 7, last_pid: 300 }],
+        }],
+        shms: vec![],
+        msgs: vec![],
+        processes: vec![],
+        notices: vec![],
+    };
+    let mut bytes = Vec::new();
+    write_image(&image, &mut bytes).unwrap_or_else(|e| panic!("{e}"));
+    bytes
+}
+
+#[test]
+fn inspect_prints_an_image_without_the_device() {
+    let path = image_file("inspect", &small_image());
+    let (code, out, err) = run(MISSING, [OsStr::new("inspect"), path.as_os_str()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("dbserver") && out.contains("5193"), "{out}");
+    let (code, out, err) = run(MISSING, [OsStr::new("inspect"), path.as_os_str(), OsStr::new("--json")]);
+    assert_eq!(code, Some(0), "{err}");
+    let value: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(value["app"]["name"], "dbserver", "{value}");
+    let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
+}
+
+#[test]
+fn inspect_refuses_bad_images_with_what_is_wrong() {
+    let good = small_image();
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 4;
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("truncated", good[..good.len() - 10].to_vec(), "is not a usable image"),
+        ("flipped", flipped, "checksum"),
+        ("magic", b"not an image at all, certainly not".to_vec(), "magic"),
+        ("empty", Vec::new(), "is not a usable image"),
+    ];
+    for (tag, bytes, want) in cases {
+        let path = image_file(tag, &bytes);
+        let (code, out, err) = run(MISSING, [OsStr::new("inspect"), path.as_os_str()]);
+        assert_eq!(code, Some(1), "{tag}: {out}");
+        assert!(err.starts_with(&format!("appshotctl: cannot inspect {}: ", path.display())), "{tag}: {err}");
+        assert!(err.contains(want), "{tag}: {err}");
+        assert_eq!(err.lines().count(), 1, "{tag}: {err}");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
+    }
+    let (code, _, err) = run(MISSING, ["inspect", "/nonexistent/app.img"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot read /nonexistent/app.img: No such file or directory"), "{err}");
+}

@@ -72,6 +72,46 @@ step appshotctl list
 step ipcs
 
 echo
+echo "==> The source document's story: snapshot, restore, clone"
+echo "==> appshotctl run dbserver --create --pid-range 1000-1999 -- dbserver serve &"
+echo "    (a semaphore set whose semaphore 0 holds 7, a segment with data, a queue of requests)"
+DBSERVER=/usr/libexec/appshot/dbserver-dynamic
+appshotctl run dbserver --create --pid-range 1000-1999 -- $DBSERVER serve > /tmp/dbserver.out &
+i=0
+until grep -q ready /tmp/dbserver.out 2>/dev/null; do
+    i=$((i + 1)); [ $i -lt 600 ] || { echo "dbserver did not start"; cat /tmp/dbserver.out; exit 1; }
+    sleep 0.1
+done
+cat /tmp/dbserver.out
+for t in sem shm msg; do appshotctl show dbserver --type $t | tail -n +9; done
+step appshotctl snapshot dbserver -o /tmp/db.img --kill
+wait || true
+
+echo
+echo "==> ipcmk -S 1; ipcmk -M 4096; ipcmk -Q   (unrelated objects, outside any application:"
+echo "    the system's IDs move on)"
+ipcmk -S 1; ipcmk -M 4096; ipcmk -Q
+step appshotctl inspect /tmp/db.img
+
+echo
+echo "==> appshotctl restore /tmp/db.img -- dbserver check   (same virtual IDs and keys, the"
+echo "    value 7, the same bytes and requests)"
+appshotctl restore /tmp/db.img -- $DBSERVER check
+echo
+echo "==> appshotctl show dbserver --type sem|shm|msg   (new system IDs behind the same virtual IDs)"
+for t in sem shm msg; do appshotctl show dbserver --type $t | tail -n +9; done
+
+echo
+echo "==> appshotctl restore /tmp/db.img --as dbserver2 -- dbserver check   (a clone beside it:"
+echo "    the same virtual IDs, objects of its own)"
+appshotctl restore /tmp/db.img --as dbserver2 -- $DBSERVER check
+for t in sem shm msg; do appshotctl show dbserver2 --type $t | tail -n +9; done
+step appshotctl list
+step appshotctl unregister dbserver --force --destroy-ipc
+step appshotctl unregister dbserver2 --force --destroy-ipc
+ipcrm -a
+
+echo
 echo "==> dmesg | grep appshot   (what the module logged)"
 dmesg | grep 'appshot:'
 

@@ -1,5 +1,5 @@
 //! The C programs of the guest suite (`qemu-tests/c/`): unmodified programs the suite runs
-//! inside and outside AIDs, built twice with clang, as a static and as a dynamic glibc
+//! inside and outside AIDs (and `dbserver`, the demo's application), built twice with clang, as a static and as a dynamic glibc
 //! binary, because the two reach the kernel through different code (the static one
 //! carries its own copy of libc; the dynamic one uses the host glibc copied into the
 //! initramfs). The compat programs are freestanding (no libc: there is no i386 or x32
@@ -29,7 +29,7 @@ pub struct CProgram {
 }
 
 /// The programs in `qemu-tests/c/` linked against glibc, each `NAME.c` on its own.
-const PROGRAMS: &[&str] = &["pidprobe", "ipcprobe"];
+const PROGRAMS: &[&str] = &["pidprobe", "ipcprobe", "dbserver"];
 
 /// The freestanding programs in `qemu-tests/c/`, built for i386 and x32.
 const COMPAT_PROGRAMS: &[&str] = &["compat_siginfo"];

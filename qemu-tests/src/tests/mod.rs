@@ -23,6 +23,7 @@ mod pid_calls;
 mod pid_stress;
 mod pids;
 mod signals;
+mod snapshot;
 mod privilege;
 mod programs;
 mod registration;
@@ -76,6 +77,7 @@ pub fn all() -> Vec<&'static Test> {
         interfaces::TESTS,
         programs::TESTS,
         ipc::TESTS,
+        snapshot::TESTS,
         pid_stress::TESTS,
         lifetimes::TESTS,
         fuzz::TESTS,
