@@ -789,10 +789,24 @@ int appshot_glue_fd_ns_type(int fd)
 }
 
 /* The flags and CLONE_PARENT_SETTID address of kernel_clone()'s arguments. */
-void appshot_glue_clone_args(struct kernel_clone_args *args, u64 *flags, u64 *parent_tid)
+void appshot_glue_clone_args(struct kernel_clone_args *args, u64 *flags, u64 *parent_tid,
+			     u32 *set_tid_size, s32 *set_tid0)
 {
 	*flags = args->flags;
 	*parent_tid = (unsigned long)args->parent_tid;
+	*set_tid_size = args->set_tid_size;
+	/* clone3 copied the array into the kernel (kargs.set_tid); [0] is the innermost. */
+	*set_tid0 = args->set_tid_size ? args->set_tid[0] : 0;
+}
+
+void appshot_glue_clone_args_drop_set_tid(struct kernel_clone_args *args)
+{
+	args->set_tid_size = 0;
+}
+
+bool appshot_glue_checkpoint_restore_capable(void)
+{
+	return checkpoint_restore_ns_capable(task_active_pid_ns(current)->user_ns);
 }
 
 /* ---- siginfo ---------------------------------------------------------------------- */

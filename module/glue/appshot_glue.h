@@ -64,7 +64,10 @@ struct appshot_attach_facts {
 };
 void appshot_glue_attach_facts(struct task_struct *task, struct appshot_attach_facts *facts);
 int appshot_glue_fd_ns_type(int fd);
-void appshot_glue_clone_args(struct kernel_clone_args *args, u64 *flags, u64 *parent_tid);
+void appshot_glue_clone_args(struct kernel_clone_args *args, u64 *flags, u64 *parent_tid,
+			     u32 *set_tid_size, s32 *set_tid0);
+void appshot_glue_clone_args_drop_set_tid(struct kernel_clone_args *args);
+bool appshot_glue_checkpoint_restore_capable(void);
 
 /* Module reference held by every registered AID. */
 void appshot_glue_module_get(void);

@@ -21,7 +21,7 @@ use crate::device::{Device, DEFAULT_PATH};
 use crate::errors::{errno_text, explain, why, Operation};
 use crate::output::{self, AidView, EntryView};
 use crate::values::{AidName, PidRange, TableType};
-use crate::{restore as restoring, snapshot};
+use crate::{launch, restore as restoring, snapshot};
 
 /// Hidden override of the device path, for tests (a missing path, `/dev/null`).
 pub const DEVICE_ENV: &str = "APPSHOTCTL_DEVICE";
@@ -232,10 +232,27 @@ fn restore(file: &Path, as_name: Option<AidName>, json: bool, command: &[OsStrin
         device.unlink(0).map_err(|e| explain(Operation::Unlink(me), &e)).with_context(what)?;
         return output::write_stdout(&restored.render(file, json));
     }
-    let error = exec(command);
-    // The command could not start: the restore is undone, as any other failure.
-    restoring::undo(&device, restored.aid);
-    Err(error.into())
+    let Some(root) = restoring::root_pid(&image) else {
+        // No process recorded: the command runs as `run` runs it.
+        let error = exec(command);
+        // The command could not start: the restore is undone, as any other failure.
+        restoring::undo(&device, restored.aid);
+        return Err(error.into());
+    };
+    // The command becomes the recorded root process, under its virtual PID; appshotctl
+    // leaves the application first (it has no descendants yet) and waits for it.
+    let me = rustix::process::getpid().as_raw_nonzero().get();
+    let status = device
+        .unlink(0)
+        .map_err(|e| explain(Operation::Unlink(me), &e))
+        .and_then(|()| launch::run_as(&device, restored.aid, root, command));
+    match status {
+        Ok(status) => std::process::exit(i32::from(status)),
+        Err(error) => {
+            restoring::undo(&device, restored.aid);
+            Err(error.context(what()))
+        }
+    }
 }
 
 fn inspect(file: &Path, json: bool) -> anyhow::Result<()> {

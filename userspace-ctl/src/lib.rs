@@ -9,8 +9,9 @@
 //! `values.rs`; the device and its ioctls, `device.rs`; errno meanings per command,
 //! `errors.rs`; the commands, `commands.rs`; tables and JSON, `output.rs`. Snapshots:
 //! `snapshot.rs` (capture), `quiesce.rs` (holding the application still), `sysv.rs`
-//! (SysV objects by system ID), `restore.rs`, `progress.rs`. Only `device.rs`, `sysv.rs`
-//! and `quiesce.rs` (its `fork`) have `unsafe` code.
+//! (SysV objects by system ID), `restore.rs`, `launch.rs` (the restored root process),
+//! `progress.rs`. Only `device.rs`, `sysv.rs`, `quiesce.rs` and `launch.rs` (`fork`,
+//! `clone3`) have `unsafe` code.
 //!
 //! Exit status: 0 on success, 1 when a command fails (one line on stderr,
 //! `appshotctl: <what failed>: <why>`), 2 for usage errors (clap's), and for `run` the
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod commands;
 pub mod device;
 pub mod errors;
+pub mod launch;
 pub mod output;
 pub mod progress;
 pub mod quiesce;

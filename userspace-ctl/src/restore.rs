@@ -103,6 +103,13 @@ pub fn restore(device: &Device, image: &Image, name: &AidName) -> anyhow::Result
     restored
 }
 
+/// The virtual PID of the image's root process: the lowest of those whose parent was
+/// outside the application. `None` when the image records no process.
+pub fn root_pid(image: &Image) -> Option<u32> {
+    let pids: std::collections::BTreeSet<u32> = image.processes.iter().map(|p| p.virtual_pid).collect();
+    image.processes.iter().filter(|p| !pids.contains(&p.virtual_ppid)).map(|p| p.virtual_pid).min()
+}
+
 /// Removes a half-restored application: its objects, its AID (appshotctl is unlinked
 /// with it).
 pub fn undo(device: &Device, aid: u64) {

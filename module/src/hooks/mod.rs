@@ -58,7 +58,7 @@ use kernel::sync::Arc;
 
 use crate::aid::Aid;
 use attach::Group;
-use crate::table::kind;
+use crate::table::{kind, VirtualPid};
 
 use crate::linux::glue::{self, RcuReadLock};
 use pin::CallPin;
@@ -671,15 +671,52 @@ unsafe fn kernel_function(registry: &Registry, hook: KernelHook, args: *const c_
 unsafe fn on_kernel_clone(registry: &Registry, args: *mut c_void) -> Option<i64> {
     let task = Task::current();
     registry.tasks.own_ids(task, Slot::of(task))?;
-    let (mut flags, mut parent_tid) = (0u64, 0u64);
-    // SAFETY: `args` is valid (caller); the glue reads two fields into our locals.
-    unsafe { glue::appshot_glue_clone_args(args, &mut flags, &mut parent_tid) };
+    let (mut flags, mut parent_tid, mut set_tid_size, mut set_tid) = (0u64, 0u64, 0u32, 0i32);
+    // SAFETY: `args` is valid (caller); the glue reads four fields (the first `set_tid`
+    // element from the kernel's own copy of the array) into our locals.
+    unsafe { glue::appshot_glue_clone_args(args, &mut flags, &mut parent_tid, &mut set_tid_size, &mut set_tid) };
     if flags & u64::from(bindings::CLONE_NEWPID) != 0 {
         return Some(EINVAL.to_errno() as i64);
     }
+    let mut wanted = 0;
+    if set_tid_size > 0 {
+        match wanted_tid(registry, task, set_tid_size, set_tid) {
+            Ok(virtual_id) => wanted = virtual_id,
+            Err(error) => return Some(error.to_errno() as i64),
+        }
+        // The kernel picks any free system PID; the new-task hook binds `wanted` to it.
+        // SAFETY: `args` is valid (caller) and this clone's own, not yet used.
+        unsafe { glue::appshot_glue_clone_args_drop_set_tid(args) };
+    }
     let settid = flags & u64::from(bindings::CLONE_PARENT_SETTID) != 0;
     registry.tasks.set_parent_tid(task, if settid { parent_tid } else { 0 });
+    registry.tasks.set_wanted_tid(task, wanted);
     None
+}
+
+/// `clone3`'s `set_tid` from a task of an AID names a **virtual** PID, as `set_tid`
+/// inside a PID namespace names that namespace's PIDs: checked here as `alloc_pid`
+/// checks it natively, in its order (`EINVAL` for a size other than one level or a
+/// number outside the AID's PIDs, `EPERM` without `CAP_CHECKPOINT_RESTORE` or
+/// `CAP_SYS_ADMIN` over the caller's PID namespace, `EEXIST` for a virtual PID the AID
+/// uses). Returns the virtual PID for the new task.
+fn wanted_tid(registry: &Registry, task: Task<'_>, size: u32, set_tid: i32) -> Result<u32> {
+    let aid = registry.tasks.lookup(task).ok_or(ESRCH)?;
+    if size != 1 || set_tid < 1 {
+        return Err(EINVAL);
+    }
+    let virtual_id = VirtualPid::new(set_tid as u32);
+    if !aid.state.lock().pids.virtual_in_range(virtual_id) {
+        return Err(EINVAL);
+    }
+    // SAFETY: reads the current task's credentials and PID namespace.
+    if !unsafe { glue::appshot_glue_checkpoint_restore_capable() } {
+        return Err(EPERM);
+    }
+    if aid.state.lock().pids.virtual_taken(virtual_id) {
+        return Err(EEXIST);
+    }
+    Ok(virtual_id.raw())
 }
 
 /// For a hook whose handler may sleep: the calling task's AID, which keeps the module

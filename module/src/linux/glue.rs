@@ -32,7 +32,15 @@ extern "C" {
     pub(crate) fn appshot_glue_config_x32_abi() -> bool;
     pub(crate) fn appshot_glue_inflight_enter();
     pub(crate) fn appshot_glue_inflight_exit();
-    pub(crate) fn appshot_glue_clone_args(args: *mut c_void, flags: *mut u64, parent_tid: *mut u64);
+    pub(crate) fn appshot_glue_clone_args(
+        args: *mut c_void,
+        flags: *mut u64,
+        parent_tid: *mut u64,
+        set_tid_size: *mut u32,
+        set_tid0: *mut i32,
+    );
+    pub(crate) fn appshot_glue_clone_args_drop_set_tid(args: *mut c_void);
+    pub(crate) fn appshot_glue_checkpoint_restore_capable() -> bool;
     pub(crate) fn appshot_glue_fd_ns_type(fd: c_int) -> c_int;
     pub(crate) fn appshot_glue_attach_facts(task: *mut bindings::task_struct, facts: *mut AttachFacts);
     pub(crate) fn appshot_glue_hooks_free();

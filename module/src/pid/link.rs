@@ -70,13 +70,20 @@ fn link_locked(
     state: &mut AidState,
     task: Task<'_>,
     reservation: LinkReservation,
+    wanted: Option<VirtualPid>,
 ) -> Result<NewLink> {
     let tid = task.tid();
     let tgid = task.tgid();
     // A group-only entry of this number outlived its group (the kernel reuses a PID only
     // once nothing holds it): the new task takes the number over.
     let evicted = state.pids.evict_group(tid);
-    let virtual_id = state.pids.choose_virtual(tid).ok_or(ENOSPC)?;
+    let virtual_id = match wanted {
+        // `clone3`'s `set_tid`, checked free when the clone began; taken meanwhile by
+        // another new task of the AID: the clone fails.
+        Some(wanted) if state.pids.virtual_taken(wanted) => return Err(EEXIST),
+        Some(wanted) => wanted,
+        None => state.pids.choose_virtual(tid).ok_or(ENOSPC)?,
+    };
     let entry = PidEntry { virtual_id, system_id: tid, owner: tgid.raw() };
     let virtual_tgid = if tid == tgid { Some(virtual_id) } else { state.pids.pid_to_virtual(tgid) };
     let ids = OwnIds { system_tid: tid, virtual_tid: virtual_id, virtual_tgid };
@@ -250,7 +257,7 @@ fn link_threads(registry: &Registry, aid: &Arc<Aid>, target: &TaskRef) -> Result
             let task = thread.task();
             // Within the reserved capacity: never allocates.
             let _ = seen.push(task.key(), GFP_NOWAIT);
-            let new = link_locked(registry, aid, &mut state, task, reservation)?;
+            let new = link_locked(registry, aid, &mut state, task, reservation, None)?;
             if let Some(entry) = new.evicted {
                 let _ = evicted.push(entry, GFP_NOWAIT);
             }
@@ -360,7 +367,8 @@ pub(crate) fn on_new_task(registry: &Registry, child: Task<'_>) {
         }
         return;
     }
-    let new = match link_locked(registry, &aid, &mut state, child, reservation) {
+    let wanted = registry.tasks.take_wanted_tid(parent);
+    let new = match link_locked(registry, &aid, &mut state, child, reservation, wanted) {
         Ok(new) => new,
         Err(_) => {
             drop(state);

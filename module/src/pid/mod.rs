@@ -227,6 +227,19 @@ impl PidTable {
         Some(VirtualPid::new(chosen))
     }
 
+    /// Whether virtual PID `virtual_id` is bound in this AID, by a task or by a group
+    /// (`clone3`'s `set_tid` gets `EEXIST` for it, as for a PID in use natively).
+    pub(crate) fn virtual_taken(&mut self, virtual_id: VirtualPid) -> bool {
+        self.ids.to_system(virtual_id).is_some()
+    }
+
+    /// Whether `virtual_id` may be a virtual PID of this AID: 1 to [`PID_MAX`], inside
+    /// the range when the AID has one.
+    pub(crate) fn virtual_in_range(&self, virtual_id: VirtualPid) -> bool {
+        let (min, max) = self.range.unwrap_or((1, PID_MAX));
+        (min..=max).contains(&virtual_id.raw())
+    }
+
     /// The system PID behind a virtual PID of this AID.
     pub(crate) fn pid_to_system(&mut self, virtual_id: VirtualPid) -> Option<SystemPid> {
         let side = self.ids.to_system(virtual_id)?;

@@ -293,6 +293,10 @@ pub(crate) struct Linked {
     /// `parent_tid`, for the new-task hook to write the child's virtual TID to (0: none).
     /// Only the task itself sets and takes it.
     parent_tid: u64,
+    /// A `clone3` with `set_tid` in progress: the virtual TID its new task must get (0:
+    /// none). Set by the `kernel_clone` hook, taken by the new-task hook; only the task
+    /// itself sets and takes it.
+    wanted_tid: u32,
     /// A hook handler of this task is calling the hooked function itself (signalfd): its
     /// hook lets that call through. Only the task itself sets and reads it.
     in_original: bool,
@@ -532,6 +536,18 @@ impl TaskIndex {
         (address != 0).then_some(address)
     }
 
+    /// Sets the virtual TID the next task `task` creates must get (`clone3`'s `set_tid`;
+    /// 0 clears it). Only `task` itself calls this.
+    pub(crate) fn set_wanted_tid(&self, task: Task<'_>, virtual_id: u32) {
+        self.with_entry(task, Slot::of(task), |linked| linked.wanted_tid = virtual_id);
+    }
+
+    /// Takes the virtual TID set by [`Self::set_wanted_tid`], if any.
+    pub(crate) fn take_wanted_tid(&self, task: Task<'_>) -> Option<VirtualPid> {
+        let wanted = self.with_entry(task, Slot::of(task), |linked| core::mem::take(&mut linked.wanted_tid))?;
+        (wanted != 0).then(|| VirtualPid::new(wanted))
+    }
+
     /// Marks (or unmarks) `task`, the current task, as calling a hooked function from its
     /// own hook handler. Only `task` itself calls this.
     pub(crate) fn set_in_original(&self, task: Task<'_>, value: bool) {
@@ -612,7 +628,7 @@ impl TaskIndex {
         if tasks.get(&task.key()).is_some() {
             return Err(reservation);
         }
-        tasks.insert(reservation.into_node(task.key(), Linked { aid, ids, parent_tid: 0, in_original: false, in_pi_futex: false, new_child: None, reaped: None }));
+        tasks.insert(reservation.into_node(task.key(), Linked { aid, ids, parent_tid: 0, wanted_tid: 0, in_original: false, in_pi_futex: false, new_child: None, reaped: None }));
         // INVARIANT: one entry added, under the bucket lock. A new task's first hooked
         // call comes after the scheduler has run it (full barriers), LINK's caller links
         // itself in program order: the count is seen by the task's next call.

@@ -57,6 +57,7 @@ pub const TESTS: &[Test] = &[
         "pids/nested_pid_namespace_einval",
         nested_pid_namespace_einval,
     ),
+    Test::new("pids/clone3_set_tid_names_a_virtual_pid", clone3_set_tid_names_a_virtual_pid),
 ];
 
 /// `getpid()` through the raw system call (what libc does too, since glibc 2.25).
@@ -1302,4 +1303,64 @@ fn nested_pid_namespace_einval_in(fx: &AidFixture) -> Result<()> {
         child.expect_exit(0, step_timeout())
     })?;
     agent.finish(step_timeout())
+}
+
+/// `clone3` with a one-element `set_tid` array (`size` 2: a second level), as a new
+/// process that exits 0 when `getpid()` returns `set_tid[0]`, 1 otherwise: its PID or
+/// -errno. The child is reaped.
+fn clone3_with_tid(set_tid: i32, size: u64) -> i64 {
+    let tids = [set_tid, set_tid];
+    // SAFETY: clone_args is plain data.
+    let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    args.exit_signal = libc::SIGCHLD as u64;
+    args.set_tid = tids.as_ptr() as u64;
+    args.set_tid_size = size;
+    // SAFETY: a fork-like clone3 (no CLONE_VM, no new stack); the child only compares its
+    // PID and calls _exit.
+    let pid = unsafe { libc::syscall(libc::SYS_clone3, &args as *const libc::clone_args, std::mem::size_of::<libc::clone_args>()) };
+    if pid == 0 {
+        // SAFETY: getpid and _exit in the child.
+        unsafe { libc::_exit(if libc::getpid() == set_tid { 0 } else { 1 }) };
+    }
+    if pid < 0 {
+        return -(Errno::last().0 as i64);
+    }
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+    if status != 0 {
+        return -1000 - i64::from(status);
+    }
+    pid
+}
+
+/// Issue #11: `clone3`'s `set_tid` from a process of an AID names a virtual PID (as in
+/// a PID namespace): the child gets exactly that virtual PID on any free system PID;
+/// `EEXIST` when the AID uses it, `EINVAL` outside the AID's PIDs or for a second
+/// level, `EPERM` without CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN, as natively.
+fn clone3_set_tid_names_a_virtual_pid() -> Result<()> {
+    for_each_flavor("clone3-set-tid", |fx| {
+        let range = fx.range();
+        let (wanted, outside) = match range {
+            Some((_, max)) => (max as i32 - 3, max as i32 + 1),
+            None => (3_000_000 + proc::getpid() % 1000, 4_194_304),
+        };
+        let dev = &fx.dev;
+        let aid = fx.aid();
+        fx.spawn(move |_| {
+            ensure_eq!(clone3_with_tid(wanted, 1), i64::from(wanted), "clone3(set_tid=[{wanted}])");
+            let table = dev.pid_table(aid).context("TABLE")?;
+            ensure!(!table.iter().any(|e| e.virtual_id == wanted as u32), "the reaped child left its entry: {table:?}");
+            ensure_eq!(clone3_with_tid(proc::getpid(), 1), -(libc::EEXIST as i64), "set_tid = own PID");
+            ensure_eq!(clone3_with_tid(outside, 1), -(libc::EINVAL as i64), "set_tid = {outside}");
+            ensure_eq!(clone3_with_tid(0, 1), -(libc::EINVAL as i64), "set_tid = 0");
+            ensure_eq!(clone3_with_tid(wanted, 2), -(libc::EINVAL as i64), "two levels");
+            // The same again: the number is free once its holder is reaped.
+            ensure_eq!(clone3_with_tid(wanted, 1), i64::from(wanted), "clone3(set_tid=[{wanted}]) again");
+            proc::set_effective_caps(&[])?;
+            ensure_eq!(clone3_with_tid(wanted, 1), -(libc::EPERM as i64), "set_tid without capabilities");
+            Ok(())
+        })?
+        .finish(step_timeout())
+    })
 }

@@ -20,6 +20,7 @@ use appshot_uapi as uapi;
 pub const TESTS: &[Test] = &[
     Test::new("snapshot/round_trip_with_kill", round_trip_with_kill),
     Test::new("snapshot/leave_running_is_unseen", leave_running_is_unseen),
+    Test::new("snapshot/restored_command_is_the_root", restored_command_is_the_root),
     Test::new("snapshot/clones_side_by_side", clones_side_by_side),
     Test::new("snapshot/inspect_shows_the_state", inspect_shows_the_state),
     Test::new("snapshot/bad_images_create_nothing", bad_images_create_nothing),
@@ -247,6 +248,37 @@ fn round_trip_with_kill() -> Result<()> {
     check_restored(&fx.dev, &name, ids, SMALL_SHM, None)?;
     drop(squatters);
     Ok(())
+}
+
+/// Issue #11 section 3: `restore FILE -- CMD` runs CMD as the image's root process, with
+/// the root's saved virtual PID (clone3's set_tid, read as virtual), and exits with
+/// CMD's status; in both flavors (with a range the restorer's own link would otherwise
+/// take that very number).
+fn restored_command_is_the_root() -> Result<()> {
+    crate::aid_fixture::each_flavor(|flavor| {
+        let fx = AidFixture::new("snap-root", flavor)?;
+        let mut app = fx.spawn(|chan| {
+            chan.send(1)?;
+            chan.recv(Duration::from_secs(3600))?;
+            Ok(())
+        })?;
+        app.expect(1, "ready")?;
+        let name = fx.name().to_string();
+        let image = format!("/tmp/snap-root-{}.img", proc::getpid());
+        cmd::ctl(&["snapshot", &name, "-o", &image, "--kill"])?.ok()?;
+        drop(app);
+        let decoded = appshot_image::read_image(&std::fs::read(&image)?).context("the image")?;
+        let root = appshotctl::restore::root_pid(&decoded).context("the image records no root process")?;
+        let lowest = decoded.processes.iter().map(|p| p.virtual_pid).min();
+        ensure_eq!(Some(root), lowest, "the root (the process LINKed first, the others its descendants)");
+        let argv = [cmd::APPSHOTCTL, "restore", image.as_str(), "--", "/bin/sh", "-c", "echo $$; exit 7"];
+        let out = cmd::run(&argv, step_timeout())?;
+        let _restored = AidGuard::adopt_by_name(&fx.dev, &name);
+        ensure_eq!(out.status, Status::Exited(7), "appshotctl's status (the command's); stderr {:?}", out.stderr);
+        ensure_eq!(out.stdout.trim(), root.to_string(), "the command's PID as it sees it");
+        let _ = std::fs::remove_file(&image);
+        Ok(())
+    })
 }
 
 /// IPC_PRIVATE objects created outside every AID, removed when dropped.

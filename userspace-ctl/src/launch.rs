@@ -1,0 +1,116 @@
+//! `appshotctl restore FILE -- CMD`: starting CMD as the restored application's root
+//! process, under the virtual PID that process had.
+//!
+//! The kernel's own interface names the PID: `clone3` with `set_tid`, which appshot.ko
+//! reads as a virtual PID for a caller inside an AID. The shape is `run`'s: CMD's parent
+//! is appshotctl, outside the application, and appshotctl's exit status is CMD's.
+//!
+//! 1. appshotctl, unlinked by then, forks a helper, which LINKs itself to the AID.
+//! 2. If the helper got the root's virtual PID already, it execs CMD itself. Otherwise
+//!    it calls `clone3(CLONE_PARENT, set_tid = [root])`: the new process, appshotctl's
+//!    child, gets the root's virtual PID and execs CMD; the helper exits.
+//! 3. appshotctl waits for CMD and exits with its status (128 + N when killed by signal
+//!    N, as shells report it).
+
+#![allow(unsafe_code)]
+
+use std::ffi::OsString;
+use std::io::{Read as _, Write as _};
+use std::os::unix::process::CommandExt as _;
+
+use anyhow::{anyhow, bail, Context as _};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::fcntl::OFlag;
+use nix::unistd::{fork, ForkResult};
+
+use crate::device::Device;
+
+/// Runs `command` in AID `aid` as virtual PID `root`; returns its exit status.
+pub fn run_as(device: &Device, aid: u64, root: u32, command: &[OsString]) -> anyhow::Result<u8> {
+    // Close-on-exec: the parent reads to EOF, which comes when the helper (or the root it
+    // made) has exec'd or exited.
+    let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
+    // SAFETY: appshotctl is single-threaded, so the child may run any code.
+    let helper_pid = match unsafe { fork() }.context("cannot fork")? {
+        ForkResult::Child => {
+            drop(report_read);
+            let mut report = std::fs::File::from(report_write);
+            let code = match helper(device, aid, root, command, &mut report) {
+                Ok(()) => 0,
+                Err(error) => {
+                    let _ = report.write_all(format!("error: {error:#}\n").as_bytes());
+                    1
+                }
+            };
+            // SAFETY: `_exit` ends the helper at once, running nothing of the parent's.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(report_write);
+    let mut report = String::new();
+    let _ = std::fs::File::from(report_read).read_to_string(&mut report);
+    if let Some((_, error)) = report.split_once("error: ") {
+        let _ = waitpid(helper_pid, None);
+        bail!("{}", error.trim_end());
+    }
+    // "self": the helper is the root (its status is the command's); "child": it made the
+    // root, another child of ours, and left.
+    let root_is_helper = report.starts_with("self");
+    loop {
+        let (pid, status) = match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) => (pid, code as u8),
+            Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, 128u8.wrapping_add(signal as u8)),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(errno) => bail!("waiting for the restored command failed: {}", errno.desc()),
+        };
+        if root_is_helper || pid != helper_pid {
+            return Ok(status);
+        }
+    }
+}
+
+/// The helper: LINK itself, then become the root or create it, and say which on
+/// `report`. Returns only on failure, or after creating the root.
+fn helper(device: &Device, aid: u64, root: u32, command: &[OsString], report: &mut std::fs::File) -> anyhow::Result<()> {
+    device.link(aid, 0).map_err(|e| anyhow!("cannot link the launcher to the restored application: {e}"))?;
+    // Linked: getpid answers with the virtual PID.
+    if rustix::process::getpid().as_raw_nonzero().get() as u32 == root {
+        report.write_all(b"self\n").context("cannot report")?;
+        return Err(exec(command));
+    }
+    // SAFETY: clone_args is plain data.
+    let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    let tids = [root as libc::pid_t];
+    args.flags = libc::CLONE_PARENT as u64;
+    args.set_tid = tids.as_ptr() as u64;
+    args.set_tid_size = 1;
+    // SAFETY: a fork-like clone3 (no CLONE_VM, no new stack): the child has its own copy
+    // of this single-threaded process and only execs (or says why not and exits).
+    let pid = unsafe { libc::syscall(libc::SYS_clone3, &args as *const libc::clone_args, std::mem::size_of::<libc::clone_args>()) };
+    if pid == 0 {
+        let error = exec(command);
+        // appshotctl gets the status; the reason goes to stderr, as `run` gives it.
+        let _ = writeln!(std::io::stderr(), "appshotctl: {error:#}");
+        // SAFETY: ends the child that could not exec.
+        unsafe { libc::_exit(127) }
+    }
+    if pid < 0 {
+        let error = std::io::Error::last_os_error();
+        let why = match error.raw_os_error() {
+            Some(libc::EEXIST) => "the application uses that PID already".to_string(),
+            Some(libc::EPERM) => "needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN".to_string(),
+            _ => error.to_string(),
+        };
+        bail!("cannot start the command as virtual PID {root}: {why}");
+    }
+    report.write_all(b"child\n").context("cannot report")?;
+    Ok(())
+}
+
+/// Replaces the process with `command` (PATH searched); returns only on failure.
+fn exec(command: &[OsString]) -> anyhow::Error {
+    let Some((program, args)) = command.split_first() else { return anyhow!("no command") };
+    let error = std::process::Command::new(program).args(args).exec();
+    anyhow!("cannot run '{}': {error}", program.to_string_lossy().escape_debug())
+}
