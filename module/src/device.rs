@@ -34,6 +34,7 @@ enum Command {
     Info,
     Table,
     NextId,
+    ReservePid,
 }
 
 impl Command {
@@ -53,6 +54,7 @@ impl Command {
             6 => (Command::Info, IOC_INFO),
             7 => (Command::Table, IOC_TABLE),
             8 => (Command::NextId, IOC_NEXT_ID),
+            9 => (Command::ReservePid, IOC_RESERVE_PID),
             _ => return Err(ENOTTY),
         };
         // Only the size bits may differ from this module's number.
@@ -67,7 +69,12 @@ impl Command {
     fn privileged(self) -> bool {
         matches!(
             self,
-            Command::Register | Command::Link | Command::Unlink | Command::Unregister | Command::NextId
+            Command::Register
+                | Command::Link
+                | Command::Unlink
+                | Command::Unregister
+                | Command::NextId
+                | Command::ReservePid
         )
     }
 }
@@ -124,6 +131,7 @@ request! {
     InfoRequest: flags = 0, zero = [reserved];
     TableRequest: flags = 0, zero = [pad, reserved];
     NextIdRequest: flags = 0, zero = [reserved];
+    ReservePidRequest: flags = RESERVE_PID_RELEASE, zero = [pad, reserved];
 }
 
 // SAFETY: `#[repr(C)]` integers without padding (uapi layout test); any bit pattern is valid.
@@ -359,6 +367,29 @@ fn next_id(registry: &Registry, req: &mut NextIdRequest) -> Result {
     crate::ipc::set_next_id(&aid, req.table, req.virtual_id)
 }
 
+fn reserve_pid(registry: &Registry, req: &mut ReservePidRequest) -> Result {
+    let virtual_id = crate::table::VirtualPid::new(req.virtual_id);
+    let aid = registry.find(req.aid)?;
+    if req.flags & RESERVE_PID_RELEASE != 0 {
+        let removed = aid.state.lock().pids.unreserve(virtual_id).ok_or(ENOENT)?;
+        drop(removed);
+        return Ok(());
+    }
+    // Allocated before the AID's lock is taken.
+    let reservation = crate::pid::PidReservation::new(GFP_KERNEL)?;
+    let mut state = aid.state.lock();
+    if state.unregistered {
+        return Err(ENOENT);
+    }
+    if !state.pids.virtual_in_range(virtual_id) {
+        return Err(EINVAL);
+    }
+    if state.pids.len() >= glue::max_entries() {
+        return Err(ENOSPC);
+    }
+    state.pids.reserve(reservation, virtual_id)
+}
+
 fn privileged(file: *mut bindings::file) -> bool {
     // SAFETY: `file` is the open file the ioctl arrived on, valid for the whole call;
     // `file_ns_capable` checks the credentials it was opened with.
@@ -386,6 +417,7 @@ fn ioctl(file: *mut bindings::file, cmd: u32, arg: usize) -> Result {
         Command::Info => with_request(arg, user_size, |req| info(registry, viewer, req)),
         Command::Table => with_request(arg, user_size, |req| table(registry, viewer, req)),
         Command::NextId => with_request(arg, user_size, |req| next_id(registry, req)),
+        Command::ReservePid => with_request(arg, user_size, |req| reserve_pid(registry, req)),
     }
 }
 

@@ -43,6 +43,9 @@
 /* NEXT_ID: a restorer chooses the virtual ID of the next SysV object an AID binds. */
 #define APPSHOT_FEATURE_NEXT_ID 0x10
 
+/* RESERVE_PID, and `clone3`'s `set_tid` naming virtual PIDs inside an AID. */
+#define APPSHOT_FEATURE_RESERVE_PID 0x20
+
 /* REGISTER flag: `pid_min`..=`pid_max` is the AID's virtual PID range. */
 #define APPSHOT_REGISTER_PID_RANGE 0x1
 
@@ -59,6 +62,14 @@
 /* `appshot_table_entry.owner_id` in the PID table: the entry of a process group or */
 /* session ID whose leader has been reaped while other processes are still in it. */
 #define APPSHOT_PID_OWNER_GROUP_ONLY 0x0
+
+/* `appshot_table_entry.owner_id` in the PID table: a virtual PID reserved by */
+/* RESERVE_PID (its `system_id` is 0): no task has it, no new task gets it but */
+/* through `clone3`'s `set_tid`. */
+#define APPSHOT_PID_OWNER_RESERVED 0xffffffff
+
+/* RESERVE_PID flag: drop the reservation instead of making it. */
+#define APPSHOT_RESERVE_PID_RELEASE 0x1
 
 /* Table type: process and thread IDs. */
 #define APPSHOT_TABLE_PID 0x0
@@ -289,6 +300,28 @@ struct appshot_next_id {
 };
 _Static_assert(sizeof(struct appshot_next_id) == 40, "struct appshot_next_id layout");
 
+/* APPSHOT_IOC_RESERVE_PID: keep a virtual PID of an AID for a restorer. A reserved */
+/* PID is in the AID's PID table (owner APPSHOT_PID_OWNER_RESERVED) without a task: */
+/* it translates nothing, no new task of the AID gets it, and a `clone3` with */
+/* `set_tid` naming it from inside the AID takes it over. Needs CAP_SYS_ADMIN or */
+/* CAP_CHECKPOINT_RESTORE. */
+struct appshot_reserve_pid {
+	/* In: `sizeof(struct appshot_reserve_pid)`. */
+	__u32 size; /* offset 0 */
+	/* In: APPSHOT_RESERVE_PID_* bits. */
+	__u32 flags; /* offset 4 */
+	/* In: the AID. */
+	__u64 aid; /* offset 8 */
+	/* In: the virtual PID: 1 to 4194303, inside the AID's range if it has one */
+	/* (EINVAL); EEXIST when the AID uses it; with RELEASE, ENOENT unless reserved. */
+	__u32 virtual_id; /* offset 16 */
+	/* Zero. */
+	__u32 pad; /* offset 20 */
+	/* Zero. */
+	__u64 reserved[2]; /* offset 24 */
+};
+_Static_assert(sizeof(struct appshot_reserve_pid) == 40, "struct appshot_reserve_pid layout");
+
 /* Query the ABI version, features and limits. */
 #define APPSHOT_IOC_VERSION _IOWR(APPSHOT_IOC_MAGIC, 0, struct appshot_version)
 
@@ -315,5 +348,8 @@ _Static_assert(sizeof(struct appshot_next_id) == 40, "struct appshot_next_id lay
 
 /* Choose the virtual ID of an AID's next SysV object. */
 #define APPSHOT_IOC_NEXT_ID _IOWR(APPSHOT_IOC_MAGIC, 8, struct appshot_next_id)
+
+/* Reserve (or release) a virtual PID of an AID. */
+#define APPSHOT_IOC_RESERVE_PID _IOWR(APPSHOT_IOC_MAGIC, 9, struct appshot_reserve_pid)
 
 #endif /* _UAPI_APPSHOT_H */

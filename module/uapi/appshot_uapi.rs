@@ -164,6 +164,8 @@ abi_consts! {
     pub const FEATURE_IPC_VIRTUAL: u64 = 1 << 3 => "APPSHOT_FEATURE_IPC_VIRTUAL";
     /// NEXT_ID: a restorer chooses the virtual ID of the next SysV object an AID binds.
     pub const FEATURE_NEXT_ID: u64 = 1 << 4 => "APPSHOT_FEATURE_NEXT_ID";
+    /// RESERVE_PID, and `clone3`'s `set_tid` naming virtual PIDs inside an AID.
+    pub const FEATURE_RESERVE_PID: u64 = 1 << 5 => "APPSHOT_FEATURE_RESERVE_PID";
 
     /// REGISTER flag: `pid_min`..=`pid_max` is the AID's virtual PID range.
     pub const REGISTER_PID_RANGE: u32 = 1 << 0 => "APPSHOT_REGISTER_PID_RANGE";
@@ -178,6 +180,12 @@ abi_consts! {
     /// `appshot_table_entry.owner_id` in the PID table: the entry of a process group or
     /// session ID whose leader has been reaped while other processes are still in it.
     pub const PID_OWNER_GROUP_ONLY: u32 = 0 => "APPSHOT_PID_OWNER_GROUP_ONLY";
+    /// `appshot_table_entry.owner_id` in the PID table: a virtual PID reserved by
+    /// RESERVE_PID (its `system_id` is 0): no task has it, no new task gets it but
+    /// through `clone3`'s `set_tid`.
+    pub const PID_OWNER_RESERVED: u32 = 0xffff_ffff => "APPSHOT_PID_OWNER_RESERVED";
+    /// RESERVE_PID flag: drop the reservation instead of making it.
+    pub const RESERVE_PID_RELEASE: u32 = 1 << 0 => "APPSHOT_RESERVE_PID_RELEASE";
 
     /// Table type: process and thread IDs.
     pub const TABLE_PID: u32 = 0 => "APPSHOT_TABLE_PID";
@@ -195,7 +203,7 @@ abi_consts! {
 
 /// Every feature bit this version of the ABI defines.
 pub const FEATURES: u64 =
-    FEATURE_PID_TABLE | FEATURE_PID_RANGE | FEATURE_PID_VIRTUAL | FEATURE_IPC_VIRTUAL | FEATURE_NEXT_ID;
+    FEATURE_PID_TABLE | FEATURE_PID_RANGE | FEATURE_PID_VIRTUAL | FEATURE_IPC_VIRTUAL | FEATURE_NEXT_ID | FEATURE_RESERVE_PID;
 
 /// Names of the table types, indexed by type number.
 pub const TABLE_NAMES: [&str; TABLE_COUNT] = ["pid", "sem", "shm", "msg", "key"];
@@ -400,6 +408,27 @@ abi_structs! {
         /// Zero.
         reserved: [u64; 2],
     }
+
+    /// APPSHOT_IOC_RESERVE_PID: keep a virtual PID of an AID for a restorer. A reserved
+    /// PID is in the AID's PID table (owner APPSHOT_PID_OWNER_RESERVED) without a task:
+    /// it translates nothing, no new task of the AID gets it, and a `clone3` with
+    /// `set_tid` naming it from inside the AID takes it over. Needs CAP_SYS_ADMIN or
+    /// CAP_CHECKPOINT_RESTORE.
+    struct ReservePidRequest => "appshot_reserve_pid" {
+        /// In: `sizeof(struct appshot_reserve_pid)`.
+        size: u32,
+        /// In: APPSHOT_RESERVE_PID_* bits.
+        flags: u32,
+        /// In: the AID.
+        aid: u64,
+        /// In: the virtual PID: 1 to 4194303, inside the AID's range if it has one
+        /// (EINVAL); EEXIST when the AID uses it; with RELEASE, ENOENT unless reserved.
+        virtual_id: u32,
+        /// Zero.
+        pad: u32,
+        /// Zero.
+        reserved: [u64; 2],
+    }
 }
 
 abi_ioctls! {
@@ -421,6 +450,8 @@ abi_ioctls! {
     pub const IOC_TABLE = 7 => TableRequest, "APPSHOT_IOC_TABLE";
     /// Choose the virtual ID of an AID's next SysV object.
     pub const IOC_NEXT_ID = 8 => NextIdRequest, "APPSHOT_IOC_NEXT_ID";
+    /// Reserve (or release) a virtual PID of an AID.
+    pub const IOC_RESERVE_PID = 9 => ReservePidRequest, "APPSHOT_IOC_RESERVE_PID";
 }
 
 /// Why a name is refused.

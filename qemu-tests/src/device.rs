@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use anyhow::{Context, Result};
 use appshot_uapi as uapi;
 use uapi::{
-    AidInfo, InfoRequest, LinkRequest, ListRequest, NextIdRequest, RegisterRequest, TableEntry,
+    AidInfo, InfoRequest, LinkRequest, ListRequest, NextIdRequest, ReservePidRequest, RegisterRequest, TableEntry,
     TableRequest, UnlinkRequest, UnregisterRequest, VersionRequest,
 };
 
@@ -273,6 +273,22 @@ impl Device {
             uapi::IOC_NEXT_ID,
             &mut Device::next_id_request(aid, table, virtual_id),
         )
+    }
+
+    /// A RESERVE_PID request.
+    pub fn reserve_pid_request(aid: u64, virtual_id: u32, flags: u32) -> ReservePidRequest {
+        let mut req = ReservePidRequest::zeroed();
+        req.size = size_of::<ReservePidRequest>();
+        req.flags = flags;
+        req.aid = aid;
+        req.virtual_id = virtual_id;
+        req
+    }
+
+    /// APPSHOT_IOC_RESERVE_PID: reserves virtual PID `virtual_id` of `aid` (flags 0) or
+    /// drops the reservation (`uapi::RESERVE_PID_RELEASE`).
+    pub fn reserve_pid(&self, aid: u64, virtual_id: u32, flags: u32) -> SysResult<()> {
+        self.ioctl(uapi::IOC_RESERVE_PID, &mut Device::reserve_pid_request(aid, virtual_id, flags))
     }
 }
 

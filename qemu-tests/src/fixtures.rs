@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use appshot_uapi as uapi;
 
-use crate::check::step_timeout;
+use crate::check::{step_timeout, Errno};
 use crate::device::Device;
 use crate::proc::{self, Agent};
 
@@ -157,4 +157,24 @@ pub fn sleeper(dev: &Device, aid: Option<u64>, threads: usize) -> Result<Agent> 
 pub fn release(agent: Agent) -> Result<()> {
     agent.send(GO)?;
     agent.finish(step_timeout())
+}
+
+/// What the next semaphore set a process of `aid` makes is numbered (it is removed
+/// again at once): whether a NEXT_ID wish is pending.
+pub fn next_sem_id(dev: &Device, aid: u64) -> Result<i64> {
+    let mut agent = crate::virt::spawn_in_aid(dev, aid, |chan| {
+        // SAFETY: semget and IPC_RMID take integers only.
+        let id = unsafe { libc::semget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT | 0o600) };
+        if id < 0 {
+            bail!("semget(IPC_PRIVATE) in the AID: {}", Errno::last());
+        }
+        // SAFETY: as above.
+        if unsafe { libc::semctl(id, 0, libc::IPC_RMID) } < 0 {
+            bail!("IPC_RMID of set {id} in the AID: {}", Errno::last());
+        }
+        chan.send(i64::from(id))
+    })?;
+    let id = agent.recv_step().context("the probe's semget")?;
+    agent.finish(step_timeout())?;
+    Ok(id)
 }

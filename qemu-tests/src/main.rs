@@ -24,6 +24,7 @@ mod virt;
 
 const USAGE: &str = "\
 usage: appshot-guest-tests [--list] [NAME_SUBSTRING...]
+       appshot-guest-tests --cross-boot save|restore DIR
 
 Runs the appshot guest suite (as root, with appshot.ko loaded) and prints TAP.
 With NAME_SUBSTRING arguments only the tests whose name contains one of them run,
@@ -34,6 +35,20 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!("{USAGE}");
+        return;
+    }
+    if args.first().map(String::as_str) == Some("--cross-boot") {
+        // `--cross-boot save|restore DIR`: one half of the two-boot test (cargo xtask test).
+        let (phase, dir) = (args.get(1).cloned().unwrap_or_default(), args.get(2).cloned().unwrap_or_default());
+        let name = format!("snapshot/cross_boot_{phase}");
+        println!("1..1");
+        match tests::snapshot::cross_boot(&phase, std::path::Path::new(&dir)) {
+            Ok(()) => println!("ok 1 - {name}"),
+            Err(e) => {
+                println!("not ok 1 - {name} # {}", format!("{e:#}").replace('\n', " "));
+                std::process::exit(1);
+            }
+        }
         return;
     }
     let list = args.iter().any(|a| a == "--list");

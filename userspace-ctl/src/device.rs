@@ -1,4 +1,4 @@
-//! `/dev/appshot`: opening it and its nine ioctls, each as a typed, safe method.
+//! `/dev/appshot`: opening it and its ten ioctls, each as a typed, safe method.
 //!
 //! This is the only file of appshotctl with `unsafe`. Every request is built from
 //! `T::zeroed()` with `size = size_of::<T>()`, so flags, pads and reserved fields are zero
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use appshot_uapi::{
     self as uapi, AidInfo, InfoRequest, LinkRequest, ListRequest, NextIdRequest, RegisterRequest,
-    TableEntry, TableRequest, UnlinkRequest, UnregisterRequest, VersionRequest,
+    ReservePidRequest, TableEntry, TableRequest, UnlinkRequest, UnregisterRequest, VersionRequest,
 };
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
@@ -204,6 +204,20 @@ impl Device {
         request.virtual_id = virtual_id;
         // SAFETY: NextIdRequest is IOC_NEXT_ID's structure and holds no user address.
         unsafe { self.call::<{ uapi::IOC_NEXT_ID as Opcode }, _>(&mut request) }
+    }
+
+    /// APPSHOT_IOC_RESERVE_PID: reserves virtual PID `virtual_id` of AID `aid` (or, with
+    /// `release`, drops its reservation).
+    pub fn reserve_pid(&self, aid: u64, virtual_id: u32, release: bool) -> Result<(), DeviceError> {
+        let mut request = ReservePidRequest::zeroed();
+        request.size = size_of::<ReservePidRequest>() as u32;
+        request.aid = aid;
+        request.virtual_id = virtual_id;
+        if release {
+            request.flags = uapi::RESERVE_PID_RELEASE;
+        }
+        // SAFETY: ReservePidRequest is IOC_RESERVE_PID's structure and holds no user address.
+        unsafe { self.call::<{ uapi::IOC_RESERVE_PID as Opcode }, _>(&mut request) }
     }
 
     /// APPSHOT_IOC_INFO by name.

@@ -149,12 +149,13 @@ pub fn write_stdout(text: &str) -> anyhow::Result<()> {
 }
 
 /// The feature bits of VERSION, by name.
-const FEATURE_NAMES: [(u64, &str); 5] = [
+const FEATURE_NAMES: [(u64, &str); 6] = [
     (uapi::FEATURE_PID_TABLE, "pid-table"),
     (uapi::FEATURE_PID_RANGE, "pid-range"),
     (uapi::FEATURE_PID_VIRTUAL, "pid-virtual"),
     (uapi::FEATURE_IPC_VIRTUAL, "ipc-virtual"),
     (uapi::FEATURE_NEXT_ID, "next-id"),
+    (uapi::FEATURE_RESERVE_PID, "reserve-pid"),
 ];
 
 /// The `appshot.ko` line of `appshotctl --version`.
@@ -298,6 +299,8 @@ fn entry_table(table: TableType, entries: &[EntryView]) -> String {
             if table == TableType::PID {
                 row.push(if entry.owner_id == uapi::PID_OWNER_GROUP_ONLY {
                     "- (group/session of a reaped leader)".to_string()
+                } else if entry.owner_id == uapi::PID_OWNER_RESERVED {
+                    "- (reserved)".to_string()
                 } else if entry.system_id == entry.owner_id {
                     format!("{} (leader)", entry.owner_id)
                 } else {
@@ -460,10 +463,13 @@ VIRTUAL  SYSTEM  PROCESS
     #[test]
     fn show_group_only_entry() {
         let aids = sample();
-        let entries = [EntryView { virtual_id: 4100, system_id: 61, owner_id: uapi::PID_OWNER_GROUP_ONLY }];
+        let entries = [
+            EntryView { virtual_id: 4100, system_id: 61, owner_id: uapi::PID_OWNER_GROUP_ONLY },
+            EntryView { virtual_id: 4101, system_id: 0, owner_id: uapi::PID_OWNER_RESERVED },
+        ];
         let text = show(&aids[0], TableType::PID, &entries, false);
         assert!(
-            text.ends_with("   4100      61  - (group/session of a reaped leader)\n"),
+            text.ends_with("   4100      61  - (group/session of a reaped leader)\n   4101       0  - (reserved)\n"),
             "{text}"
         );
         let json = show(&aids[0], TableType::PID, &entries, true);
@@ -521,7 +527,7 @@ VIRTUAL  SYSTEM  PROCESS
         version.nr_aids = 2;
         assert_eq!(
             module_version(&version),
-            "appshot.ko ABI v1, max_entries 65536, 2 AIDs registered, features: pid-table pid-range pid-virtual ipc-virtual next-id\n"
+            "appshot.ko ABI v1, max_entries 65536, 2 AIDs registered, features: pid-table pid-range pid-virtual ipc-virtual next-id reserve-pid\n"
         );
         version.abi_version = 9;
         version.features = 1 << 7;

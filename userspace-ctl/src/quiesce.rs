@@ -161,9 +161,12 @@ fn stop_all(device: &Device, aid: u64, timeout: Duration, stopped: &mut Stopped)
         let entries = device.table(aid, TableType::PID).map_err(|e| anyhow!("cannot read the PID table: {e}"))?;
         let mut waiting = BTreeMap::new();
         for entry in entries {
-            // Owner 0: a group-only entry (no task behind it).
+            // A group-only or reserved entry has no task behind it.
+            if entry.owner_id == appshot_uapi::PID_OWNER_GROUP_ONLY || entry.owner_id == appshot_uapi::PID_OWNER_RESERVED {
+                continue;
+            }
             let (tid, tgid) = (entry.system_id as i32, entry.owner_id as i32);
-            if tgid == 0 || !seen.insert(tid) {
+            if !seen.insert(tid) {
                 continue;
             }
             if is_dead(tid) {

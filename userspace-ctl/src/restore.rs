@@ -85,6 +85,7 @@ pub fn restore(device: &Device, image: &Image, name: &AidName) -> anyhow::Result
         _ => anyhow!("{}", why(Operation::Register(name), &e)),
     })?;
     let restored = (|| -> anyhow::Result<Restored> {
+        reserve_pids(device, aid, image)?;
         let me = rustix::process::getpid().as_raw_nonzero().get();
         device.link(aid, 0).map_err(|e| anyhow!("{}", why(Operation::Link(name, me), &e)).context("cannot link appshotctl to it"))?;
         create_all(device, aid, image)?;
@@ -101,6 +102,24 @@ pub fn restore(device: &Device, image: &Image, name: &AidName) -> anyhow::Result
         undo(device, aid);
     }
     restored
+}
+
+/// Reserves every virtual PID of the image's PID table in the new AID (RESERVE_PID):
+/// no task of the restored application, appshotctl included, gets one of them, and a
+/// restorer of its processes takes them with `clone3`'s `set_tid` (as `restore -- CMD`
+/// does for the root).
+fn reserve_pids(device: &Device, aid: u64, image: &Image) -> anyhow::Result<()> {
+    let pids: std::collections::BTreeSet<u32> = image
+        .tables
+        .iter()
+        .filter(|t| t.kind == appshot_image::TableKind::Pid)
+        .flat_map(|t| t.entries.iter().map(|e| e.virtual_id))
+        .chain(image.processes.iter().flat_map(|p| p.threads.iter().copied()))
+        .collect();
+    for pid in pids {
+        device.reserve_pid(aid, pid, false).map_err(|e| anyhow!("cannot reserve virtual PID {pid}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The virtual PID of the image's root process: the lowest of those whose parent was
@@ -124,16 +143,22 @@ fn create_all(device: &Device, aid: u64, image: &Image) -> anyhow::Result<()> {
         let id = create(device, aid, Kind::Sem, set.virtual_id, &set.perm, set.sems.len() as u64).with_context(what)?;
         let values: Vec<u16> = set.sems.iter().map(|s| s.value).collect();
         sysv::sem_set_values(id, &values).context("SETALL failed").with_context(what)?;
-        sysv::set_perm(Kind::Sem, id, set.perm.uid, set.perm.gid, set.perm.mode, 0).context("IPC_SET failed").with_context(what)?;
+        if owner_differs(&set.perm) {
+            sysv::set_perm(Kind::Sem, id, set.perm.uid, set.perm.gid, set.perm.mode, 0)
+                .context("IPC_SET failed")
+                .with_context(what)?;
+        }
     }
     for segment in &image.shms {
         let what = || format!("cannot restore shared memory segment {}", segment.virtual_id);
         let id = create(device, aid, Kind::Shm, segment.virtual_id, &segment.perm, segment.size).with_context(what)?;
         let mut progress = Progress::new(format!("writing segment {}", segment.virtual_id), segment.size);
         sysv::shm_write(id, &segment.data, |done| progress.update(done)).context("cannot write its bytes").with_context(what)?;
-        sysv::set_perm(Kind::Shm, id, segment.perm.uid, segment.perm.gid, segment.perm.mode, 0)
-            .context("IPC_SET failed")
-            .with_context(what)?;
+        if owner_differs(&segment.perm) {
+            sysv::set_perm(Kind::Shm, id, segment.perm.uid, segment.perm.gid, segment.perm.mode, 0)
+                .context("IPC_SET failed")
+                .with_context(what)?;
+        }
         if segment.perm.mode & SHM_LOCKED != 0 {
             sysv::shm_lock(id).context("SHM_LOCK failed").with_context(what)?;
         }
@@ -165,6 +190,12 @@ fn create_all(device: &Device, aid: u64, image: &Image) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether an object's owner differs from its creator: the create call set the creator
+/// (as owner too) and the mode, so only then is an `IPC_SET` needed.
+fn owner_differs(perm: &IpcPerm) -> bool {
+    (perm.uid, perm.gid) != (perm.cuid, perm.cgid)
 }
 
 /// `SHM_LOCKED` in a segment's mode.

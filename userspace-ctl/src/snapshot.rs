@@ -46,6 +46,16 @@ pub enum After {
 /// Takes the snapshot of `name` into `output`.
 pub fn snapshot(device: &Device, name: &AidName, output: &Path, after: After, json: bool) -> anyhow::Result<String> {
     let info = device.info(name).map_err(|e| anyhow!("{}", crate::errors::why(crate::errors::Operation::Lookup(name), &e)))?;
+    // A snapshot taken from inside would stop appshotctl itself. `/proc/self` names the
+    // system PID (getpid would answer with a virtual one inside an AID).
+    let me: u32 = fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse().ok()))
+        .context("cannot read /proc/self")?;
+    let pids = device.table(info.aid, TableType::PID).map_err(|e| anyhow!("cannot read the PID table: {e}"))?;
+    if pids.iter().any(|e| e.system_id == me && e.owner_id != 0) {
+        bail!("appshotctl runs inside '{name}' itself; take the snapshot from outside the application");
+    }
     let started = Instant::now();
     let frozen = Frozen::freeze(device, info.aid, quiesce::TIMEOUT)?;
     let image = capture(device, &info, &frozen)?;
@@ -72,7 +82,10 @@ fn capture(device: &Device, info: &AidInfo, frozen: &Frozen) -> anyhow::Result<I
     };
     let pid_entries = table(TableType::PID)?;
     let key_entries = table(TableType::KEY)?;
-    let pids = Translator::new(pid_entries.iter().map(|e| (e.system_id, e.virtual_id)));
+    // Reserved PIDs have no system PID (0): they translate nothing.
+    let pids = Translator::new(
+        pid_entries.iter().filter(|e| e.owner_id != uapi::PID_OWNER_RESERVED).map(|e| (e.system_id, e.virtual_id)),
+    );
     let keys: BTreeMap<i32, i32> = key_entries.iter().map(|e| (e.system_id as i32, e.virtual_id as i32)).collect();
     let virtual_key = |key: i32| if key == 0 { 0 } else { keys.get(&key).copied().unwrap_or(0) };
     let perm = |perm: Perm| IpcPerm {

@@ -22,6 +22,14 @@ if [ -w "$KMEMLEAK" ]; then
     echo clear > "$KMEMLEAK"
 fi
 
+# `cargo xtask vm --share HOST_DIR`: the host folder, over 9P.
+for tag in /sys/bus/virtio/drivers/9pnet_virtio/virtio*/mount_tag; do
+    if [ -f "$tag" ] && grep -q appshot_share "$tag"; then
+        mkdir -p /mnt/share
+        mount -t 9p -o trans=virtio,version=9p2000.L appshot_share /mnt/share || echo "init: cannot mount the shared folder"
+    fi
+done
+
 insmod /lib/modules/appshot.ko || echo APPSHOT-INSMOD-FAILED
 
 cd /

@@ -118,6 +118,10 @@ struct VmArgs {
     /// Copy a host file or directory into the guest (default GUEST_PATH: /mnt/<name>).
     #[arg(long, value_name = "HOST_PATH[:GUEST_PATH]")]
     add: Vec<String>,
+    /// Share a host folder read-write with the guest, mounted at /mnt/share (9P), e.g.
+    /// to restore in one boot an image written in another.
+    #[arg(long, value_name = "HOST_DIR")]
+    share: Option<std::path::PathBuf>,
     /// Run QEMU with the deterministic clock `bench` uses (-icount shift=0,sleep=off):
     /// guest time counts executed instructions (1 instruction = 1 ns) instead of
     /// following the host's clock, so timings repeat from run to run whatever the host's
@@ -219,7 +223,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|spec| initramfs::AddSpec::parse(spec))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let qemu_args = vm::clock_args(args.icount);
+            let mut qemu_args = vm::clock_args(args.icount);
+            if let Some(dir) = &args.share {
+                qemu_args.extend(vm::share_args(dir)?);
+            }
             return if args.cmd.is_empty() {
                 vm::interactive(&ctx, flavor, &adds, &qemu_args, timeout)
             } else {

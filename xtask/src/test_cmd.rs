@@ -1,5 +1,6 @@
 //! `cargo xtask test`: the host tests, then the guest suite in a fresh guest (debug
-//! kernel by default), one summary line for both: `N passed, M failed`.
+//! kernel by default), then the two boots of the cross-boot snapshot test; one summary
+//! line for all: `N passed, M failed`.
 //!
 //! The guest suite speaks TAP (docs/guest-contract.md). Its lines are shown as they
 //! arrive and counted here; xtask adds its own TAP lines for what only the host can
@@ -142,24 +143,55 @@ impl Tap {
 
 fn guest_tests(ctx: &Context, flavor: Flavor, timeout: Duration) -> Counts {
     let mut tap = Tap::default();
-    let job = format!("exec {GUEST_SUITE}\n");
-    let run = vm::run_job(ctx, flavor, &job, Vec::new(), &[], timeout, &mut |line| {
+    boot_and_count(ctx, flavor, &format!("exec {GUEST_SUITE}\n"), &[], timeout, "guest suite", &mut tap);
+    cross_boot(ctx, flavor, timeout, &mut tap);
+    tap.counts
+}
+
+/// Issue #11's cross-boot test: an image written in one boot is restored in a second
+/// one, through a host folder shared with both (`vm --share`). Each half is a mode of the
+/// guest suite's binary (`--cross-boot save|restore DIR`, qemu-tests/src/tests/snapshot.rs).
+fn cross_boot(ctx: &Context, flavor: Flavor, timeout: Duration, tap: &mut Tap) {
+    let dir = ctx.target_dir().join("vm").join(format!("share-{}", std::process::id()));
+    let prepared = std::fs::remove_dir_all(&dir)
+        .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+        .and_then(|()| std::fs::create_dir_all(&dir))
+        .map_err(anyhow::Error::from)
+        .and_then(|()| vm::share_args(&dir));
+    let qemu_args = match prepared {
+        Ok(args) => args,
+        Err(err) => return tap.report(false, "cross-boot folder", &[format!("{err:#}")]),
+    };
+    for phase in ["save", "restore"] {
+        say!("==> cross-boot test, boot {phase}");
+        let job = format!("exec {GUEST_SUITE} --cross-boot {phase} {}\n", vm::SHARE_GUEST_PATH);
+        boot_and_count(ctx, flavor, &job, &qemu_args, timeout, &format!("cross-boot {phase}"), tap);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Boots the guest with `job`, counting its TAP lines, then judges what only the host
+/// can: a clean kernel log, and a job that really finished.
+fn boot_and_count(ctx: &Context, flavor: Flavor, job: &str, qemu_args: &[String], timeout: Duration, what: &str, tap: &mut Tap) {
+    let failed_before = tap.counts.failed;
+    let run = vm::run_job_with_qemu_args(ctx, flavor, job, Vec::new(), &[], qemu_args, timeout, &mut |line| {
         say!("{line}");
         tap.line(line);
     });
     let run = match run {
         Ok(run) => run,
         Err(err) => {
-            tap.report(false, "guest suite ran", &[format!("{err:#}")]);
-            return tap.counts;
+            tap.report(false, &format!("{what} ran"), &[format!("{err:#}")]);
+            return;
         }
     };
-    let suite_failures = tap.counts.failed;
+    let suite_failures = tap.counts.failed - failed_before;
     let mut splats = run.console.splats.clone();
     if !splats.is_empty() {
         splats.push(format!("full console log: {}", run.log.display()));
     }
-    tap.report(splats.is_empty(), "guest kernel log has no splat", &splats);
+    let log_name = if what == "guest suite" { "guest kernel log has no splat".to_string() } else { format!("{what}: guest kernel log has no splat") };
+    tap.report(splats.is_empty(), &log_name, &splats);
     if run.console.insmod_failed {
         tap.report(
             false,
@@ -170,17 +202,16 @@ fn guest_tests(ctx: &Context, flavor: Flavor, timeout: Duration) -> Counts {
     match run.console.exit_status {
         None => tap.report(
             false,
-            "guest suite finished",
+            &format!("{what} finished"),
             &[run.missing_status_reason()],
         ),
         Some(status) if status != 0 && suite_failures == 0 => tap.report(
             false,
-            "guest suite exit status",
+            &format!("{what} exit status"),
             &[format!("exited with {status} without a failing test")],
         ),
         Some(_) => {}
     }
-    tap.counts
 }
 
 #[cfg(test)]

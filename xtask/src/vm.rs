@@ -49,6 +49,32 @@ pub fn clock_args(icount: bool) -> Vec<String> {
     }
 }
 
+/// The 9P mount tag of `--share`; the guest's /init mounts it at [`SHARE_GUEST_PATH`].
+pub const SHARE_TAG: &str = "appshot_share";
+/// Where the guest sees a shared host folder.
+pub const SHARE_GUEST_PATH: &str = "/mnt/share";
+
+/// QEMU arguments that share host folder `dir` read-write with the guest over 9P
+/// (virtio-9p-pci; the test kernel has the driver and 9P file system built in). Files
+/// the guest writes there belong to the user QEMU runs as (`security_model=none`).
+pub fn share_args(dir: &Path) -> Result<Vec<String>> {
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("--share {}: no such folder", dir.display()))?;
+    if !dir.is_dir() {
+        bail!("--share {}: not a folder", dir.display());
+    }
+    let path = dir.to_str().context("--share: the path is not UTF-8")?;
+    if path.contains(',') {
+        // QEMU's option syntax would need the comma doubled; refuse rather than guess.
+        bail!("--share {path}: the path contains a comma");
+    }
+    Ok(vec![
+        "-virtfs".to_string(),
+        format!("local,path={path},mount_tag={SHARE_TAG},security_model=none,id={SHARE_TAG}"),
+    ])
+}
+
 /// The outcome of one boot.
 pub struct GuestRun {
     pub console: Console,

@@ -16,10 +16,12 @@
 //! ```
 //!
 //! Progress goes to stderr. Layout: `measure.rs` the worker process and its timed loops;
-//! `setup.rs` module loading, AIDs (through appshotctl) and the sleeping processes.
+//! `setup.rs` module loading, AIDs (through appshotctl) and the sleeping processes;
+//! `snapshot.rs` the snapshot and restore section.
 
 mod measure;
 mod setup;
+mod snapshot;
 
 use anyhow::{bail, Context as _, Result};
 
@@ -27,7 +29,8 @@ use crate::measure::Call;
 use crate::setup::Setup;
 
 const USAGE: &str = "\
-usage: appshot-bench [--rounds N] [--iters N] [--fork-iters N] [--tsc-mhz F] [--only KEY,...] [--candidates | --only-candidates]
+usage: appshot-bench [--rounds N] [--iters N] [--fork-iters N] [--tsc-mhz F] [--only KEY,...] [--no-snapshot] [--candidates | --only-candidates]
+       appshot-bench --hold sets-1000|segment-64mib
 
 Measures system calls under appshot.ko configurations (and, with --candidates, under
 the hook mechanisms of /lib/modules/hook_candidates.ko), interleaved over N rounds,
@@ -37,7 +40,9 @@ and prints `BENCH sample ...` lines for cargo xtask bench. Run as root in the gu
   --fork-iters N   fork+waitpid pairs per measurement (default 2000)
   --tsc-mhz F      the TSC rate (default: calibrated against CLOCK_MONOTONIC)
   --only KEY,...   only these appshot.ko configurations (unloaded, loaded, other-aid, aid,
-                   aid-range, aid-1000, aid-10-sems, aid-10000-sems)";
+                   aid-range, aid-1000, aid-10-sems, aid-10000-sems)
+  --no-snapshot    leave out the snapshot/restore section
+  --hold W         (internal) create workload W's objects, print ready, wait";
 
 /// The appshot.ko configurations of section `appshot`, in the order of the report.
 const CONFIGURATIONS: &[Setup] = &[
@@ -66,6 +71,7 @@ struct Options {
     iters: u64,
     fork_iters: u64,
     appshot: bool,
+    snapshot: bool,
     candidates: bool,
     /// The TSC rate as the host measured it (QEMU's TCG TSC is the host's).
     tsc_mhz: Option<f64>,
@@ -79,6 +85,7 @@ fn parse_args() -> Result<Options> {
         iters: 200_000,
         fork_iters: 2_000,
         appshot: true,
+        snapshot: true,
         candidates: false,
         tsc_mhz: None,
         configurations: CONFIGURATIONS.to_vec(),
@@ -99,6 +106,12 @@ fn parse_args() -> Result<Options> {
             "--iters" => opts.iters = number("--iters")?,
             "--fork-iters" => opts.fork_iters = number("--fork-iters")?,
             "--candidates" => opts.candidates = true,
+            "--no-snapshot" => opts.snapshot = false,
+            "--hold" => {
+                let key = args.next().context("--hold needs a workload")?;
+                let workload = snapshot::Workload::parse(&key).with_context(|| format!("--hold: no workload {key:?}"))?;
+                snapshot::hold(workload)?;
+            }
             "--tsc-mhz" => {
                 let value = args.next().context("--tsc-mhz needs a value")?;
                 match value.parse::<f64>() {
@@ -122,6 +135,7 @@ fn parse_args() -> Result<Options> {
             "--only-candidates" => {
                 opts.candidates = true;
                 opts.appshot = false;
+                opts.snapshot = false;
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -170,6 +184,14 @@ fn run() -> Result<()> {
                         call.key()
                     );
                 }
+            }
+        }
+    }
+    if opts.snapshot {
+        for round in 1..=opts.rounds {
+            eprintln!("# round {round}/{}: snapshot and restore", opts.rounds);
+            for (row, column, ns) in snapshot::round(clock)? {
+                println!("BENCH sample snapshot {row} {column} {round} {ns:.1}");
             }
         }
     }

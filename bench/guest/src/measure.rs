@@ -289,6 +289,16 @@ impl Clock {
     fn ns(self, ticks: u64) -> f64 {
         ticks as f64 / self.ticks_per_ns
     }
+
+    /// A reading, for [`Clock::since`].
+    pub fn now(self) -> u64 {
+        tsc()
+    }
+
+    /// Nanoseconds since reading `start`.
+    pub fn since(self, start: u64) -> f64 {
+        self.ns(tsc().wrapping_sub(start))
+    }
 }
 
 /// A pipe, both ends close-on-exec (appshotctl, started meanwhile, must not hold them).

@@ -16,7 +16,7 @@ use crate::measure::{pipe, reap, wait_byte, write_all};
 
 const APPSHOT_KO: &str = "/lib/modules/appshot.ko";
 const CANDIDATES_KO: &str = "/lib/modules/hook_candidates.ko";
-const APPSHOTCTL: &str = "/usr/bin/appshotctl";
+pub const APPSHOTCTL: &str = "/usr/bin/appshotctl";
 /// The virtual PID range of the range configurations: room for the 1,000 processes.
 const PID_RANGE: &str = "5000-9999";
 /// Sleeping processes besides the worker and the holder: 1 + 1 + 998 = 1,000 in the AID.

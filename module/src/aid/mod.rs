@@ -131,7 +131,11 @@ impl AidState {
         }
         match kind {
             TABLE_PID => {
-                self.pids.for_each_from(from, |e| f(e.virtual_id.raw(), e.system_id.raw(), e.owner));
+                self.pids.for_each_from(from, |e| {
+                    // A reserved PID has no system PID: shown as 0.
+                    let system = if e.owner == uapi::PID_OWNER_RESERVED { 0 } else { e.system_id.raw() };
+                    f(e.virtual_id.raw(), system, e.owner)
+                });
                 Some(self.pids.len())
             }
             TABLE_SEM => Some(walk(&mut self.sems, from, &mut f)),

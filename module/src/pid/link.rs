@@ -58,6 +58,8 @@ struct Unlinked {
 struct NewLink {
     virtual_id: VirtualPid,
     evicted: Option<RemovedPid>,
+    /// The reservation (RESERVE_PID) of a `set_tid` PID, taken over.
+    unreserved: Option<RemovedPid>,
 }
 
 /// Links `task` to `aid` under a newly chosen virtual TID. Caller holds `aid`'s lock
@@ -84,6 +86,8 @@ fn link_locked(
         Some(wanted) => wanted,
         None => state.pids.choose_virtual(tid).ok_or(ENOSPC)?,
     };
+    // A reserved PID is taken over (its entry goes; the new one has the number).
+    let unreserved = wanted.and_then(|wanted| state.pids.unreserve(wanted));
     let entry = PidEntry { virtual_id, system_id: tid, owner: tgid.raw() };
     let virtual_tgid = if tid == tgid { Some(virtual_id) } else { state.pids.pid_to_virtual(tgid) };
     let ids = OwnIds { system_tid: tid, virtual_tid: virtual_id, virtual_tgid };
@@ -92,7 +96,7 @@ fn link_locked(
         return Err(EBUSY);
     }
     match state.pids.insert(reservation.entry, entry) {
-        Ok(()) => Ok(NewLink { virtual_id, evicted }),
+        Ok(()) => Ok(NewLink { virtual_id, evicted, unreserved }),
         Err(InsertError::VirtualTaken | InsertError::SystemTaken) => {
             // The TID is in the table under another task: the tables and the index
             // disagree. Undo and refuse rather than bind one ID twice.
@@ -377,6 +381,7 @@ pub(crate) fn on_new_task(registry: &Registry, child: Task<'_>) {
     };
     drop(state);
     drop(new.evicted);
+    drop(new.unreserved);
     registry.tasks.set_new_child(parent, child.tid(), Some(new.virtual_id));
     write_new_tid(registry, parent, child, new.virtual_id);
 }

@@ -37,6 +37,13 @@ pub(crate) const PID_MAX: u32 = 4 * 1024 * 1024 - 1;
 /// the group's virtual ID, as the kernel keeps the number, until the group ends.
 pub(crate) const GROUP_ONLY: u32 = crate::uapi::PID_OWNER_GROUP_ONLY;
 
+/// Owner of a *reserved* entry (RESERVE_PID): a virtual PID kept for a restorer, with no
+/// task. Its system side is [`RESERVED_BASE`] + the virtual PID, a number no PID reaches
+/// (PIDs stay below 2^22), so it never translates a system PID either.
+pub(crate) const RESERVED: u32 = crate::uapi::PID_OWNER_RESERVED;
+/// See [`RESERVED`].
+const RESERVED_BASE: u32 = 1 << 30;
+
 /// Whether the number of a group-only entry still names a group or session without its
 /// leader. An entry can outlive its group when the last members left unseen (a member
 /// outside the AID, or two members reaped at once); the number may then be free or even
@@ -49,7 +56,7 @@ fn group_still_exists(system: u32) -> bool {
 /// Whether an entry of `system` with `owner` translates: every entry but a stale
 /// group-only one.
 fn translates(system: u32, owner: u32) -> bool {
-    owner != GROUP_ONLY || group_still_exists(system)
+    owner != RESERVED && (owner != GROUP_ONLY || group_still_exists(system))
 }
 
 /// Removed entries remembered per AID for late translations.
@@ -86,13 +93,16 @@ impl ReleasedRing {
 ///
 /// # Invariants
 /// `nr_processes` is the number of entries whose system ID is their owner (main
-/// threads); `nr_group_only` the number of entries owned by [`GROUP_ONLY`]; so both are
-/// at most `ids.len()`, and their sum too. Every change of `ids` goes through the
+/// threads); `nr_group_only` the number of entries owned by [`GROUP_ONLY`];
+/// `nr_reserved` the number owned by [`RESERVED`]; so each is at most `ids.len()`, and
+/// their sum too. Every change of `ids` goes through the
 /// methods here, which keep the counts.
 pub(crate) struct PidTable {
     ids: IdTable<kind::Pid>,
     nr_processes: u32,
     nr_group_only: u32,
+    /// Entries owned by [`RESERVED`].
+    nr_reserved: u32,
     /// The virtual PID range, if the AID has one.
     range: Option<(u32, u32)>,
     /// With a range: where the search for the next virtual PID starts.
@@ -116,6 +126,7 @@ impl PidTable {
             ids: IdTable::with_cache(cache),
             nr_processes: 0,
             nr_group_only: 0,
+            nr_reserved: 0,
             range,
             next_virtual: range.map_or(1, |(min, _)| min),
             released: ReleasedRing::new(),
@@ -158,8 +169,36 @@ impl PidTable {
 
     /// Entries of linked threads (all but the group-only ones).
     pub(crate) fn nr_threads(&self) -> u32 {
-        // Never underflows: `nr_group_only <= len` (type invariant).
-        self.ids.len() as u32 - self.nr_group_only
+        // Never underflows: `nr_group_only + nr_reserved <= len` (type invariant).
+        self.ids.len() as u32 - self.nr_group_only - self.nr_reserved
+    }
+
+    /// RESERVE_PID: keeps `virtual_id` (checked with [`Self::virtual_in_range`]) for a
+    /// restorer, using memory reserved earlier. `EEXIST` when it is bound already.
+    pub(crate) fn reserve(&mut self, reservation: PidReservation, virtual_id: VirtualPid) -> kernel::error::Result {
+        let system = SystemPid::new(RESERVED_BASE + virtual_id.raw());
+        let entry = PidEntry { virtual_id, system_id: system, owner: RESERVED };
+        self.ids.insert(reservation, entry).map_err(|_| kernel::error::code::EEXIST)?;
+        // INVARIANT: one more reserved entry.
+        self.nr_reserved += 1;
+        Ok(())
+    }
+
+    /// Whether `virtual_id` is reserved (RESERVE_PID).
+    pub(crate) fn is_reserved(&mut self, virtual_id: VirtualPid) -> bool {
+        matches!(self.ids.to_system(virtual_id), Some(side) if side.owner == RESERVED)
+    }
+
+    /// Drops the reservation of `virtual_id`, if it has one (the nodes are for the
+    /// caller to drop outside the lock).
+    pub(crate) fn unreserve(&mut self, virtual_id: VirtualPid) -> Option<RemovedPid> {
+        if !self.is_reserved(virtual_id) {
+            return None;
+        }
+        let removed = self.ids.remove_system(SystemPid::new(RESERVED_BASE + virtual_id.raw()))?;
+        // INVARIANT: a reserved entry went.
+        self.nr_reserved -= 1;
+        Some(removed)
     }
 
     /// [`IdTable::for_each_from`] on the entries (a cursor walk, hence `&mut`).
@@ -228,9 +267,10 @@ impl PidTable {
     }
 
     /// Whether virtual PID `virtual_id` is bound in this AID, by a task or by a group
-    /// (`clone3`'s `set_tid` gets `EEXIST` for it, as for a PID in use natively).
+    /// (`clone3`'s `set_tid` gets `EEXIST` for it, as for a PID in use natively); a
+    /// reserved one is not (`set_tid` takes it over).
     pub(crate) fn virtual_taken(&mut self, virtual_id: VirtualPid) -> bool {
-        self.ids.to_system(virtual_id).is_some()
+        matches!(self.ids.to_system(virtual_id), Some(side) if side.owner != RESERVED)
     }
 
     /// Whether `virtual_id` may be a virtual PID of this AID: 1 to [`PID_MAX`], inside
@@ -243,6 +283,10 @@ impl PidTable {
     /// The system PID behind a virtual PID of this AID.
     pub(crate) fn pid_to_system(&mut self, virtual_id: VirtualPid) -> Option<SystemPid> {
         let side = self.ids.to_system(virtual_id)?;
+        if side.owner == RESERVED {
+            // No task has it: as a PID nobody uses.
+            return None;
+        }
         if side.owner != GROUP_ONLY {
             // A thread's entry translates for as long as it is in the table; a
             // group-only one depends on the kernel's PIDs ([`translates`]): not cached.

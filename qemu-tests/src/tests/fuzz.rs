@@ -27,16 +27,20 @@
 //! answer (a number that is not ours: `ENOTTY`; ours with a size below the structure's
 //! first version, a malformed structure, an invalid name or table type: `EINVAL`; ours
 //! with a size over a page: `E2BIG`; an argument the kernel cannot
-//! read, or a well-formed one it cannot write: `EFAULT`; a NEXT_ID of AID 0: `ENOENT`)
-//! it must be that errno, and a NEXT_ID of a table other than SEM/SHM/MSG or of a
-//! virtual ID over 2^31-1 must fail with `EINVAL` (or `ENOENT`, which the module checks
-//! first, when the AID does not exist); what
+//! read, or a well-formed one it cannot write: `EFAULT`; a NEXT_ID of a table other than
+//! SEM/SHM/MSG or of a virtual ID over 2^31-1: `EINVAL`, which the module checks before
+//! it looks the AID up; a well-formed NEXT_ID of AID 0: `ENOENT`; a RESERVE_PID of AID 0,
+//! or a RELEASE of a virtual PID that can never be reserved (0, over 4194303):
+//! `ENOENT`) it must be that errno, and a reservation of such a virtual PID must fail
+//! with `EINVAL` (or `ENOENT`, which RESERVE_PID checks first, when the AID does not
+//! exist); what
 //! VERSION, REGISTER, LIST, INFO and TABLE return must be well-formed (LIST in AID order,
-//! `nr_processes <= nr_threads <= PID table size`, valid names, ...). Afterwards, with the
-//! fuzzer quiescent: every AID it left is consistent and each PID-table entry belongs to
-//! a live process (or is a group-only entry); once the fuzzer has exited, every one of
-//! them is empty and goes with a plain UNREGISTER. The harness checks the kernel log
-//! (KASAN, lockdep, kmemleak) after the run.
+//! `nr_processes <= nr_threads <= PID table size`, valid names, TABLE's reserved PIDs with
+//! system ID 0, ...). Afterwards, with the fuzzer quiescent: every AID it left is
+//! consistent and each PID-table entry belongs to a live process (or is a group-only
+//! entry, or a reservation); once the fuzzer has exited, every one of them is empty (no
+//! thread: its reservations do not count) and goes with a plain UNREGISTER. The harness
+//! checks the kernel log (KASAN, lockdep, kmemleak) after the run.
 //!
 //! Replay: the seed is printed first (`# seed 0x...`); `APPSHOT_FUZZ_SEED=0x...` makes
 //! the same per-thread call streams again. What a call meets (which AIDs and children
@@ -57,9 +61,12 @@
 //! else, or not writable at all. LINK, which takes a whole process subtree, only ever
 //! names the fuzzer's own processes, kernel threads (`EINVAL`) or PIDs that cannot exist;
 //! the fuzzer (with the helper, its child) is only ever linked to AIDs without a PID
-//! range, so the PIDs the helper's `fork` returns stay system PIDs; AIDs that existed before the test are never changed
-//! (LINK, UNREGISTER and NEXT_ID never name them; NEXT_ID's wishes for the fuzzer's own
-//! AIDs are never used: none of its processes makes a SysV object);
+//! range, so the PIDs the helper's `fork` returns stay system PIDs (a RESERVE_PID below
+//! `pid_max`, which could keep a child's system PID from it, only ever names an AID
+//! known to have a range: elsewhere its virtual PID is moved to `pid_max` or above, a
+//! number no task has); AIDs that existed before the test are never changed
+//! (LINK, UNREGISTER, NEXT_ID and RESERVE_PID never name them; NEXT_ID's wishes for the
+//! fuzzer's own AIDs are never used: none of its processes makes a SysV object);
 //! every valid name the fuzzer can produce starts with `fz.<pid>.`; and command numbers
 //! whose type byte belongs to the ioctls the VFS answers itself (`FIOCLEX`, `FIFREEZE`,
 //! `FS_IOC_SETFLAGS`, ...) are moved to another type byte.
@@ -74,8 +81,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use appshot_uapi as uapi;
 use uapi::{
-    AidInfo, InfoRequest, LinkRequest, ListRequest, NextIdRequest, RegisterRequest, TableEntry,
-    TableRequest, UnlinkRequest, UnregisterRequest, VersionRequest,
+    AidInfo, InfoRequest, LinkRequest, ListRequest, NextIdRequest, RegisterRequest,
+    ReservePidRequest, TableEntry, TableRequest, UnlinkRequest, UnregisterRequest, VersionRequest,
 };
 
 use super::Test;
@@ -206,9 +213,10 @@ enum Kind {
     Info,
     Table,
     NextId,
+    ReservePid,
 }
 
-const KINDS: [Kind; 9] = [
+const KINDS: [Kind; 10] = [
     Kind::Version,
     Kind::Register,
     Kind::Link,
@@ -218,6 +226,7 @@ const KINDS: [Kind; 9] = [
     Kind::Info,
     Kind::Table,
     Kind::NextId,
+    Kind::ReservePid,
 ];
 
 /// The number of commands (the first number that is not ours is this).
@@ -241,6 +250,13 @@ const TABLE_ZERO: &[(usize, usize)] = &[
     (offset_of!(TableRequest, reserved), 16),
 ];
 const NEXT_ID_ZERO: &[(usize, usize)] = &[(offset_of!(NextIdRequest, reserved), 16)];
+const RESERVE_PID_ZERO: &[(usize, usize)] = &[
+    (offset_of!(ReservePidRequest, pad), 4),
+    (offset_of!(ReservePidRequest, reserved), 16),
+];
+
+/// The highest virtual PID there is (an AID without a range may use 1 to this).
+const VIRTUAL_PID_MAX: u32 = uapi::PID_RANGE_LIMIT - 1;
 
 impl Kind {
     fn cmd(self) -> u32 {
@@ -254,6 +270,7 @@ impl Kind {
             Kind::Info => uapi::IOC_INFO,
             Kind::Table => uapi::IOC_TABLE,
             Kind::NextId => uapi::IOC_NEXT_ID,
+            Kind::ReservePid => uapi::IOC_RESERVE_PID,
         }
     }
 
@@ -272,6 +289,7 @@ impl Kind {
             Kind::Info => "INFO",
             Kind::Table => "TABLE",
             Kind::NextId => "NEXT_ID",
+            Kind::ReservePid => "RESERVE_PID",
         }
     }
 
@@ -279,6 +297,7 @@ impl Kind {
         match self {
             Kind::Register => uapi::REGISTER_PID_RANGE,
             Kind::Unregister => uapi::UNREGISTER_FORCE | uapi::UNREGISTER_DESTROY_IPC,
+            Kind::ReservePid => uapi::RESERVE_PID_RELEASE,
             _ => 0,
         }
     }
@@ -295,6 +314,7 @@ impl Kind {
             Kind::Info => INFO_ZERO,
             Kind::Table => TABLE_ZERO,
             Kind::NextId => NEXT_ID_ZERO,
+            Kind::ReservePid => RESERVE_PID_ZERO,
         }
     }
 
@@ -411,23 +431,41 @@ fn content_errno(kind: Kind, b: &Bytes) -> Option<i32> {
         Kind::Unlink => {
             ((b.u32_at(offset_of!(UnlinkRequest, pid)) as i32) < 0).then_some(libc::ESRCH)
         }
-        // The module looks the AID up first; no AID is 0.
-        Kind::NextId => (b.u64_at(offset_of!(NextIdRequest, aid)) == 0).then_some(libc::ENOENT),
+        // The request's own fields first (EINVAL whatever the AID), then the AID
+        // (docs/abi.md); no AID is 0.
+        Kind::NextId => {
+            let table = b.u32_at(offset_of!(NextIdRequest, table));
+            let virtual_id = b.u32_at(offset_of!(NextIdRequest, virtual_id));
+            let ipc_table = matches!(table, uapi::TABLE_SEM | uapi::TABLE_SHM | uapi::TABLE_MSG);
+            if !ipc_table || virtual_id > i32::MAX as u32 {
+                Some(libc::EINVAL)
+            } else {
+                (b.u64_at(offset_of!(NextIdRequest, aid)) == 0).then_some(libc::ENOENT)
+            }
+        }
+        // The AID first (no AID is 0); a RELEASE of a number that can never be reserved
+        // is ENOENT whatever the AID.
+        Kind::ReservePid => {
+            let virtual_id = b.u32_at(offset_of!(ReservePidRequest, virtual_id));
+            let release = b.u32_at(4) & uapi::RESERVE_PID_RELEASE != 0;
+            let never_reserved = virtual_id == 0 || virtual_id > VIRTUAL_PID_MAX;
+            (b.u64_at(offset_of!(ReservePidRequest, aid)) == 0 || (release && never_reserved))
+                .then_some(libc::ENOENT)
+        }
         _ => None,
     }
 }
 
 /// The errnos one of which a well-framed request of `kind` must fail with, from its
 /// contents alone, when the answer depends on what exists (empty: no constraint). A
-/// NEXT_ID of a table other than SEM/SHM/MSG, or of a virtual ID over `i32::MAX`, is
-/// `EINVAL`, or `ENOENT` when its AID does not exist (the module looks it up first).
+/// RESERVE_PID (not a RELEASE) of virtual PID 0 or over 4194303 is `EINVAL`, or `ENOENT`
+/// when its AID does not exist (the module looks it up first).
 fn content_errnos(kind: Kind, b: &Bytes) -> &'static [i32] {
     match kind {
-        Kind::NextId => {
-            let table = b.u32_at(offset_of!(NextIdRequest, table));
-            let virtual_id = b.u32_at(offset_of!(NextIdRequest, virtual_id));
-            let ipc_table = matches!(table, uapi::TABLE_SEM | uapi::TABLE_SHM | uapi::TABLE_MSG);
-            if !ipc_table || virtual_id > i32::MAX as u32 {
+        Kind::ReservePid => {
+            let virtual_id = b.u32_at(offset_of!(ReservePidRequest, virtual_id));
+            let release = b.u32_at(4) & uapi::RESERVE_PID_RELEASE != 0;
+            if !release && (virtual_id == 0 || virtual_id > VIRTUAL_PID_MAX) {
                 &[libc::EINVAL, libc::ENOENT]
             } else {
                 &[]
@@ -435,6 +473,18 @@ fn content_errnos(kind: Kind, b: &Bytes) -> &'static [i32] {
         }
         _ => &[],
     }
+}
+
+/// Whether a RESERVE_PID may go to the kernel as it is (see "Containment" above): a
+/// RELEASE always; a reservation of a number no task can have (`pid_max` or above, or
+/// no valid virtual PID) always; one of a number a task may have (1 to `pid_max - 1`)
+/// only in an AID known to have a PID range, which the fuzzer's own processes are never
+/// linked to. (Without a range a new task's virtual PID is its system PID unless that is
+/// taken: a reservation of it would give the helper's next child with that PID another
+/// virtual PID, which `fork` would return to the helper, and the fuzzer would LINK
+/// whatever process has that number.)
+fn reservation_contained(release: bool, virtual_id: u32, ranged: bool, pid_max: i32) -> bool {
+    release || ranged || virtual_id == 0 || i64::from(virtual_id) >= i64::from(pid_max)
 }
 
 /// What the kernel can do with an argument of the command's size.
@@ -862,6 +912,8 @@ struct Config {
 #[derive(Clone, Copy)]
 struct AidRec {
     range: bool,
+    /// The range (`pid_min`, `pid_max`) when `range`.
+    pids: (u32, u32),
     live: bool,
     name: [u8; 64],
 }
@@ -875,6 +927,9 @@ struct Pool {
     names: VecDeque<[u8; 64]>,
     children: VecDeque<i32>,
     exited: VecDeque<i32>,
+    /// (AID, virtual PID) of recent successful reservations (RESERVE_PID), for the
+    /// RELEASEs and the second reservations (`EEXIST`) to aim at.
+    reserved: VecDeque<(u64, u32)>,
     max_aid: u64,
 }
 
@@ -908,6 +963,8 @@ struct Stats {
     links: AtomicU64,
     unlinks: AtomicU64,
     next_ids: AtomicU64,
+    reserves: AtomicU64,
+    releases: AtomicU64,
     max_live: AtomicU64,
     /// Children reaped, and those whose end no wait reported (see [`lost_children`]).
     exits: AtomicU64,
@@ -927,6 +984,8 @@ impl Stats {
             links: AtomicU64::new(0),
             unlinks: AtomicU64::new(0),
             next_ids: AtomicU64::new(0),
+            reserves: AtomicU64::new(0),
+            releases: AtomicU64::new(0),
             max_live: AtomicU64::new(0),
             exits: AtomicU64::new(0),
             lost: AtomicU64::new(0),
@@ -938,7 +997,7 @@ impl Stats {
     fn stats_text(&self) -> String {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "{} children forked ({} reaped, {} lost), {} REGISTERs, {} UNREGISTERs ({} forced), {} LINKs, {} UNLINKs, {} NEXT_IDs succeeded; at most {} live AIDs",
+            "{} children forked ({} reaped, {} lost), {} REGISTERs, {} UNREGISTERs ({} forced), {} LINKs, {} UNLINKs, {} NEXT_IDs, {} RESERVE_PIDs, {} RELEASEs succeeded; at most {} live AIDs",
             l(&self.forks),
             l(&self.exits),
             l(&self.lost),
@@ -948,6 +1007,8 @@ impl Stats {
             l(&self.links),
             l(&self.unlinks),
             l(&self.next_ids),
+            l(&self.reserves),
+            l(&self.releases),
             l(&self.max_live)
         )
     }
@@ -1312,6 +1373,51 @@ impl<'s, 'a> Worker<'s, 'a> {
         b.set_u32(offset_of!(RegisterRequest, pid_max), max);
     }
 
+    /// An AID and a virtual PID for RESERVE_PID: often one reserved a moment ago (for a
+    /// RELEASE or an `EEXIST`), in the AID's range, at its edges, or a number no task has;
+    /// when not `good`, also 0 and numbers over 4194303. (`sanitize` moves those the
+    /// fuzzer's processes could meet.)
+    fn gen_reservation(&mut self, good: bool) -> (u64, u32) {
+        let pool = self.sh.lock();
+        let recent = pool
+            .reserved
+            .get(self.rng.below(pool.reserved.len() as u64) as usize)
+            .copied();
+        drop(pool);
+        if let Some(recent) = recent.filter(|_| self.rng.percent(30)) {
+            return recent;
+        }
+        let aid = self.gen_aid(good);
+        let range = self
+            .sh
+            .lock()
+            .aids
+            .get(&aid)
+            .and_then(|r| r.range.then_some(r.pids));
+        let pid_max = (self.sh.cfg.pid_max.max(1) as u32).min(VIRTUAL_PID_MAX);
+        let virtual_id = match (self.rng.below(if good { 10 } else { 14 }), range) {
+            (0..=4, Some((min, max))) => self.rng.range(min.into(), max.into()) as u32,
+            (5, Some((min, max))) => self.rng.pick(&[min, max]).unwrap_or(min),
+            (0..=5, None) => self.rng.range(pid_max.into(), VIRTUAL_PID_MAX.into()) as u32,
+            (6, _) => self
+                .rng
+                .pick(&[pid_max, VIRTUAL_PID_MAX])
+                .unwrap_or(VIRTUAL_PID_MAX),
+            (7 | 8, _) => self.rng.range(1, 1000) as u32,
+            (9, Some((min, max))) => self
+                .rng
+                .pick(&[min - 1, max.saturating_add(1)])
+                .unwrap_or(0),
+            (9, None) => 1,
+            (10 | 11, _) => self
+                .rng
+                .pick(&[0, VIRTUAL_PID_MAX + 1, u32::MAX])
+                .unwrap_or(0),
+            _ => self.rng.next() as u32,
+        };
+        (aid, virtual_id)
+    }
+
     /// An `entries` array and capacity for elements of `elem` bytes.
     fn gen_entries(&mut self, good: bool, elem: usize) -> (u64, u32) {
         let s = &self.scratch;
@@ -1454,6 +1560,14 @@ impl<'s, 'a> Worker<'s, 'a> {
                         .unwrap_or(u32::MAX)
                 };
                 b.set_u32(offset_of!(NextIdRequest, virtual_id), virtual_id);
+            }
+            Kind::ReservePid => {
+                let (aid, virtual_id) = self.gen_reservation(good);
+                b.set_u64(offset_of!(ReservePidRequest, aid), aid);
+                b.set_u32(offset_of!(ReservePidRequest, virtual_id), virtual_id);
+                if self.rng.percent(35) {
+                    b.set_u32(4, uapi::RESERVE_PID_RELEASE);
+                }
             }
         }
         if !good {
@@ -1623,6 +1737,39 @@ impl<'s, 'a> Worker<'s, 'a> {
                     drop(pool);
                     b.set_u64(at, self.rng.pick(&choices).unwrap_or(u64::MAX));
                 }
+            }
+            Kind::ReservePid => {
+                // As NEXT_ID: never an AID that existed before the test (a reservation
+                // would keep the number from its processes' new tasks), one of the
+                // fuzzer's instead.
+                let at = offset_of!(ReservePidRequest, aid);
+                let pool = self.sh.lock();
+                if self.sh.cfg.pre.contains(&b.u64_at(at)) {
+                    let choices: Vec<u64> =
+                        pool.live.iter().chain(pool.stale.iter()).copied().collect();
+                    b.set_u64(at, self.rng.pick(&choices).unwrap_or(u64::MAX));
+                }
+                // A number a task may have only where no process of the fuzzer can be.
+                let aid = b.u64_at(at);
+                let ranged = pool.aids.get(&aid).is_some_and(|r| r.range);
+                drop(pool);
+                let v_at = offset_of!(ReservePidRequest, virtual_id);
+                let release = b.u32_at(4) & uapi::RESERVE_PID_RELEASE != 0;
+                let pid_max = self.sh.cfg.pid_max;
+                if !reservation_contained(release, b.u32_at(v_at), ranged, pid_max) {
+                    let moved = if pid_max > 0 && (pid_max as u32) <= VIRTUAL_PID_MAX {
+                        self.rng.range(pid_max as u64, VIRTUAL_PID_MAX.into()) as u32
+                    } else {
+                        0 // no number above pid_max: an invalid one (EINVAL)
+                    };
+                    b.set_u32(v_at, moved);
+                }
+                assert!(reservation_contained(
+                    release,
+                    b.u32_at(v_at),
+                    ranged,
+                    pid_max
+                ));
             }
             Kind::List | Kind::Table => {
                 let (e_at, c_at, elem) = if kind == Kind::List {
@@ -1864,10 +2011,15 @@ impl<'s, 'a> Worker<'s, 'a> {
                 if pool.aids.contains_key(&aid) {
                     bail!("REGISTER answered AID {aid}, which was registered before (AIDs are never reused)");
                 }
+                let pids = (
+                    sent.u32_at(offset_of!(RegisterRequest, pid_min)),
+                    sent.u32_at(offset_of!(RegisterRequest, pid_max)),
+                );
                 pool.aids.insert(
                     aid,
                     AidRec {
                         range,
+                        pids,
                         live: true,
                         name,
                     },
@@ -1963,6 +2115,43 @@ impl<'s, 'a> Worker<'s, 'a> {
                 }
                 self.sh.stats.next_ids.fetch_add(1, Ordering::Relaxed);
             }
+            Kind::ReservePid => {
+                let aid = sent.u64_at(offset_of!(ReservePidRequest, aid));
+                let virtual_id = sent.u32_at(offset_of!(ReservePidRequest, virtual_id));
+                let release = sent.u32_at(4) & uapi::RESERVE_PID_RELEASE != 0;
+                if self.sh.cfg.pre.contains(&aid) {
+                    bail!("RESERVE_PID of AID {aid}, which the fuzzer never sends, succeeded");
+                }
+                if virtual_id == 0 || virtual_id > VIRTUAL_PID_MAX {
+                    bail!(
+                        "RESERVE_PID (flags {:#x}) of virtual PID {virtual_id:#x} succeeded",
+                        sent.u32_at(4)
+                    );
+                }
+                let mut pool = self.sh.lock();
+                if let Some(rec) = pool.aids.get(&aid) {
+                    let (min, max) = rec.pids;
+                    if rec.range && !release && !(min..=max).contains(&virtual_id) {
+                        bail!("RESERVE_PID of virtual PID {virtual_id} succeeded in AID {aid}, whose range is {min}-{max}");
+                    }
+                }
+                if release {
+                    pool.reserved.retain(|&r| r != (aid, virtual_id));
+                } else {
+                    push_bounded(&mut pool.reserved, (aid, virtual_id), 64);
+                }
+                drop(pool);
+                // Nothing is answered: the request comes back as it was.
+                if o.0[..size] != sent.0[..size] {
+                    bail!("RESERVE_PID changed its request: {}", o.hex(size));
+                }
+                let counter = if release {
+                    &self.sh.stats.releases
+                } else {
+                    &self.sh.stats.reserves
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
             Kind::Table => {
                 let count = o.u32_at(offset_of!(TableRequest, count));
                 let entries = o.u64_at(offset_of!(TableRequest, entries));
@@ -1983,6 +2172,11 @@ impl<'s, 'a> Worker<'s, 'a> {
                             }
                             if table != uapi::TABLE_PID && e.owner_id != 0 {
                                 bail!("TABLE {table}: entry {e:?} has an owner");
+                            }
+                            // A reservation, and only it, has system PID 0.
+                            let reserved = e.owner_id == uapi::PID_OWNER_RESERVED;
+                            if table == uapi::TABLE_PID && reserved != (e.system_id == 0) {
+                                bail!("TABLE {table}: entry {e:?}: a reservation has system ID 0, nothing else has");
                             }
                             last = Some(e.virtual_id);
                         }
@@ -2035,7 +2229,7 @@ impl<'s, 'a> Worker<'s, 'a> {
     fn good_kind(&mut self) -> Kind {
         let live = self.sh.lock().live.len();
         let register = live < MAX_LIVE_AIDS && self.sh.may_register();
-        match self.rng.below(21) {
+        match self.rng.below(22) {
             0..=2 if register => Kind::Register,
             3 | 4 if live > LIVE_FLOOR => Kind::Unregister,
             0..=4 | 5..=10 => Kind::Link,
@@ -2045,6 +2239,7 @@ impl<'s, 'a> Worker<'s, 'a> {
             17 => Kind::Info,
             18 => Kind::Version,
             19 => Kind::NextId,
+            20 => Kind::ReservePid,
             _ => Kind::Link,
         }
     }
@@ -2611,8 +2806,13 @@ fn new_aids(dev: &Device, pre: &BTreeSet<u64>) -> Result<Vec<AidInfo>> {
 }
 
 /// With the fuzzer quiescent: LIST is consistent and every PID-table entry belongs to a
-/// live process, or is a group-only entry. Returns (AIDs, entries).
-fn check_quiescent(dev: &Device, pre: &BTreeSet<u64>, prefix: &str) -> Result<(usize, usize)> {
+/// live process, or is a group-only entry or a reservation. Returns (AIDs, entries,
+/// reservations).
+fn check_quiescent(
+    dev: &Device,
+    pre: &BTreeSet<u64>,
+    prefix: &str,
+) -> Result<(usize, usize, usize)> {
     let list = dev.list().context("LIST")?;
     for w in list.windows(2) {
         if w[0].aid >= w[1].aid {
@@ -2640,12 +2840,14 @@ fn check_quiescent(dev: &Device, pre: &BTreeSet<u64>, prefix: &str) -> Result<(u
     }
     // Threads the fuzzer joined leave the tables a moment after the join.
     let mut entries = 0;
+    let mut reserved = 0;
     let mut last = String::new();
     eventually(
         secs(10),
         "every PID-table entry belongs to a live task",
         || {
             entries = 0;
+            reserved = 0;
             last.clear();
             for info in &ours {
                 let table = match dev.pid_table(info.aid) {
@@ -2658,6 +2860,14 @@ fn check_quiescent(dev: &Device, pre: &BTreeSet<u64>, prefix: &str) -> Result<(u
                 entries += table.len();
                 for e in &table {
                     if e.owner_id == uapi::PID_OWNER_GROUP_ONLY {
+                        continue;
+                    }
+                    if e.owner_id == uapi::PID_OWNER_RESERVED {
+                        // A reservation (RESERVE_PID): no task, system ID 0.
+                        if e.system_id != 0 {
+                            bail!("AID {}: reserved entry {e:?} has a system ID", info.aid);
+                        }
+                        reserved += 1;
                         continue;
                     }
                     let owner = e.owner_id as i32;
@@ -2679,7 +2889,7 @@ fn check_quiescent(dev: &Device, pre: &BTreeSet<u64>, prefix: &str) -> Result<(u
         },
     )
     .with_context(|| last.clone())?;
-    Ok((ours.len(), entries))
+    Ok((ours.len(), entries, reserved))
 }
 
 fn ioctl_100k_calls_8_threads() -> Result<()> {
@@ -2722,9 +2932,9 @@ fn ioctl_100k_calls_8_threads() -> Result<()> {
             bail!("seed {seed:#x}: {e:#}");
         }
     };
-    let (aids, entries) = check_quiescent(&dev, &pre, &prefix)
+    let (aids, entries, reserved) = check_quiescent(&dev, &pre, &prefix)
         .with_context(|| format!("seed {seed:#x}: after the run"))?;
-    diag!("after the run: {aids} AIDs of the fuzzer left, {entries} PID-table entries, all of live tasks");
+    diag!("after the run: {aids} AIDs of the fuzzer left, {entries} PID-table entries ({reserved} reservations), the others all of live tasks or groups");
     agent.send(1)?;
     agent
         .finish(secs(30))
@@ -2924,29 +3134,104 @@ mod unit {
             expected_errno(uapi::IOC_UNLINK, Access::ReadWrite, &unlink),
             Some(libc::ESRCH)
         );
-        // NEXT_ID: AID 0 is ENOENT; a bad table or ID EINVAL or ENOENT (the AID first).
+        // NEXT_ID: a bad table or ID is EINVAL whatever the AID (checked first); then AID
+        // 0 is ENOENT.
         let mut next = Bytes::new(Kind::NextId);
         assert_eq!(uapi::ioc_nr(uapi::IOC_NEXT_ID), Kind::NextId as u32);
-        assert_eq!(
-            expected_errno(uapi::IOC_NEXT_ID, Access::ReadWrite, &next),
-            Some(libc::ENOENT)
-        );
-        next.set_u64(offset_of!(NextIdRequest, aid), 5);
-        assert_eq!(expected_errno(uapi::IOC_NEXT_ID, Access::ReadWrite, &next), None);
-        assert_eq!(content_errnos(Kind::NextId, &next), &[libc::EINVAL, libc::ENOENT]);
+        let next_errno = |b: &Bytes| expected_errno(uapi::IOC_NEXT_ID, Access::ReadWrite, b);
+        assert_eq!(next_errno(&next), Some(libc::EINVAL));
         next.set_u32(offset_of!(NextIdRequest, table), uapi::TABLE_MSG);
+        assert_eq!(next_errno(&next), Some(libc::ENOENT));
+        next.set_u64(offset_of!(NextIdRequest, aid), 5);
+        assert_eq!(next_errno(&next), None);
         next.set_u32(offset_of!(NextIdRequest, virtual_id), i32::MAX as u32);
+        assert_eq!(next_errno(&next), None);
         assert!(content_errnos(Kind::NextId, &next).is_empty());
         next.set_u32(offset_of!(NextIdRequest, virtual_id), 0x8000_0000);
-        assert_eq!(content_errnos(Kind::NextId, &next), &[libc::EINVAL, libc::ENOENT]);
+        assert_eq!(next_errno(&next), Some(libc::EINVAL));
         next.set_u32(offset_of!(NextIdRequest, virtual_id), 0);
         next.set_u32(offset_of!(NextIdRequest, table), uapi::TABLE_KEY);
-        assert_eq!(content_errnos(Kind::NextId, &next), &[libc::EINVAL, libc::ENOENT]);
+        assert_eq!(next_errno(&next), Some(libc::EINVAL));
+        // RESERVE_PID: the AID first (0 is ENOENT); then a virtual PID outside 1..=4194303
+        // is EINVAL (or ENOENT for an AID that does not exist); a RELEASE of such a
+        // number is ENOENT whatever the AID.
+        let mut res = Bytes::new(Kind::ReservePid);
+        assert_eq!(uapi::ioc_nr(uapi::IOC_RESERVE_PID), Kind::ReservePid as u32);
+        let res_errno = |b: &Bytes| expected_errno(uapi::IOC_RESERVE_PID, Access::ReadWrite, b);
+        let (aid_at, vid_at) = (
+            offset_of!(ReservePidRequest, aid),
+            offset_of!(ReservePidRequest, virtual_id),
+        );
+        assert_eq!(res_errno(&res), Some(libc::ENOENT));
+        res.set_u64(aid_at, 5);
+        assert_eq!(res_errno(&res), None);
+        assert_eq!(
+            content_errnos(Kind::ReservePid, &res),
+            &[libc::EINVAL, libc::ENOENT]
+        );
+        for v in [1, 300, VIRTUAL_PID_MAX] {
+            res.set_u32(vid_at, v);
+            assert!(content_errnos(Kind::ReservePid, &res).is_empty(), "{v}");
+            assert_eq!(res_errno(&res), None);
+        }
+        res.set_u32(vid_at, VIRTUAL_PID_MAX + 1);
+        assert_eq!(
+            content_errnos(Kind::ReservePid, &res),
+            &[libc::EINVAL, libc::ENOENT]
+        );
+        res.set_u32(4, uapi::RESERVE_PID_RELEASE);
+        assert!(res.framing_ok(Kind::ReservePid));
+        assert_eq!(res_errno(&res), Some(libc::ENOENT));
+        assert!(content_errnos(Kind::ReservePid, &res).is_empty());
+        res.set_u32(vid_at, 7);
+        assert_eq!(res_errno(&res), None);
+        res.set_u64(aid_at, 0);
+        assert_eq!(res_errno(&res), Some(libc::ENOENT));
+        res.set_u32(4, 2);
+        assert_eq!(res_errno(&res), Some(libc::EINVAL));
+        res.set_u32(4, 0);
+        res.set_u32(offset_of!(ReservePidRequest, pad), 1);
+        assert_eq!(res_errno(&res), Some(libc::EINVAL));
+        // The first number past the last command is not ours.
+        assert_eq!(
+            expected_errno(
+                uapi::iowr(10, size_of::<ReservePidRequest>()),
+                Access::ReadWrite,
+                &res
+            ),
+            Some(libc::ENOTTY)
+        );
         // Every command number of the ABI is one of the kinds, in order.
         assert_eq!(uapi::IOCTLS.len(), NR_KINDS);
         for (i, &(_, cmd)) in uapi::IOCTLS.iter().enumerate() {
             assert_eq!(Kind::of_cmd(cmd), Some(KINDS[i]));
         }
+    }
+
+    #[test]
+    fn reservations_stay_away_from_the_fuzzers_pids() {
+        let pid_max = 32768;
+        // Anything with a range, or a RELEASE.
+        assert!(reservation_contained(false, 5, true, pid_max));
+        assert!(reservation_contained(true, 5, false, pid_max));
+        // Without a known range only numbers no task has.
+        assert!(!reservation_contained(false, 1, false, pid_max));
+        assert!(!reservation_contained(false, 32767, false, pid_max));
+        assert!(reservation_contained(false, 32768, false, pid_max));
+        assert!(reservation_contained(
+            false,
+            VIRTUAL_PID_MAX,
+            false,
+            pid_max
+        ));
+        assert!(reservation_contained(false, 0, false, pid_max));
+        assert!(reservation_contained(false, u32::MAX, false, pid_max));
+        assert!(!reservation_contained(
+            false,
+            VIRTUAL_PID_MAX,
+            false,
+            4_194_304
+        ));
     }
 
     #[test]

@@ -4,22 +4,25 @@
 //! and no AID is left over.
 //!
 //! Every command starts from a request that would succeed and have a visible effect (a
-//! new AID, a LINK, an UNLINK, an UNREGISTER of the fixture, a NEXT_ID wish), so a check
-//! the module skips shows up as a changed fixture, not only as a wrong errno. (A NEXT_ID
-//! wish shows only in the virtual ID of the AID's next SysV object: after each refused
-//! NEXT_ID a process of the AID makes a semaphore set, whose ID must not be the wish.)
+//! new AID, a LINK, an UNLINK, an UNREGISTER of the fixture, a NEXT_ID wish, a reserved
+//! PID), so a check the module skips shows up as a changed fixture, not only as a wrong
+//! errno. (A NEXT_ID wish shows only in the virtual ID of the AID's next SysV object:
+//! after each refused NEXT_ID a process of the AID makes a semaphore set, whose ID must
+//! not be the wish. A reservation shows in the AID's PID table; every good RESERVE_PID
+//! that succeeds is released again.)
 
 use std::mem::offset_of;
 
 use anyhow::{bail, Context, Result};
 use appshot_uapi as uapi;
 use uapi::{
-    InfoRequest, LinkRequest, ListRequest, NextIdRequest, RegisterRequest, TableRequest,
-    UnlinkRequest, UnregisterRequest, VersionRequest,
+    InfoRequest, LinkRequest, ListRequest, NextIdRequest, RegisterRequest, ReservePidRequest,
+    TableRequest, UnlinkRequest, UnregisterRequest, VersionRequest,
 };
 
+use crate::fixtures::next_sem_id;
 use super::Test;
-use crate::check::{expect_errno, step_timeout, Errno, SysResult};
+use crate::check::{expect_errno, SysResult};
 use crate::device::{size_of, AidGuard, Device};
 use crate::ensure_eq;
 use crate::fixtures::{entries_of, expect_pid_table, release, sleeper};
@@ -225,6 +228,20 @@ fn commands() -> Vec<Command> {
             zero_fields: reserved(offset_of!(NextIdRequest, reserved), 2),
             pid_fields: vec![],
         },
+        Command {
+            name: "RESERVE_PID",
+            cmd: uapi::IOC_RESERVE_PID,
+            size: std::mem::size_of::<ReservePidRequest>(),
+            known_flags: uapi::RESERVE_PID_RELEASE,
+            zero_fields: [
+                vec![("pad", offset_of!(ReservePidRequest, pad), 4)],
+                reserved(offset_of!(ReservePidRequest, reserved), 2),
+            ]
+            .concat(),
+            // A virtual PID, not a process: a flip that makes another valid one reserves
+            // it (released again, see `bit_flips_leave_module_working`).
+            pid_fields: vec![],
+        },
     ]
 }
 
@@ -237,6 +254,18 @@ const WISH: u32 = 0x2a5b;
 /// request the module might wrongly run as NEXT_ID, leaving a wish.
 fn is_next_id(cmd: u32) -> bool {
     uapi::ioc_type(cmd) == uapi::IOC_MAGIC && uapi::ioc_nr(cmd) == uapi::ioc_nr(uapi::IOC_NEXT_ID)
+}
+
+/// The virtual PID the fixture's good RESERVE_PID reserves in the AID with a linked
+/// process: above the guest's `pid_max` (32768), so no task of the fixture has it, and
+/// the masks `bit_flips_leave_module_working` applies to it never bring it below.
+const RESERVED_PID: u32 = 0x2c5d7;
+
+/// Whether `cmd` carries RESERVE_PID's type byte and number (any size or direction): a
+/// request the module might wrongly run as RESERVE_PID, leaving a reservation.
+fn is_reserve_pid(cmd: u32) -> bool {
+    uapi::ioc_type(cmd) == uapi::IOC_MAGIC
+        && uapi::ioc_nr(cmd) == uapi::ioc_nr(uapi::IOC_RESERVE_PID)
 }
 
 /// What the malformed requests aim at, and the check that none of them changed it.
@@ -254,26 +283,6 @@ struct Fixture {
     nr_aids: u32,
     /// AIDs registered before the fixture was built.
     nr_aids_before: u32,
-}
-
-/// What the next semaphore set a process of `aid` makes is numbered (it is removed
-/// again at once): whether a NEXT_ID wish is pending.
-fn next_sem_id(dev: &Device, aid: u64) -> Result<i64> {
-    let mut agent = crate::virt::spawn_in_aid(dev, aid, |chan| {
-        // SAFETY: semget and IPC_RMID take integers only.
-        let id = unsafe { libc::semget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT | 0o600) };
-        if id < 0 {
-            bail!("semget(IPC_PRIVATE) in the AID: {}", Errno::last());
-        }
-        // SAFETY: as above.
-        if unsafe { libc::semctl(id, 0, libc::IPC_RMID) } < 0 {
-            bail!("IPC_RMID of set {id} in the AID: {}", Errno::last());
-        }
-        chan.send(i64::from(id))
-    })?;
-    let id = agent.recv_step().context("the probe's semget")?;
-    agent.finish(step_timeout())?;
-    Ok(id)
 }
 
 impl Fixture {
@@ -331,6 +340,9 @@ impl Fixture {
                 uapi::TABLE_SEM,
                 WISH,
             )),
+            uapi::IOC_RESERVE_PID => {
+                Raw::of(&Device::reserve_pid_request(self.full.aid, RESERVED_PID, 0))
+            }
             _ => unreachable!("no such command {cmd:#x}"),
         }
     }
@@ -365,8 +377,23 @@ impl Fixture {
     }
 
     /// [`Fixture::verify`], and for a number the module runs as NEXT_ID also that it
-    /// left no wish: the AID's next semaphore set does not get [`WISH`].
+    /// left no wish: the AID's next semaphore set does not get [`WISH`]. (For one it runs
+    /// as RESERVE_PID a reservation would change a PID table: said first, by name.)
     fn verify_cmd(&self, cmd: u32, what: &str) -> Result<()> {
+        if is_reserve_pid(cmd) {
+            for aid in [self.empty.aid, self.full.aid] {
+                let table = self
+                    .dev
+                    .pid_table(aid)
+                    .with_context(|| format!("{what}: TABLE pid of AID {aid}"))?;
+                if let Some(e) = table
+                    .iter()
+                    .find(|e| e.owner_id == uapi::PID_OWNER_RESERVED)
+                {
+                    bail!("{what}: the refused RESERVE_PID took effect: AID {aid} holds reservation {e:?}");
+                }
+            }
+        }
         self.verify(what)?;
         if is_next_id(cmd) {
             let id = next_sem_id(&self.dev, self.full.aid)
@@ -385,6 +412,36 @@ impl Fixture {
             .with_context(|| format!("{what}: a semaphore set made after it"))?;
         ensure_eq!(id, i64::from(WISH), "{what}: the virtual ID of the AID's next semaphore set");
         Ok(())
+    }
+
+    /// Expects the good RESERVE_PID that succeeded to show in the AID's PID table (virtual
+    /// PID [`RESERVED_PID`], system ID 0, owner `PID_OWNER_RESERVED`; INFO counts it in
+    /// the table's size, not as a thread), then releases it: the fixture is as before.
+    fn expect_reserved_then_release(&self, what: &str) -> Result<()> {
+        let (dev, aid) = (&self.dev, self.full.aid);
+        let table = dev
+            .pid_table(aid)
+            .with_context(|| format!("{what}: TABLE pid"))?;
+        let reserved: Vec<_> = table
+            .iter()
+            .filter(|e| e.owner_id == uapi::PID_OWNER_RESERVED)
+            .map(|e| (e.virtual_id, e.system_id, e.flags))
+            .collect();
+        ensure_eq!(
+            reserved,
+            vec![(RESERVED_PID, 0, 0)],
+            "{what}: the reservations in {table:?}"
+        );
+        let info = dev.info(aid).with_context(|| format!("{what}: INFO"))?;
+        let threads = self.linked_entries.len() as u32;
+        ensure_eq!(
+            (info.nr_threads, info.table_sizes[uapi::TABLE_PID as usize]),
+            (threads, threads + 1),
+            "{what}: INFO's threads and PID table size"
+        );
+        dev.reserve_pid(aid, RESERVED_PID, uapi::RESERVE_PID_RELEASE)
+            .with_context(|| format!("{what}: RELEASE of the reservation"))?;
+        self.verify_cmd(uapi::IOC_RESERVE_PID, &format!("{what}, released"))
     }
 
     /// Expects `cmd` on `raw` to fail with `errno` and change nothing.
@@ -448,6 +505,11 @@ fn good_requests_work(fx: &Fixture) -> Result<()> {
         .context("a good NEXT_ID")?;
     fx.expect_wish_used("a good NEXT_ID")?;
     fx.verify_cmd(uapi::IOC_NEXT_ID, "a good NEXT_ID, its wish used")?;
+    // RESERVE_PID's reservation is released once seen.
+    let mut raw = fx.good(uapi::IOC_RESERVE_PID);
+    fx.issue(uapi::IOC_RESERVE_PID, &mut raw)
+        .context("a good RESERVE_PID")?;
+    fx.expect_reserved_then_release("a good RESERVE_PID")?;
     Ok(())
 }
 
@@ -533,6 +595,14 @@ fn unknown_command_enotty() -> Result<()> {
         }
     }
     cases.push((libc::TCGETS as u32, "TCGETS".to_string()));
+    // The numbers above are past the last command only if every command is in
+    // `commands()` and the ABI numbers them 0, 1, ...
+    for (i, (name, cmd)) in uapi::IOCTLS.iter().enumerate() {
+        ensure_eq!(uapi::ioc_nr(*cmd), i as u32, "number of {name}");
+        if !commands().iter().any(|c| c.cmd == *cmd) {
+            bail!("{name} is missing from this file's commands()");
+        }
+    }
     for (cmd, what) in cases {
         let mut raw = fx.good(uapi::IOC_VERSION);
         fx.expect(cmd, &mut raw, libc::ENOTTY, &what)?;
@@ -849,6 +919,20 @@ fn bit_flips_leave_module_working() -> Result<()> {
                         }
                     }
                 }
+                if result.is_ok() && c.cmd == uapi::IOC_RESERVE_PID {
+                    // The answer is the request: the AID and virtual PID it reserved (a
+                    // flip to RELEASE cannot succeed: nothing stays reserved).
+                    let b = raw.bytes_mut();
+                    let at = offset_of!(ReservePidRequest, aid);
+                    let aid = u64::from_ne_bytes(b[at..at + 8].try_into()?);
+                    let at = offset_of!(ReservePidRequest, virtual_id);
+                    let virtual_id = u32::from_ne_bytes(b[at..at + 4].try_into()?);
+                    fx.dev
+                        .reserve_pid(aid, virtual_id, uapi::RESERVE_PID_RELEASE)
+                        .with_context(|| {
+                            format!("RELEASE of virtual PID {virtual_id} of AID {aid}, which a flipped RESERVE_PID reserved")
+                        })?;
+                }
             }
         }
     }
@@ -903,9 +987,14 @@ fn larger_request_zero_tail_ok_else_e2big() -> Result<()> {
     let fx = Fixture::new()?;
     // NEXT_ID acts (it leaves a wish, which the AID's next semaphore set uses up): each
     // accepted one is checked by that set's virtual ID; each refused one must leave none.
+    // So does RESERVE_PID: each accepted reservation is checked in the table and
+    // released.
     let acted = |cmd: u32, what: &str| -> Result<()> {
         if cmd == uapi::IOC_NEXT_ID {
             fx.expect_wish_used(what)?;
+        }
+        if cmd == uapi::IOC_RESERVE_PID {
+            fx.expect_reserved_then_release(what)?;
         }
         Ok(())
     };
@@ -915,6 +1004,7 @@ fn larger_request_zero_tail_ok_else_e2big() -> Result<()> {
         uapi::IOC_LIST,
         uapi::IOC_TABLE,
         uapi::IOC_NEXT_ID,
+        uapi::IOC_RESERVE_PID,
     ] {
         let size = uapi::ioc_size(cmd) as usize;
         let name = commands().into_iter().find(|c| c.cmd == cmd).map_or("?", |c| c.name);

@@ -23,7 +23,7 @@ mod pid_calls;
 mod pid_stress;
 mod pids;
 mod signals;
-mod snapshot;
+pub mod snapshot;
 mod privilege;
 mod programs;
 mod registration;

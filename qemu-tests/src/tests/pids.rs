@@ -58,6 +58,7 @@ pub const TESTS: &[Test] = &[
         nested_pid_namespace_einval,
     ),
     Test::new("pids/clone3_set_tid_names_a_virtual_pid", clone3_set_tid_names_a_virtual_pid),
+    Test::new("pids/reserved_pids_wait_for_set_tid", reserved_pids_wait_for_set_tid),
 ];
 
 /// `getpid()` through the raw system call (what libc does too, since glibc 2.25).
@@ -1363,4 +1364,51 @@ fn clone3_set_tid_names_a_virtual_pid() -> Result<()> {
         })?
         .finish(step_timeout())
     })
+}
+
+/// Issue #11: RESERVE_PID keeps virtual PIDs for a restorer. A reserved PID is in the
+/// table (system 0, owner RESERVED) but names no process (`kill` gets ESRCH), no new
+/// task gets it, and `clone3`'s `set_tid` from inside the AID takes it over; RELEASE
+/// drops it; errors as documented.
+fn reserved_pids_wait_for_set_tid() -> Result<()> {
+    let fx = AidFixture::new("reserve-pid", crate::aid_fixture::Flavor::Range)?;
+    let (min, max) = virt::RANGE;
+    let (dev, aid) = (&fx.dev, fx.aid());
+    for pid in min..min + 3 {
+        dev.reserve_pid(aid, pid, 0).with_context(|| format!("RESERVE_PID {pid}"))?;
+    }
+    crate::check::expect_errno(dev.reserve_pid(aid, min, 0), libc::EEXIST, "a second reservation")?;
+    crate::check::expect_errno(dev.reserve_pid(aid, max + 1, 0), libc::EINVAL, "outside the range")?;
+    crate::check::expect_errno(dev.reserve_pid(aid, min + 10, uapi_release()), libc::ENOENT, "RELEASE of a free PID")?;
+    let table = dev.pid_table(aid)?;
+    ensure_eq!(
+        table.iter().filter(|e| e.owner_id == appshot_uapi::PID_OWNER_RESERVED && e.system_id == 0).count(),
+        3,
+        "reserved entries in {table:?}"
+    );
+    ensure_eq!(dev.info(aid)?.nr_threads, 0, "threads of an AID with only reservations");
+    fx.spawn(move |_| {
+        let me = proc::getpid();
+        ensure!(!(min as i32..min as i32 + 3).contains(&me), "a new task got reserved PID {me}");
+        // SAFETY: kill with signal 0 only checks.
+        let r = unsafe { libc::kill(min as i32, 0) };
+        ensure_eq!((r, Errno::last().0), (-1, libc::ESRCH), "kill(reserved PID, 0)");
+        ensure_eq!(clone3_with_tid(min as i32, 1), i64::from(min), "set_tid = a reserved PID");
+        Ok(())
+    })?
+    .finish(step_timeout())?;
+    let table = dev.pid_table(aid)?;
+    ensure!(!table.iter().any(|e| e.virtual_id == min), "the reservation taken over by set_tid came back: {table:?}");
+    dev.reserve_pid(aid, min + 1, uapi_release()).context("RELEASE")?;
+    let table = dev.pid_table(aid)?;
+    ensure_eq!(
+        table.iter().filter(|e| e.owner_id == appshot_uapi::PID_OWNER_RESERVED).map(|e| e.virtual_id).collect::<Vec<_>>(),
+        vec![min + 2],
+        "reservations left"
+    );
+    Ok(())
+}
+
+fn uapi_release() -> u32 {
+    appshot_uapi::RESERVE_PID_RELEASE
 }

@@ -1,4 +1,4 @@
-//! Who may do what: REGISTER/LINK/UNLINK/UNREGISTER/NEXT_ID need CAP_SYS_ADMIN or
+//! Who may do what: REGISTER/LINK/UNLINK/UNREGISTER/NEXT_ID/RESERVE_PID need CAP_SYS_ADMIN or
 //! CAP_CHECKPOINT_RESTORE of the descriptor's opener (EPERM before the argument is read),
 //! and LINK also needs the caller to be allowed to ptrace the process it links
 //! (PTRACE_MODE_ATTACH_REALCREDS); VERSION/LIST/INFO/TABLE are open to every user, but a
@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use appshot_uapi as uapi;
 use serde_json::Value;
 
+use crate::fixtures::next_sem_id;
 use super::Test;
 use crate::check::{expect_errno, step_timeout, sys, Errno};
 use crate::device::{unique_name, AidGuard, Device};
@@ -49,37 +50,22 @@ pub const TESTS: &[Test] = &[
 ];
 
 /// The privileged commands.
-const PRIVILEGED: [(&str, u32); 5] = [
+const PRIVILEGED: [(&str, u32); 6] = [
     ("REGISTER", uapi::IOC_REGISTER),
     ("LINK", uapi::IOC_LINK),
     ("UNLINK", uapi::IOC_UNLINK),
     ("UNREGISTER", uapi::IOC_UNREGISTER),
     ("NEXT_ID", uapi::IOC_NEXT_ID),
+    ("RESERVE_PID", uapi::IOC_RESERVE_PID),
 ];
+
+/// The virtual PID the RESERVE_PIDs below ask for: above the guest's `pid_max` (32768),
+/// so no task has it (a reservation of it shows in the AID's PID table only).
+const RESERVED_PID: u32 = 0x2b5d1;
 
 /// The virtual ID the refused NEXT_IDs below ask for (one no ordinary semaphore set gets:
 /// its virtual ID is its system ID, and the kernel's index 0x2b5c is never reached here).
 const REFUSED_WISH: u32 = 0x2b5c;
-
-/// The virtual ID the next semaphore set a process of `aid` makes gets (the set is
-/// removed again at once): whether a NEXT_ID wish is pending.
-fn next_sem_id(dev: &Device, aid: u64) -> Result<i64> {
-    let mut agent = crate::virt::spawn_in_aid(dev, aid, |chan| {
-        // SAFETY: semget and IPC_RMID take integers only.
-        let id = unsafe { libc::semget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT | 0o600) };
-        if id < 0 {
-            bail!("semget(IPC_PRIVATE) in the AID: {}", Errno::last());
-        }
-        // SAFETY: as above.
-        if unsafe { libc::semctl(id, 0, libc::IPC_RMID) } < 0 {
-            bail!("IPC_RMID of set {id} in the AID: {}", Errno::last());
-        }
-        chan.send(i64::from(id))
-    })?;
-    let id = agent.recv_step().context("the probe's semget")?;
-    agent.finish(step_timeout())?;
-    Ok(id)
-}
 
 /// Fails unless every privileged command through `dev` fails with EPERM whatever its
 /// argument: NULL, an unmapped address, garbage.
@@ -184,8 +170,36 @@ fn user_link_unlink_unregister_eperm() -> Result<()> {
             libc::EPERM,
             "NEXT_ID of an invalid table and ID as uid 1000",
         )?;
+        expect_errno(
+            dev.reserve_pid(aid, RESERVED_PID, 0),
+            libc::EPERM,
+            "RESERVE_PID as uid 1000",
+        )?;
+        expect_errno(
+            dev.reserve_pid(aid, RESERVED_PID, uapi::RESERVE_PID_RELEASE),
+            libc::EPERM,
+            "RESERVE_PID RELEASE as uid 1000",
+        )?;
+        expect_errno(
+            dev.reserve_pid(u64::MAX, RESERVED_PID, 0),
+            libc::EPERM,
+            "RESERVE_PID of an unknown AID as uid 1000",
+        )?;
+        expect_errno(
+            dev.reserve_pid(aid, 0, !0),
+            libc::EPERM,
+            "RESERVE_PID of an invalid virtual PID and flags as uid 1000",
+        )?;
         expect_eperm_for_any_argument(&dev)
     })?;
+    // No refused RESERVE_PID left a reservation: the table is what was linked.
+    let table = dev.pid_table(g.aid)?;
+    if let Some(e) = table
+        .iter()
+        .find(|e| e.owner_id == uapi::PID_OWNER_RESERVED)
+    {
+        bail!("the RESERVE_PID refused to uid 1000 took effect: reservation {e:?}");
+    }
     expect_pid_table(&dev, g.aid, &expected, "after the refused requests")?;
     // The refused NEXT_ID left no wish: the AID's next set gets an ordinary ID.
     let id = next_sem_id(&dev, g.aid)?;
@@ -323,6 +337,14 @@ fn root_opened_fd_keeps_rights() -> Result<()> {
         root_dev
             .next_id(aid, uapi::TABLE_SHM, 77)
             .context("NEXT_ID through root's descriptor")?;
+        // Reserved and released again (the RELEASE succeeds only if the reservation was
+        // made), so the table below holds the caller alone.
+        root_dev
+            .reserve_pid(aid, RESERVED_PID, 0)
+            .context("RESERVE_PID through root's descriptor")?;
+        root_dev
+            .reserve_pid(aid, RESERVED_PID, uapi::RESERVE_PID_RELEASE)
+            .context("RESERVE_PID RELEASE through root's descriptor")?;
         chan.send(proc::getpid() as i64)?;
         chan.recv(step_timeout())?;
         root_dev
@@ -386,6 +408,11 @@ fn user_opened_fd_has_no_rights() -> Result<()> {
             libc::EPERM,
             "NEXT_ID as root through a descriptor opened as euid 1000",
         )?;
+        expect_errno(
+            weak.reserve_pid(u64::MAX, RESERVED_PID, 0),
+            libc::EPERM,
+            "RESERVE_PID as root through a descriptor opened as euid 1000",
+        )?;
         weak.version().context("VERSION through it")?;
         Ok(())
     })?;
@@ -417,6 +444,10 @@ fn capability_decides_not_uid() -> Result<()> {
             chan.send(aid as i64)?;
             dev.next_id(aid, uapi::TABLE_MSG, 77)
                 .with_context(|| format!("NEXT_ID as root with {what}"))?;
+            dev.reserve_pid(aid, RESERVED_PID, 0)
+                .with_context(|| format!("RESERVE_PID as root with {what}"))?;
+            dev.reserve_pid(aid, RESERVED_PID, uapi::RESERVE_PID_RELEASE)
+                .with_context(|| format!("RESERVE_PID RELEASE as root with {what}"))?;
             dev.unregister(aid, 0)
                 .with_context(|| format!("UNREGISTER as root with {what}"))?;
         }
@@ -431,6 +462,11 @@ fn capability_decides_not_uid() -> Result<()> {
             dev.next_id(u64::MAX, uapi::TABLE_SEM, 1),
             libc::EPERM,
             "NEXT_ID as uid 0 without capabilities",
+        )?;
+        expect_errno(
+            dev.reserve_pid(u64::MAX, RESERVED_PID, 0),
+            libc::EPERM,
+            "RESERVE_PID as uid 0 without capabilities",
         )?;
         dev.version().context("VERSION without capabilities")?;
         chan.send(0)?;

@@ -76,6 +76,11 @@ fn build_state(shm_size: usize, fill: bool) -> Result<(Ids, usize)> {
     ensure!(sem >= 0 && keyed >= 0 && shm >= 0 && msg >= 0, "create: {sem} {keyed} {shm} {msg}: {}", Errno::last());
     ensure_eq!(unsafe { libc::semctl(sem, 0, libc::SETALL, SEM_VALUES.as_ptr()) }, 0, "SETALL");
     ensure_eq!(unsafe { libc::semctl(keyed, 0, libc::SETALL, KEYED_VALUES.as_ptr()) }, 0, "SETALL keyed");
+    // Owned by another user than its creator (root): restored with both.
+    let mut ds: libc::semid_ds = unsafe { std::mem::zeroed() };
+    ensure_eq!(unsafe { libc::semctl(keyed, 0, libc::IPC_STAT, &mut ds as *mut libc::semid_ds) }, 0, "IPC_STAT");
+    (ds.sem_perm.uid, ds.sem_perm.gid) = (1000, 1000);
+    ensure_eq!(unsafe { libc::semctl(keyed, 0, libc::IPC_SET, &mut ds as *mut libc::semid_ds) }, 0, "IPC_SET");
     let base = unsafe { libc::shmat(shm, std::ptr::null(), 0) } as *mut u8;
     ensure!(base as isize != -1, "shmat: {}", Errno::last());
     // SAFETY: the segment is mapped at `base` for `shm_size` bytes.
@@ -127,6 +132,11 @@ fn check_state(ids: Ids, shm_size: usize, fill: Option<usize>) -> Result<()> {
     let mut ds: libc::semid_ds = unsafe { std::mem::zeroed() };
     ensure_eq!(unsafe { libc::semctl(keyed, 0, libc::IPC_STAT, &mut ds as *mut libc::semid_ds) }, 0, "IPC_STAT");
     ensure_eq!((ds.sem_perm.__key, ds.sem_perm.mode & 0o777), (SEM_KEY, 0o640), "the keyed set's key and mode");
+    ensure_eq!(
+        (ds.sem_perm.uid, ds.sem_perm.gid, ds.sem_perm.cuid, ds.sem_perm.cgid),
+        (1000, 1000, 0, 0),
+        "the keyed set's owner and creator"
+    );
     ensure_eq!(unsafe { libc::shmget(SHM_KEY, 0, 0) }, shm, "shmget of the segment's key");
     let base = unsafe { libc::shmat(shm, std::ptr::null(), libc::SHM_RDONLY) } as *const u8;
     ensure!(base as isize != -1, "shmat {shm}: {}", Errno::last());
@@ -467,6 +477,9 @@ fn refusals() -> Result<()> {
     let out = cmd::ctl(&["restore", image])?;
     ensure!(!out.success() && out.stderr.contains("exists already"), "restore over a running application: {:?}", out.stderr);
     ensure_eq!(system_objects()?, objects, "objects after the refusal");
+    // From inside the application itself: refused (the freeze would stop appshotctl).
+    let out = cmd::ctl(&["run", fx.name(), "--", cmd::APPSHOTCTL, "snapshot", fx.name(), "-o", "/tmp/snap-self.img"])?;
+    ensure!(!out.success() && out.stderr.contains("runs inside"), "a snapshot from inside: {:?}", out.stderr);
     for args in [vec!["snapshot", fx.name(), "-o", "/tmp/snap-user.img"], vec!["restore", image, "--as", "snap-user"]] {
         let out = cmd::ctl_as_user(&args)?;
         ensure!(
@@ -667,5 +680,58 @@ fn mutate_model(m: &mut appshot_image::Image, next: &mut impl FnMut() -> u64) {
         7 => if let Some(q) = m.msgs.first_mut() { q.virtual_id = v as i32 },
         8 => m.app.pid_range = Some((1, (v as u32).max(1))),
         _ => if let Some(t) = m.tables.iter_mut().find(|t| !t.entries.is_empty()) { t.entries[0].virtual_id = v as u32 },
+    }
+}
+
+/// The two halves of the cross-boot test (issue #11 section 4), each run in its own boot
+/// by `cargo xtask test` with a host folder shared at `dir` (`--share`): `save` starts
+/// an application, records what it sees and snapshots it with `--kill` into `dir`;
+/// `restore`, in the next boot, first creates unrelated objects so the system IDs
+/// differ, then restores the image and checks that the application sees the same
+/// virtual IDs, keys, values, bytes and messages (on other system IDs) and that the
+/// restored command is the root under its virtual PID.
+pub fn cross_boot(phase: &str, dir: &std::path::Path) -> Result<()> {
+    let image = dir.join("cross-boot.img");
+    let seen = dir.join("cross-boot.ids");
+    let name = "cross-boot";
+    match phase {
+        "save" => {
+            let (fx, app, ids, _) = start_app(name, SMALL_SHM, false)?;
+            let text: Vec<String> = ids.iter().map(i32::to_string).collect();
+            std::fs::write(&seen, text.join(" ")).with_context(|| format!("write {}", seen.display()))?;
+            let image_text = image.to_string_lossy().into_owned();
+            cmd::ctl(&["snapshot", fx.name(), "-o", &image_text, "--kill"])?.ok()?;
+            drop(app);
+            ensure!(image.exists(), "{} was not written", image.display());
+            Ok(())
+        }
+        "restore" => {
+            let text = std::fs::read_to_string(&seen).with_context(|| format!("read {}", seen.display()))?;
+            let ids: Vec<i32> = text.split_whitespace().map(str::parse).collect::<Result<_, _>>().context("the IDs file")?;
+            let ids: Ids = ids.try_into().map_err(|v| anyhow::anyhow!("the IDs file holds {v:?}"))?;
+            let decoded = appshot_image::read_image(&std::fs::read(&image)?).context("the image")?;
+            let _squatters = Squatters::new(3)?;
+            let image_text = image.to_string_lossy().into_owned();
+            let root = appshotctl::restore::root_pid(&decoded).context("no root process in the image")?;
+            let saved_name = decoded.app.name.clone();
+            let argv = [cmd::APPSHOTCTL, "restore", image_text.as_str(), "--", "/bin/sh", "-c", "echo $$"];
+            let out = cmd::run(&argv, step_timeout())?.ok()?;
+            let dev = Device::open()?;
+            let _restored = AidGuard::adopt_by_name(&dev, &saved_name).context("the restored AID")?;
+            ensure_eq!(out.stdout.trim(), root.to_string(), "the restored command's PID");
+            let aid = dev.info_by_name(saved_name.as_bytes())?.aid;
+            let now = ipc_tables(&dev, aid)?;
+            let then: Vec<Vec<(u32, u32)>> = vec![
+                decoded.sems.iter().map(|o| (o.virtual_id as u32, o.system_id as u32)).collect(),
+                decoded.shms.iter().map(|o| (o.virtual_id as u32, o.system_id as u32)).collect(),
+                decoded.msgs.iter().map(|o| (o.virtual_id as u32, o.system_id as u32)).collect(),
+            ];
+            for (kind, (then, now)) in then.iter().zip(&now).enumerate() {
+                ensure_eq!(now.iter().map(|p| p.0).collect::<Vec<_>>(), then.iter().map(|p| p.0).collect::<Vec<_>>(), "virtual IDs of kind {kind}");
+                ensure!(then.iter().zip(now).all(|(t, n)| t.1 != n.1), "kind {kind}: a system ID is the same in both boots: {then:?} / {now:?}");
+            }
+            check_restored(&dev, &saved_name, ids, SMALL_SHM, None)
+        }
+        _ => bail!("unknown cross-boot phase {phase:?}"),
     }
 }
