@@ -137,7 +137,7 @@ fn freezer(device: &Device, aid: u64, timeout: Duration, parent: rustix::process
     // Wait for the release (EOF, when appshotctl closes its end or dies).
     let mut byte = [0u8; 1];
     let _ = File::from(release).read(&mut byte);
-    for (&tid, _) in &stopped.threads {
+    for &tid in stopped.threads.keys() {
         let signal = stopped.pending.get(&tid).copied();
         let _ = ptrace::detach(Pid::from_raw(tid), signal);
     }
