@@ -54,11 +54,7 @@ fn peak_while_reading(bytes: &[u8]) -> usize {
 fn allocation_is_bounded_by_the_input() {
     let bytes = encode(&small_image());
     let offsets = record_offsets(&bytes);
-    let descriptor = |index: usize| {
-        let name =
-            u16::from_le_bytes([bytes[offsets[index] + 4], bytes[offsets[index] + 5]]) as usize;
-        offsets[index] + 24 + name
-    };
+    let descriptor = |index: usize| descriptor_offset(&bytes, &offsets, index);
     // Every count and length field, set to every absurd value.
     let fields: Vec<(usize, usize)> = vec![
         (descriptor(1) + 4, 4),

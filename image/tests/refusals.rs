@@ -682,11 +682,7 @@ fn record_structure_is_checked() {
 fn absurd_counts_are_refused_before_allocating() {
     let bytes = encode(&small_image());
     let offsets = record_offsets(&bytes);
-    let descriptor = |index: usize| {
-        let name =
-            u16::from_le_bytes([bytes[offsets[index] + 4], bytes[offsets[index] + 5]]) as usize;
-        offsets[index] + 24 + name
-    };
+    let descriptor = |index: usize| descriptor_offset(&bytes, &offsets, index);
     let cases: Vec<(usize, Vec<u8>, &str)> = vec![
         (
             descriptor(1) + 4,

@@ -435,3 +435,10 @@ pub fn insert_before_end(bytes: &[u8], record: &[u8]) -> Vec<u8> {
     let last = record_offsets(bytes).len() - 1;
     insert_record(bytes, last, record)
 }
+
+/// Where the descriptor of record `index` starts: after its 24-byte header and its name
+/// (the name's length is the u16 at offset 4 of the header).
+pub fn descriptor_offset(bytes: &[u8], offsets: &[usize], index: usize) -> usize {
+    let at = offsets[index];
+    at + 24 + u16::from_le_bytes([bytes[at + 4], bytes[at + 5]]) as usize
+}
