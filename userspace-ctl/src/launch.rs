@@ -5,10 +5,11 @@
 //! reads as a virtual PID for a caller inside an AID. The shape is `run`'s: CMD's parent
 //! is appshotctl, outside the application, and appshotctl's exit status is CMD's.
 //!
-//! 1. appshotctl, unlinked by then, forks a helper, which LINKs itself to the AID.
-//! 2. If the helper got the root's virtual PID already, it execs CMD itself. Otherwise
-//!    it calls `clone3(CLONE_PARENT, set_tid = [root])`: the new process, appshotctl's
-//!    child, gets the root's virtual PID and execs CMD; the helper exits.
+//! 1. appshotctl, unlinked by then, forks a helper, which LINKs itself to the AID. It
+//!    cannot get the root's virtual PID: the restore reserved it, with every PID of the
+//!    image.
+//! 2. The helper calls `clone3(CLONE_PARENT, set_tid = [root])`: the new process,
+//!    appshotctl's child, takes the reserved PID over and execs CMD; the helper exits.
 //! 3. appshotctl waits for CMD and exits with its status (128 + N when killed by signal
 //!    N, as shells report it).
 
@@ -54,9 +55,7 @@ pub fn run_as(device: &Device, aid: u64, root: u32, command: &[OsString]) -> any
         let _ = waitpid(helper_pid, None);
         bail!("{}", error.trim_end());
     }
-    // "self": the helper is the root (its status is the command's); "child": it made the
-    // root, another child of ours, and left.
-    let root_is_helper = report.starts_with("self");
+    // The helper made the root, another child of ours, and left.
     loop {
         let (pid, status) = match waitpid(None, None) {
             Ok(WaitStatus::Exited(pid, code)) => (pid, code as u8),
@@ -64,21 +63,15 @@ pub fn run_as(device: &Device, aid: u64, root: u32, command: &[OsString]) -> any
             Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
             Err(errno) => bail!("waiting for the restored command failed: {}", errno.desc()),
         };
-        if root_is_helper || pid != helper_pid {
+        if pid != helper_pid {
             return Ok(status);
         }
     }
 }
 
-/// The helper: LINK itself, then become the root or create it, and say which on
-/// `report`. Returns only on failure, or after creating the root.
+/// The helper: LINK itself, then create the root and say so on `report`.
 fn helper(device: &Device, aid: u64, root: u32, command: &[OsString], report: &mut std::fs::File) -> anyhow::Result<()> {
     device.link(aid, 0).map_err(|e| anyhow!("cannot link the launcher to the restored application: {e}"))?;
-    // Linked: getpid answers with the virtual PID.
-    if rustix::process::getpid().as_raw_nonzero().get() as u32 == root {
-        report.write_all(b"self\n").context("cannot report")?;
-        return Err(exec(command));
-    }
     // SAFETY: clone_args is plain data.
     let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
     let tids = [root as libc::pid_t];

@@ -88,14 +88,7 @@ fn capture(device: &Device, info: &AidInfo, frozen: &Frozen) -> anyhow::Result<I
     );
     let keys: BTreeMap<i32, i32> = key_entries.iter().map(|e| (e.system_id as i32, e.virtual_id as i32)).collect();
     let virtual_key = |key: i32| if key == 0 { 0 } else { keys.get(&key).copied().unwrap_or(0) };
-    let perm = |perm: Perm| IpcPerm {
-        key: virtual_key(perm.key),
-        uid: perm.uid,
-        gid: perm.gid,
-        cuid: perm.cuid,
-        cgid: perm.cgid,
-        mode: perm.mode,
-    };
+    let perm = |perm: Perm| IpcPerm { key: virtual_key(perm.key), ..perm };
 
     let mut image = Image {
         app: app_record(info),

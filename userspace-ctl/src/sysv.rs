@@ -17,27 +17,18 @@
 use std::io;
 use std::mem::MaybeUninit;
 
-/// The part of `ipc_perm` a snapshot keeps: system key, owner, creator and mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Perm {
-    pub key: i32,
-    pub uid: u32,
-    pub gid: u32,
-    pub cuid: u32,
-    pub cgid: u32,
-    pub mode: u32,
-}
+/// The part of `ipc_perm` a snapshot keeps, in the image's type; here its `key` is the
+/// system key (the snapshot turns it into the virtual one).
+pub type Perm = appshot_image::IpcPerm;
 
-impl Perm {
-    fn of(perm: &libc::ipc_perm) -> Self {
-        Perm {
-            key: perm.__key,
-            uid: perm.uid,
-            gid: perm.gid,
-            cuid: perm.cuid,
-            cgid: perm.cgid,
-            mode: u32::from(perm.mode),
-        }
+fn perm_of(perm: &libc::ipc_perm) -> Perm {
+    Perm {
+        key: perm.__key,
+        uid: perm.uid,
+        gid: perm.gid,
+        cuid: perm.cuid,
+        cgid: perm.cgid,
+        mode: u32::from(perm.mode),
     }
 }
 
@@ -113,7 +104,7 @@ pub fn sem_stat(id: i32) -> io::Result<SemStat> {
     // SAFETY: zero-initialised plain data, filled by the kernel.
     let ds = unsafe { ds.assume_init() };
     Ok(SemStat {
-        perm: Perm::of(&ds.sem_perm),
+        perm: perm_of(&ds.sem_perm),
         otime: ds.sem_otime,
         ctime: ds.sem_ctime,
         nsems: ds.sem_nsems as usize,
@@ -150,7 +141,7 @@ pub fn shm_stat(id: i32) -> io::Result<ShmStat> {
     // SAFETY: zero-initialised plain data, filled by the kernel.
     let ds = unsafe { ds.assume_init() };
     Ok(ShmStat {
-        perm: Perm::of(&ds.shm_perm),
+        perm: perm_of(&ds.shm_perm),
         size: ds.shm_segsz as u64,
         atime: ds.shm_atime,
         dtime: ds.shm_dtime,
@@ -233,7 +224,7 @@ pub fn msg_stat(id: i32) -> io::Result<MsgStat> {
     // SAFETY: zero-initialised plain data, filled by the kernel.
     let ds = unsafe { ds.assume_init() };
     Ok(MsgStat {
-        perm: Perm::of(&ds.msg_perm),
+        perm: perm_of(&ds.msg_perm),
         stime: ds.msg_stime,
         rtime: ds.msg_rtime,
         ctime: ds.msg_ctime,

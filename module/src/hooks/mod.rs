@@ -689,8 +689,7 @@ unsafe fn on_kernel_clone(registry: &Registry, args: *mut c_void) -> Option<i64>
         unsafe { glue::appshot_glue_clone_args_drop_set_tid(args) };
     }
     let settid = flags & u64::from(bindings::CLONE_PARENT_SETTID) != 0;
-    registry.tasks.set_parent_tid(task, if settid { parent_tid } else { 0 });
-    registry.tasks.set_wanted_tid(task, wanted);
+    registry.tasks.set_clone(task, if settid { parent_tid } else { 0 }, wanted);
     None
 }
 

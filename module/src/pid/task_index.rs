@@ -524,25 +524,23 @@ impl TaskIndex {
         });
     }
 
-    /// Sets the `CLONE_PARENT_SETTID` address of a linked `task`'s clone in progress
-    /// (0 clears it). Only `task` itself calls this.
-    pub(crate) fn set_parent_tid(&self, task: Task<'_>, address: u64) {
-        self.with_entry(task, Slot::of(task), |linked| linked.parent_tid = address);
+    /// Records what a linked `task`'s clone in progress asks of its new task: the
+    /// `CLONE_PARENT_SETTID` address (0: none) and the virtual TID of `clone3`'s `set_tid`
+    /// (0: none), in one lookup of the index. Only `task` itself calls this.
+    pub(crate) fn set_clone(&self, task: Task<'_>, parent_tid: u64, wanted_tid: u32) {
+        self.with_entry(task, Slot::of(task), |linked| {
+            linked.parent_tid = parent_tid;
+            linked.wanted_tid = wanted_tid;
+        });
     }
 
-    /// Takes the address set by [`Self::set_parent_tid`], if any.
+    /// Takes the address set by [`Self::set_clone`], if any.
     pub(crate) fn take_parent_tid(&self, task: Task<'_>) -> Option<u64> {
         let address = self.with_entry(task, Slot::of(task), |linked| core::mem::take(&mut linked.parent_tid))?;
         (address != 0).then_some(address)
     }
 
-    /// Sets the virtual TID the next task `task` creates must get (`clone3`'s `set_tid`;
-    /// 0 clears it). Only `task` itself calls this.
-    pub(crate) fn set_wanted_tid(&self, task: Task<'_>, virtual_id: u32) {
-        self.with_entry(task, Slot::of(task), |linked| linked.wanted_tid = virtual_id);
-    }
-
-    /// Takes the virtual TID set by [`Self::set_wanted_tid`], if any.
+    /// Takes the virtual TID set by [`Self::set_clone`], if any.
     pub(crate) fn take_wanted_tid(&self, task: Task<'_>) -> Option<VirtualPid> {
         let wanted = self.with_entry(task, Slot::of(task), |linked| core::mem::take(&mut linked.wanted_tid))?;
         (wanted != 0).then(|| VirtualPid::new(wanted))
