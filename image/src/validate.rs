@@ -221,19 +221,21 @@ struct SysvObjects {
 }
 
 impl SysvObjects {
+    /// For `count` objects (sized once: growing a set rehashes it).
     fn new(
         what: &'static str,
         id_what: &'static str,
         key_what: &'static str,
         table_name: &'static str,
+        count: usize,
     ) -> Self {
         SysvObjects {
             what,
             id_what,
             key_what,
             table_name,
-            ids: HashSet::new(),
-            keys: HashSet::new(),
+            ids: HashSet::with_capacity(count),
+            keys: HashSet::with_capacity(count),
         }
     }
 
@@ -296,7 +298,7 @@ fn check_sems(
     tables: &SysvTables,
     locate: &dyn Fn(Item) -> Place,
 ) -> Result<(), ImageError> {
-    let mut objects = SysvObjects::new("sem set", "sem set virtual id", "sem set key", "sem");
+    let mut objects = SysvObjects::new("sem set", "sem set virtual id", "sem set key", "sem", image.sems.len());
     for (i, set) in image.sems.iter().enumerate() {
         let place = || locate(Item::Sem(i));
         objects.check(set.virtual_id, set.perm.key, tables.sem.as_ref(), place())?;
@@ -334,6 +336,7 @@ fn check_shms(
         "shm segment virtual id",
         "shm segment key",
         "shm",
+        image.shms.len(),
     );
     for (i, seg) in image.shms.iter().enumerate() {
         let place = || locate(Item::Shm(i));
@@ -376,7 +379,7 @@ fn check_msgs(
     tables: &SysvTables,
     locate: &dyn Fn(Item) -> Place,
 ) -> Result<(), ImageError> {
-    let mut objects = SysvObjects::new("msg queue", "msg queue virtual id", "msg queue key", "msg");
+    let mut objects = SysvObjects::new("msg queue", "msg queue virtual id", "msg queue key", "msg", image.msgs.len());
     for (i, queue) in image.msgs.iter().enumerate() {
         let place = || locate(Item::Msg(i));
         objects.check(

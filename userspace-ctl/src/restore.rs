@@ -138,9 +138,11 @@ pub fn undo(device: &Device, aid: u64) {
 }
 
 fn create_all(device: &Device, aid: u64, image: &Image) -> anyhow::Result<()> {
+    let me = Creator { euid: geteuid(), egid: getegid() };
+    let make = |kind, virtual_id, perm, size| create(device, aid, me, kind, virtual_id, perm, size);
     for set in &image.sems {
         let what = || format!("cannot restore semaphore set {}", set.virtual_id);
-        let id = create(device, aid, Kind::Sem, set.virtual_id, &set.perm, set.sems.len() as u64).with_context(what)?;
+        let id = make(Kind::Sem, set.virtual_id, &set.perm, set.sems.len() as u64).with_context(what)?;
         let values: Vec<u16> = set.sems.iter().map(|s| s.value).collect();
         sysv::sem_set_values(id, &values).context("SETALL failed").with_context(what)?;
         if owner_differs(&set.perm) {
@@ -151,7 +153,7 @@ fn create_all(device: &Device, aid: u64, image: &Image) -> anyhow::Result<()> {
     }
     for segment in &image.shms {
         let what = || format!("cannot restore shared memory segment {}", segment.virtual_id);
-        let id = create(device, aid, Kind::Shm, segment.virtual_id, &segment.perm, segment.size).with_context(what)?;
+        let id = make(Kind::Shm, segment.virtual_id, &segment.perm, segment.size).with_context(what)?;
         let mut progress = Progress::new(format!("writing segment {}", segment.virtual_id), segment.size);
         sysv::shm_write(id, &segment.data, |done| progress.update(done)).context("cannot write its bytes").with_context(what)?;
         if owner_differs(&segment.perm) {
@@ -165,7 +167,7 @@ fn create_all(device: &Device, aid: u64, image: &Image) -> anyhow::Result<()> {
     }
     for queue in &image.msgs {
         let what = || format!("cannot restore message queue {}", queue.virtual_id);
-        let id = create(device, aid, Kind::Msg, queue.virtual_id, &queue.perm, 0).with_context(what)?;
+        let id = make(Kind::Msg, queue.virtual_id, &queue.perm, 0).with_context(what)?;
         // Room for every message even if the limit was lowered below them, then the
         // recorded limit.
         let total: u64 = queue.messages.iter().map(|m| m.data.len() as u64).sum();
@@ -201,9 +203,16 @@ fn owner_differs(perm: &IpcPerm) -> bool {
 /// `SHM_LOCKED` in a segment's mode.
 const SHM_LOCKED: u32 = 0o2000;
 
+/// appshotctl's own effective IDs, read once per restore.
+#[derive(Clone, Copy)]
+struct Creator {
+    euid: Uid,
+    egid: Gid,
+}
+
 /// Creates one object with virtual ID `virtual_id` and returns that ID (which, as
 /// appshotctl is linked, is what the kernel answers with).
-fn create(device: &Device, aid: u64, kind: Kind, virtual_id: i32, perm: &IpcPerm, size: u64) -> anyhow::Result<i32> {
+fn create(device: &Device, aid: u64, me: Creator, kind: Kind, virtual_id: i32, perm: &IpcPerm, size: u64) -> anyhow::Result<i32> {
     let table = match kind {
         Kind::Sem => TableType::SEM,
         Kind::Shm => TableType::SHM,
@@ -211,7 +220,7 @@ fn create(device: &Device, aid: u64, kind: Kind, virtual_id: i32, perm: &IpcPerm
     };
     device.next_id(aid, table, virtual_id as u32).map_err(|e| anyhow!("NEXT_ID refused {virtual_id}: {e}"))?;
     let flags = libc::IPC_CREAT | libc::IPC_EXCL | (perm.mode & 0o777) as i32;
-    let id = as_creator(perm, || sysv::create(kind, perm.key, size, flags))?.map_err(|e| match e.raw_os_error() {
+    let id = as_creator(perm, me, || sysv::create(kind, perm.key, size, flags))?.map_err(|e| match e.raw_os_error() {
         Some(libc::EINVAL) if kind == Kind::Shm => {
             anyhow!("shmget of {size} bytes failed: {e} (above this system's shmmax or shmall?)")
         }
@@ -227,9 +236,9 @@ fn create(device: &Device, aid: u64, kind: Kind, virtual_id: i32, perm: &IpcPerm
 }
 
 /// Runs `create` with the recorded creator's effective UID and GID (the kernel records
-/// them as `cuid`/`cgid`), then returns to appshotctl's own.
-fn as_creator(perm: &IpcPerm, create: impl FnOnce() -> io::Result<i32>) -> anyhow::Result<io::Result<i32>> {
-    let (euid, egid) = (geteuid(), getegid());
+/// them as `cuid`/`cgid`), then returns to appshotctl's own (`me`).
+fn as_creator(perm: &IpcPerm, me: Creator, create: impl FnOnce() -> io::Result<i32>) -> anyhow::Result<io::Result<i32>> {
+    let Creator { euid, egid } = me;
     let (cuid, cgid) = (Uid::from_raw(perm.cuid), Gid::from_raw(perm.cgid));
     if (cuid, cgid) == (euid, egid) {
         return Ok(create());

@@ -19,7 +19,7 @@
 //! one bucket lock are held at a time. Nothing allocates or sleeps under 2 or 3: memory is
 //! reserved first and freed nodes are dropped after unlocking.
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use kernel::prelude::*;
 use kernel::rbtree::RBTree;
@@ -53,6 +53,10 @@ pub(crate) struct Registry {
     /// held with an AID's lock.
     #[pin]
     pub(crate) ipc_owners: SpinLock<RBTree<(u32, u8), ipc::Owner>>,
+    /// Removals of SysV objects seen by the `ipc_rmid` hook, counted before it looks up
+    /// the owner index (`ipc::removals`): a binder that reads the same count before its
+    /// object existed and after indexing it knows that no removal missed the binding.
+    pub(crate) ipc_removals: AtomicU64,
     /// Whether the on-demand hooks are attached (written under `aids`, read without it
     /// as a hint).
     on_demand: AtomicBool,
@@ -87,6 +91,7 @@ impl Registry {
             aids <- new_mutex!(AidSet { by_id: RBTree::new(), next_id: 1 }, "appshot_registry"),
             tasks,
             ipc_owners <- new_spinlock!(RBTree::new(), "appshot_ipc_owners"),
+            ipc_removals: AtomicU64::new(0),
             on_demand: AtomicBool::new(false),
         }? Error))
     }

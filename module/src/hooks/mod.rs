@@ -295,15 +295,40 @@ impl Sites {
     }
 }
 
-/// Calls the hooked system call entry `function` (an x86-64 one) from kernel code, with
-/// `args` in its registers: a copy of registers, so its own hook lets it run unhooked.
-/// `None` when no such entry is hooked.
-pub(crate) fn call_syscall(function: &CStr, args: [u64; 6]) -> Option<i64> {
-    let site = (0..SITE_SLOTS).find_map(|slot| {
-        // SAFETY: `insert` stored null or a pointer to an element of the static table.
-        let syscall = unsafe { SITES.syscalls[slot].load(Ordering::Relaxed).as_ref() }?;
-        (syscall.function.as_bytes() == function.as_bytes() && syscall.abi == syscalls::Abi::X64).then(|| SITES.slots[slot].load(Ordering::Relaxed))
-    })?;
+/// The x86-64 system calls a handler calls itself (an object's existence check, the
+/// listing's `IPC_STAT`s, the i386 `*_ds` through the 64-bit layout, `--destroy-ipc`),
+/// each found once at load so that a call costs one load, not a search.
+#[derive(Clone, Copy)]
+pub(crate) enum Callback {
+    Semctl,
+    Shmctl,
+    Msgctl,
+}
+
+impl Callback {
+    const ALL: [Callback; 3] = [Callback::Semctl, Callback::Shmctl, Callback::Msgctl];
+
+    fn function(self) -> &'static CStr {
+        match self {
+            Callback::Semctl => kernel::c_str!("__x64_sys_semctl"),
+            Callback::Shmctl => kernel::c_str!("__x64_sys_shmctl"),
+            Callback::Msgctl => kernel::c_str!("__x64_sys_msgctl"),
+        }
+    }
+}
+
+/// The site of each [`Callback`] (0 until [`init`] finds it), written once before the
+/// hooks are attached, read-only afterwards (relaxed loads, as [`SITES`]).
+static CALLBACK_SITES: [AtomicUsize; Callback::ALL.len()] = [const { AtomicUsize::new(0) }; Callback::ALL.len()];
+
+/// Calls the hooked system call entry `callback` from kernel code, with `args` in its
+/// registers: a copy of registers, so its own hook lets it run unhooked. `None` when the
+/// entry is not hooked.
+pub(crate) fn call_syscall(callback: Callback, args: [u64; 6]) -> Option<i64> {
+    let site = CALLBACK_SITES[callback as usize].load(Ordering::Relaxed);
+    if site == 0 {
+        return None;
+    }
     // SAFETY: pt_regs is plain integers; all zero is a valid value.
     let mut regs: bindings::pt_regs = unsafe { core::mem::zeroed() };
     regs.di = args[0] as usize;
@@ -353,6 +378,13 @@ pub(crate) fn init() -> Result {
         };
         SITES.insert(site, hooked);
         if let Hooked::Syscall(syscall) = hooked {
+            if syscall.abi == syscalls::Abi::X64 {
+                for callback in Callback::ALL {
+                    if syscall.function.as_bytes() == callback.function().as_bytes() {
+                        CALLBACK_SITES[callback as usize].store(site, Ordering::Relaxed);
+                    }
+                }
+            }
             if syscall.own == OwnId::Pid && getpid < 2 {
                 SITES.getpid[getpid].store(site, Ordering::Relaxed);
                 getpid += 1;

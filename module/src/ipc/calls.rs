@@ -10,11 +10,11 @@
 
 use kernel::bindings;
 use kernel::page::PAGE_SIZE;
-use kernel::str::CStr;
 use kernel::prelude::*;
 use kernel::uaccess::UserSlice;
 
 use crate::aid::Aid;
+use crate::hooks::Callback;
 use crate::ipc::{self, IpcKind};
 use crate::linux::glue;
 use crate::syscalls::{read_user_i32, Abi, Call, Frame, Outcome};
@@ -95,7 +95,7 @@ trait Control: IpcKind {
     fn ds_size(abi: Abi, layout64: bool) -> usize;
     /// The x86-64 `*ctl` entry and its arguments for stat command `cmd` (`IPC_STAT`, or
     /// by index) of `id` into `buffer`.
-    fn stat_call(id: u64, cmd: i32, buffer: u64) -> (&'static CStr, [u64; 6]);
+    fn stat_call(id: u64, cmd: i32, buffer: u64) -> (Callback, [u64; 6]);
     /// How the kernel builds the i386 `*_ds` (the 64-bit layout or the old one) from
     /// the x86-64 `*id64_ds` (`copy_compat_*id_to_user`), field by field.
     fn compat_fields(layout64: bool) -> &'static [Field];
@@ -218,8 +218,8 @@ impl Control for kind::Sem {
             _ => 104,
         }
     }
-    fn stat_call(id: u64, cmd: i32, buffer: u64) -> (&'static CStr, [u64; 6]) {
-        (kernel::c_str!("__x64_sys_semctl"), [id, 0, cmd as u64, buffer, 0, 0])
+    fn stat_call(id: u64, cmd: i32, buffer: u64) -> (Callback, [u64; 6]) {
+        (Callback::Semctl, [id, 0, cmd as u64, buffer, 0, 0])
     }
     fn compat_fields(layout64: bool) -> &'static [Field] {
         // compat_semid64_ds: otime, ctime (low and high halves), nsems; compat_semid_ds:
@@ -266,8 +266,8 @@ impl Control for kind::Shm {
             _ => 112,
         }
     }
-    fn stat_call(id: u64, cmd: i32, buffer: u64) -> (&'static CStr, [u64; 6]) {
-        (kernel::c_str!("__x64_sys_shmctl"), [id, cmd as u64, buffer, 0, 0, 0])
+    fn stat_call(id: u64, cmd: i32, buffer: u64) -> (Callback, [u64; 6]) {
+        (Callback::Shmctl, [id, cmd as u64, buffer, 0, 0, 0])
     }
     fn compat_fields(layout64: bool) -> &'static [Field] {
         // From shmid64_ds: segsz at 48, atime 56, dtime 64, ctime 72, cpid 80, lpid 84,
@@ -322,8 +322,8 @@ impl Control for kind::Msg {
             _ => 120,
         }
     }
-    fn stat_call(id: u64, cmd: i32, buffer: u64) -> (&'static CStr, [u64; 6]) {
-        (kernel::c_str!("__x64_sys_msgctl"), [id, cmd as u64, buffer, 0, 0, 0])
+    fn stat_call(id: u64, cmd: i32, buffer: u64) -> (Callback, [u64; 6]) {
+        (Callback::Msgctl, [id, cmd as u64, buffer, 0, 0, 0])
     }
     fn compat_fields(layout64: bool) -> &'static [Field] {
         // From msqid64_ds: stime at 48, rtime 56, ctime 64, cbytes 72, qnum 80, qbytes
@@ -362,15 +362,21 @@ enum Buffer {
 }
 
 /// Argument `i` replaced by the 32-bit value `value` (the kernel reads an `int`).
+/// A buffer address in the kernel's half: `copy_to_user` refuses it at its range check
+/// (`EFAULT`) without touching memory. NULL would fault first, and a user-address fault
+/// (the page-fault handler, the exception table, twice) costs several times the call.
+const NO_BUFFER: u64 = u64::MAX & !0xfff;
+
 fn set_int(args: &mut [u64; 6], i: usize, value: i32) {
     args[i] = (args[i] & !0xffff_ffff) | u64::from(value as u32);
 }
 
-/// Whether the kernel still has object `id`: its `IPC_STAT` into a NULL buffer fails
+/// Whether the kernel still has object `id`: its `IPC_STAT` into [`NO_BUFFER`] fails
 /// with `EFAULT` (or `EACCES` without read permission) for an object that exists, and
-/// with `EINVAL` or `EIDRM` for one that does not.
+/// with `EINVAL` or `EIDRM` for one that does not. The kernel answers under the object's
+/// lock, as for any `IPC_STAT`, which orders the answer after a removal in progress.
 fn exists<K: Control>(id: u64) -> bool {
-    let (function, args) = K::stat_call(id, IPC_STAT, 0);
+    let (function, args) = K::stat_call(id, IPC_STAT, NO_BUFFER);
     match crate::hooks::call_syscall(function, args) {
         Some(ret) => ret != -i64::from(bindings::EINVAL) && ret != -i64::from(bindings::EIDRM),
         None => true,
@@ -387,6 +393,7 @@ fn get<K: Control>(c: &Call<'_>, key_at: usize, flags_at: usize) -> Outcome {
     let key = c.int_arg(key_at);
     let flags = c.int_arg(flags_at);
     let mut args = c.args();
+    let removals = ipc::removals(c.registry);
     let ret = if key == IPC_PRIVATE {
         c.call(args)
     } else {
@@ -408,10 +415,12 @@ fn get<K: Control>(c: &Call<'_>, key_at: usize, flags_at: usize) -> Outcome {
     match ipc::bind::<K>(c.registry, c.aid, ret as i32, binding, limit) {
         Ok(virtual_id) => {
             // The object may have been removed between the kernel's answer and the
-            // binding (another process of the AID found it by key and removed it): its
-            // removal hook then found no binding to drop. The binding is in the owner
-            // index now, so a removal from here on drops it; one before is seen here.
-            if !exists::<K>(ret as u64) {
+            // binding (another process of the AID found it by key and removed it, or
+            // root by ID): its removal hook then found no binding to drop. The binding
+            // is in the owner index now, so a removal from here on drops it; one before
+            // is seen here. Only when some removal ran meanwhile (`ipc::removals`) is
+            // the kernel asked.
+            if ipc::removals(c.registry) != removals && !exists::<K>(ret as u64) {
                 ipc::unbind::<K>(c.registry, c.aid, ret as i32);
             }
             Outcome::Return(i64::from(virtual_id))
@@ -823,6 +832,24 @@ pub(crate) fn semctl(c: &Call<'_>) -> Outcome {
     ctl::<kind::Sem>(c, Entry::Direct, 0, 2, Buffer::Arg(3))
 }
 
+/// [`semctl`]'s fast path, for the commands that only name the set (`Class::Plain`:
+/// `GETVAL`, `SETALL`, `IPC_RMID`, ...); the others run the handler.
+pub(crate) fn semctl_args(aid: &Aid, frame: &mut Frame) -> bool {
+    ctl_args::<kind::Sem>(aid, frame, 0, 2)
+}
+
+/// The fast path of a direct `*ctl` entry (the command as given, no `IPC_64` to decode):
+/// a command that takes the ID in and returns nothing to translate needs only the
+/// ID.
+#[inline]
+fn ctl_args<K: Control>(aid: &Aid, frame: &mut Frame, id_at: usize, cmd_at: usize) -> bool {
+    if K::class(frame.int_arg(cmd_at)) != Class::Plain {
+        return false;
+    }
+    uses_into::<K>(aid, id_at, frame);
+    true
+}
+
 /// shmget(key, size, shmflg).
 pub(crate) fn shmget(c: &Call<'_>) -> Outcome {
     get::<kind::Shm>(c, 0, 2)
@@ -844,6 +871,11 @@ pub(crate) fn shmctl(c: &Call<'_>) -> Outcome {
     ctl::<kind::Shm>(c, Entry::Direct, 0, 1, Buffer::Arg(2))
 }
 
+/// [`shmctl`]'s fast path, as [`semctl_args`].
+pub(crate) fn shmctl_args(aid: &Aid, frame: &mut Frame) -> bool {
+    ctl_args::<kind::Shm>(aid, frame, 0, 1)
+}
+
 /// msgget(key, msgflg).
 pub(crate) fn msgget(c: &Call<'_>) -> Outcome {
     get::<kind::Msg>(c, 0, 1)
@@ -863,6 +895,11 @@ pub(crate) fn msgop_args(aid: &Aid, frame: &mut Frame) -> bool {
 /// msgctl(msqid, cmd, buf).
 pub(crate) fn msgctl(c: &Call<'_>) -> Outcome {
     ctl::<kind::Msg>(c, Entry::Direct, 0, 1, Buffer::Arg(2))
+}
+
+/// [`msgctl`]'s fast path, as [`semctl_args`].
+pub(crate) fn msgctl_args(aid: &Aid, frame: &mut Frame) -> bool {
+    ctl_args::<kind::Msg>(aid, frame, 0, 1)
 }
 
 /// i386 ipc(call, first, second, third, ptr, fifth): the call's number in the low 16

@@ -28,15 +28,16 @@
 pub(crate) mod calls;
 pub(crate) mod proc;
 
-use kernel::prelude::*;
-use kernel::str::CStr;
+use core::sync::atomic::Ordering;
 
+use kernel::prelude::*;
 use kernel::ffi::{c_int, c_void};
 use kernel::rbtree::RBTreeNodeReservation;
 use kernel::sync::Arc;
 
 use crate::aid::registry::Registry;
 use crate::aid::{Aid, AidState};
+use crate::hooks::Callback;
 use crate::linux::glue;
 use crate::table::{kind, Entry, EntryReservation, IdTable, InsertError, SystemId, TranslationCache, VirtualId};
 
@@ -209,7 +210,12 @@ fn bind_entry<K: IpcKind>(aid: &Aid, system: i32, reservation: EntryReservation<
     let virtual_id = chosen.ok_or(ENOSPC)?;
     let entry = Entry { virtual_id: VirtualId::new(virtual_id), system_id, owner: 0 };
     match table.insert(reservation, entry) {
-        Ok(()) => Ok(Bound { id: virtual_id as i32, new: Some(virtual_id as i32) }),
+        Ok(()) => {
+            // A new object is used next (a restore fills it at once): cached now, its
+            // first use needs no lock.
+            table.remember(VirtualId::new(virtual_id), system_id);
+            Ok(Bound { id: virtual_id as i32, new: Some(virtual_id as i32) })
+        }
         // Checked above under the same lock.
         Err(InsertError::VirtualTaken | InsertError::SystemTaken) => Err(EEXIST),
     }
@@ -268,6 +274,8 @@ pub(crate) fn unbind<K: IpcKind>(registry: &Registry, aid: &Aid, system: i32) {
 /// spinlock: takes the owner index's lock, then the AID's, one at a time; never sleeps
 /// or allocates (the freed nodes go with `kfree`, which neither does).
 pub(crate) fn on_rmid(registry: &Registry, ids: usize, perm: *mut c_void) {
+    // Counted before the lookups ([`removals`]).
+    registry.ipc_removals.fetch_add(1, Ordering::SeqCst);
     // SAFETY: `perm` is the object `ipc_rmid` removes, valid for the call.
     let system = unsafe { glue::appshot_glue_ipc_perm_id(perm) } as u32;
     for kind in [kind::Sem::IDS, kind::Msg::IDS, kind::Shm::IDS] {
@@ -287,6 +295,15 @@ pub(crate) fn on_rmid(registry: &Registry, ids: usize, perm: *mut c_void) {
         }
         return;
     }
+}
+
+/// How many removals [`on_rmid`] has seen. A binder reads it before the call that makes
+/// its object and again after [`bind`]: the same count means that no removal of the
+/// object ran its hook before the binding was in the owner index (one that did counted
+/// before taking that index's lock, which the binder took after it; and the object did
+/// not exist at the first read), so the object's existence needs no check.
+pub(crate) fn removals(registry: &Registry) -> u64 {
+    registry.ipc_removals.load(Ordering::SeqCst)
 }
 
 /// The system key bound to virtual key `key` in the AID, if any.
@@ -326,14 +343,14 @@ pub(crate) fn bind_key(aid: &Aid, key: i32, system: i32, reservation: EntryReser
 /// remove) stops it.
 pub(crate) fn destroy_all(registry: &Registry, aid: &Aid) -> Result<usize> {
     let mut removed = 0;
-    removed += destroy_kind::<kind::Sem>(registry, aid, kernel::c_str!("__x64_sys_semctl"), |id| [id, 0, 0, 0, 0, 0])?;
-    removed += destroy_kind::<kind::Shm>(registry, aid, kernel::c_str!("__x64_sys_shmctl"), |id| [id, 0, 0, 0, 0, 0])?;
-    removed += destroy_kind::<kind::Msg>(registry, aid, kernel::c_str!("__x64_sys_msgctl"), |id| [id, 0, 0, 0, 0, 0])?;
+    removed += destroy_kind::<kind::Sem>(registry, aid, Callback::Semctl, |id| [id, 0, 0, 0, 0, 0])?;
+    removed += destroy_kind::<kind::Shm>(registry, aid, Callback::Shmctl, |id| [id, 0, 0, 0, 0, 0])?;
+    removed += destroy_kind::<kind::Msg>(registry, aid, Callback::Msgctl, |id| [id, 0, 0, 0, 0, 0])?;
     Ok(removed)
 }
 
 /// [`destroy_all`] for one kind: `function(args(id))` is its `IPC_RMID` (command 0).
-fn destroy_kind<K: IpcKind>(registry: &Registry, aid: &Aid, function: &CStr, args: impl Fn(u64) -> [u64; 6]) -> Result<usize> {
+fn destroy_kind<K: IpcKind>(registry: &Registry, aid: &Aid, function: Callback, args: impl Fn(u64) -> [u64; 6]) -> Result<usize> {
     let mut removed = 0;
     loop {
         // One at a time: the table may change meanwhile, and nothing is held across the

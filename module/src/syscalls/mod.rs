@@ -79,7 +79,7 @@ pub(crate) type Handler = fn(&Call<'_>) -> Outcome;
 /// alive, and must not sleep; the dispatch then calls the
 /// original itself, holding no reference on the AID (`hooks::pin`). For calls whose
 /// translation is all on the way in (an ID or a PID among the arguments): `semop`,
-/// `msgsnd`, `kill`.
+/// `msgsnd`, `kill`, most `*ctl` commands.
 pub(crate) type Translate = fn(&Aid, &mut Frame) -> bool;
 
 /// A row's pre-filter: whether the handler may do anything with a call of these
@@ -258,13 +258,13 @@ syscalls! {
     X64 sys_semop => ipc::calls::semop; fast ipc::calls::semop_args,
     X64 sys_semtimedop => ipc::calls::semop; fast ipc::calls::semop_args,
     Ia32 sys_semtimedop => ipc::calls::semop; fast ipc::calls::semop_args,
-    X64 sys_semctl => ipc::calls::semctl,
+    X64 sys_semctl => ipc::calls::semctl; fast ipc::calls::semctl_args,
     Ia32 compat_sys_semctl => ipc::calls::semctl,
     X64 sys_shmget => ipc::calls::shmget,
     Ia32 sys_shmget => ipc::calls::shmget,
     X64 sys_shmat => ipc::calls::shmat; fast ipc::calls::shmat_args,
     Ia32 compat_sys_shmat => ipc::calls::shmat; fast ipc::calls::shmat_args,
-    X64 sys_shmctl => ipc::calls::shmctl,
+    X64 sys_shmctl => ipc::calls::shmctl; fast ipc::calls::shmctl_args,
     Ia32 compat_sys_shmctl => ipc::calls::shmctl,
     X64 sys_msgget => ipc::calls::msgget,
     Ia32 sys_msgget => ipc::calls::msgget,
@@ -272,7 +272,7 @@ syscalls! {
     Ia32 compat_sys_msgsnd => ipc::calls::msgop; fast ipc::calls::msgop_args,
     X64 sys_msgrcv => ipc::calls::msgop; fast ipc::calls::msgop_args,
     Ia32 compat_sys_msgrcv => ipc::calls::msgop; fast ipc::calls::msgop_args,
-    X64 sys_msgctl => ipc::calls::msgctl,
+    X64 sys_msgctl => ipc::calls::msgctl; fast ipc::calls::msgctl_args,
     Ia32 compat_sys_msgctl => ipc::calls::msgctl,
     Ia32 compat_sys_ipc => ipc::calls::multiplexer,
     // PI futex owners, named by the TID in the futex word (src/pid/futex.rs).
