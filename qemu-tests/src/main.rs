@@ -23,12 +23,14 @@ mod tests;
 mod virt;
 
 const USAGE: &str = "\
-usage: appshot-guest-tests [--list] [NAME_SUBSTRING...]
+usage: appshot-guest-tests [--list] [--shard K/N] [NAME_SUBSTRING...]
        appshot-guest-tests --cross-boot save|restore DIR
 
 Runs the appshot guest suite (as root, with appshot.ko loaded) and prints TAP.
 With NAME_SUBSTRING arguments only the tests whose name contains one of them run,
 e.g. `appshot-guest-tests registration/ zombie`. --list prints the test names.
+--shard K/N runs the K-th of N parts of the selection, balanced by the tests' known
+durations, for N guests at once (cargo xtask test runs two).
 APPSHOT_TIMEOUT_SCALE=F multiplies every timeout.";
 
 fn main() {
@@ -52,15 +54,33 @@ fn main() {
         return;
     }
     let list = args.iter().any(|a| a == "--list");
-    let filters: Vec<String> = args.into_iter().filter(|a| a != "--list").collect();
+    let mut shard = None;
+    let mut filters = Vec::new();
+    let mut rest = args.into_iter().filter(|a| a != "--list");
+    while let Some(arg) = rest.next() {
+        if arg == "--shard" {
+            match rest.next().as_deref().and_then(parse_shard) {
+                Some(k_of_n) => shard = Some(k_of_n),
+                None => {
+                    eprintln!("appshot-guest-tests: --shard takes K/N with 1 <= K <= N\n{USAGE}");
+                    std::process::exit(2);
+                }
+            }
+        } else {
+            filters.push(arg);
+        }
+    }
     if let Some(bad) = filters.iter().find(|f| f.starts_with('-')) {
         eprintln!("appshot-guest-tests: unknown option {bad}\n{USAGE}");
         std::process::exit(2);
     }
-    let selected: Vec<&tests::Test> = tests::all()
+    let mut selected: Vec<&tests::Test> = tests::all()
         .into_iter()
         .filter(|t| tap::selected(t.name, &filters))
         .collect();
+    if let Some((index, count)) = shard {
+        selected = tests::shard(&selected, index, count);
+    }
     if list {
         for t in &selected {
             println!("{}", t.name);
@@ -74,4 +94,11 @@ fn main() {
     }
     let passed = runner::run_all(&selected);
     std::process::exit(if passed { 0 } else { 1 });
+}
+
+/// `K/N` with `1 <= K <= N`.
+fn parse_shard(text: &str) -> Option<(usize, usize)> {
+    let (k, n) = text.split_once('/')?;
+    let (k, n) = (k.parse().ok()?, n.parse().ok()?);
+    (1..=n).contains(&k).then_some((k, n))
 }

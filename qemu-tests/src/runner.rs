@@ -298,11 +298,7 @@ mod unit {
     }
 
     fn test(run: fn() -> anyhow::Result<()>, timeout_s: u64) -> Test {
-        Test {
-            name: "unit/x",
-            run,
-            timeout_s,
-        }
+        Test::new("unit/x", run).slow(timeout_s)
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! base one is built once per flavor and each run only packs its own few files.
 
 use std::fs;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::os::unix::fs::{symlink, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
@@ -119,6 +120,14 @@ pub fn ensure(ctx: &Context, flavor: Flavor) -> Result<Initramfs> {
         kernel: built.kernel,
         cpio,
     })
+}
+
+/// A name for one run's files: `<pid>.<n>`, unique among the runs of this process (the
+/// test suite boots guests side by side) and telling [`remove_abandoned_runs`] whose
+/// they are.
+pub fn run_token() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("{}.{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// `target/vm/<flavor>`: the initramfs, per-run archives and the last console log.
@@ -268,7 +277,8 @@ pub fn with_run_files(
     adds: &[AddSpec],
 ) -> Result<PathBuf> {
     remove_abandoned_runs(&vm_dir(ctx, base.kernel.flavor));
-    let run_dir = vm_dir(ctx, base.kernel.flavor).join(format!("run-{}", std::process::id()));
+    let token = run_token();
+    let run_dir = vm_dir(ctx, base.kernel.flavor).join(format!("run-{token}"));
     let staging = run_dir.join("root");
     if run_dir.exists() {
         fs::remove_dir_all(&run_dir)?;
@@ -294,7 +304,7 @@ pub fn with_run_files(
     let mut combined =
         fs::read(&base.cpio).with_context(|| format!("cannot read {}", base.cpio.display()))?;
     combined.extend(fs::read(&extra)?);
-    let out = run_dir.with_extension("cpio");
+    let out = vm_dir(ctx, base.kernel.flavor).join(format!("run-{token}.cpio"));
     fs::write(&out, combined)?;
     fs::remove_dir_all(&run_dir)?;
     Ok(out)
@@ -310,7 +320,8 @@ fn remove_abandoned_runs(vm_dir: &Path) {
         let pid = ["run-", "root-"]
             .iter()
             .find_map(|prefix| name.strip_prefix(prefix))
-            .map(|rest| rest.trim_end_matches(".cpio"));
+            .map(|rest| rest.trim_end_matches(".cpio"))
+            .map(|rest| rest.split('.').next().unwrap_or(rest));
         let Some(pid) = pid.filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
         else {
             continue;

@@ -1,6 +1,7 @@
-//! `cargo xtask test`: the host tests, then the guest suite in a fresh guest (debug
-//! kernel by default), then the two boots of the cross-boot snapshot test; one summary
-//! line for all: `N passed, M failed`.
+//! `cargo xtask test`: the host tests, then the guest suite split over two fresh guests
+//! booted side by side (debug kernel by default; each guest's lines are shown as
+//! `[K/2] ...`), then the two boots of the cross-boot snapshot test; one summary line for
+//! all: `N passed, M failed`.
 //!
 //! The guest suite speaks TAP (docs/guest-contract.md). Its lines are shown as they
 //! arrive and counted here; xtask adds its own TAP lines for what only the host can
@@ -14,6 +15,7 @@ use anyhow::{Context as _, Result};
 use xshell::cmd;
 
 use crate::context::{self, Context, Flavor};
+use crate::initramfs::{self, Initramfs};
 use crate::vm;
 
 const GUEST_SUITE: &str = "/usr/libexec/appshot/guest-tests";
@@ -39,7 +41,7 @@ pub fn run(ctx: &Context, flavor: Flavor, timeout: Duration) -> Result<ExitCode>
         host.failed
     );
 
-    say!("==> guest suite on the {flavor} kernel");
+    say!("==> guest suite on the {flavor} kernel, in {SHARDS} guests side by side");
     let guest = guest_tests(ctx, flavor, timeout);
     say!(
         "==> guest suite: {} passed, {} failed",
@@ -99,11 +101,13 @@ fn parse_test_result(line: &str) -> Option<(u64, u64)> {
     Some((count(" passed")?, count(" failed")?))
 }
 
-/// Counts of the TAP lines seen so far.
+/// Counts of the TAP lines seen so far, of one guest.
 #[derive(Default)]
 struct Tap {
     counts: Counts,
     last_number: u64,
+    /// Put before every line shown (which guest of several it comes from).
+    prefix: String,
 }
 
 impl Tap {
@@ -133,25 +137,62 @@ impl Tap {
     /// Prints and counts a TAP line of our own.
     fn report(&mut self, ok: bool, name: &str, diagnostics: &[String]) {
         let number = self.last_number + 1;
-        say!("{}ok {number} - {name}", if ok { "" } else { "not " });
+        let prefix = &self.prefix;
+        say!("{prefix}{}ok {number} - {name}", if ok { "" } else { "not " });
         for line in diagnostics {
-            say!("# {line}");
+            say!("{prefix}# {line}");
         }
         self.line(&format!("{}ok {number}", if ok { "" } else { "not " }));
     }
 }
 
+/// Guests the suite is split over (`guest-tests --shard K/N`), booted side by side: TCG
+/// runs a guest on one host thread, so on a machine with two cores this halves the
+/// suite's time.
+const SHARDS: usize = 2;
+
 fn guest_tests(ctx: &Context, flavor: Flavor, timeout: Duration) -> Counts {
     let mut tap = Tap::default();
-    boot_and_count(ctx, flavor, &format!("exec {GUEST_SUITE}\n"), &[], timeout, "guest suite", &mut tap);
-    cross_boot(ctx, flavor, timeout, &mut tap);
+    let base = match initramfs::ensure(ctx, flavor) {
+        Ok(base) => base,
+        Err(err) => {
+            tap.report(false, "guest suite ran", &[format!("{err:#}")]);
+            return tap.counts;
+        }
+    };
+    let shards: Vec<Counts> = std::thread::scope(|scope| {
+        let base = &base;
+        let running: Vec<_> = (1..=SHARDS).map(|index| scope.spawn(move || shard(base, index, timeout))).collect();
+        running.into_iter().map(|shard| shard.join().unwrap_or(Counts { passed: 0, failed: 1 })).collect()
+    });
+    for counts in shards {
+        tap.counts.passed += counts.passed;
+        tap.counts.failed += counts.failed;
+    }
+    cross_boot(ctx, &base, timeout, &mut tap);
+    tap.counts
+}
+
+/// One part of the suite in a guest of its own; its lines are shown as `[K/N] ...`.
+fn shard(base: &Initramfs, index: usize, timeout: Duration) -> Counts {
+    let mut tap = Tap { prefix: format!("[{index}/{SHARDS}] "), ..Tap::default() };
+    // A context of its own: a shell's working directory is per context.
+    match Context::new() {
+        Ok(ctx) => {
+            let job = format!("exec {GUEST_SUITE} --shard {index}/{SHARDS}\n");
+            let what = format!("guest suite {index}/{SHARDS}");
+            let log = format!("console-{index}-of-{SHARDS}.log");
+            boot_and_count(&ctx, base, &job, &[], timeout, &what, &log, &mut tap);
+        }
+        Err(err) => tap.report(false, "guest suite ran", &[format!("{err:#}")]),
+    }
     tap.counts
 }
 
 /// Issue #11's cross-boot test: an image written in one boot is restored in a second
 /// one, through a host folder shared with both (`vm --share`). Each half is a mode of the
 /// guest suite's binary (`--cross-boot save|restore DIR`, qemu-tests/src/tests/snapshot.rs).
-fn cross_boot(ctx: &Context, flavor: Flavor, timeout: Duration, tap: &mut Tap) {
+fn cross_boot(ctx: &Context, base: &Initramfs, timeout: Duration, tap: &mut Tap) {
     let dir = ctx.target_dir().join("vm").join(format!("share-{}", std::process::id()));
     let prepared = std::fs::remove_dir_all(&dir)
         .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
@@ -165,17 +206,20 @@ fn cross_boot(ctx: &Context, flavor: Flavor, timeout: Duration, tap: &mut Tap) {
     for phase in ["save", "restore"] {
         say!("==> cross-boot test, boot {phase}");
         let job = format!("exec {GUEST_SUITE} --cross-boot {phase} {}\n", vm::SHARE_GUEST_PATH);
-        boot_and_count(ctx, flavor, &job, &qemu_args, timeout, &format!("cross-boot {phase}"), tap);
+        boot_and_count(ctx, base, &job, &qemu_args, timeout, &format!("cross-boot {phase}"), vm::CONSOLE_LOG, tap);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Boots the guest with `job`, counting its TAP lines, then judges what only the host
-/// can: a clean kernel log, and a job that really finished.
-fn boot_and_count(ctx: &Context, flavor: Flavor, job: &str, qemu_args: &[String], timeout: Duration, what: &str, tap: &mut Tap) {
+/// can: a clean kernel log (left in `target/vm/<flavor>/<log>`), and a job that really
+/// finished.
+#[allow(clippy::too_many_arguments)]
+fn boot_and_count(ctx: &Context, base: &Initramfs, job: &str, qemu_args: &[String], timeout: Duration, what: &str, log: &str, tap: &mut Tap) {
     let failed_before = tap.counts.failed;
-    let run = vm::run_job_with_qemu_args(ctx, flavor, job, Vec::new(), &[], qemu_args, timeout, &mut |line| {
-        say!("{line}");
+    let prefix = tap.prefix.clone();
+    let run = vm::run_job_on(ctx, base, job, Vec::new(), &[], qemu_args, timeout, log, &mut |line| {
+        say!("{prefix}{line}");
         tap.line(line);
     });
     let run = match run {
@@ -190,8 +234,7 @@ fn boot_and_count(ctx: &Context, flavor: Flavor, job: &str, qemu_args: &[String]
     if !splats.is_empty() {
         splats.push(format!("full console log: {}", run.log.display()));
     }
-    let log_name = if what == "guest suite" { "guest kernel log has no splat".to_string() } else { format!("{what}: guest kernel log has no splat") };
-    tap.report(splats.is_empty(), &log_name, &splats);
+    tap.report(splats.is_empty(), &format!("{what}: guest kernel log has no splat"), &splats);
     if run.console.insmod_failed {
         tap.report(
             false,

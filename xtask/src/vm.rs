@@ -191,26 +191,48 @@ pub fn run_job_with_qemu_args(
     ctx: &Context,
     flavor: Flavor,
     job: &str,
-    mut files: Vec<GuestFile>,
+    files: Vec<GuestFile>,
     adds: &[AddSpec],
     qemu_args: &[String],
     timeout: Duration,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<GuestRun> {
     let base = initramfs::ensure(ctx, flavor)?;
+    run_job_on(ctx, &base, job, files, adds, qemu_args, timeout, CONSOLE_LOG, on_line)
+}
+
+/// The console log's name in `target/vm/<flavor>` when a run is not given another.
+pub const CONSOLE_LOG: &str = "console.log";
+
+/// [`run_job_with_qemu_args`] on an initramfs built already ([`initramfs::ensure`]),
+/// leaving its console log as `log_name`: guests booted side by side (each with a
+/// `Context` of its own) need different ones.
+#[allow(clippy::too_many_arguments)]
+pub fn run_job_on(
+    ctx: &Context,
+    base: &Initramfs,
+    job: &str,
+    mut files: Vec<GuestFile>,
+    adds: &[AddSpec],
+    qemu_args: &[String],
+    timeout: Duration,
+    log_name: &str,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<GuestRun> {
     files.push(GuestFile {
         path: JOB_PATH,
         contents: job.to_string(),
         mode: 0o644,
     });
-    let cpio = initramfs::with_run_files(ctx, &base, &files, adds)?;
+    let cpio = initramfs::with_run_files(ctx, base, &files, adds)?;
     let run = boot(
         ctx,
-        &base,
+        base,
         &cpio,
         Mode::Job(on_line),
         qemu_args,
         Some(timeout),
+        log_name,
     );
     let _ = fs::remove_file(&cpio);
     run
@@ -231,7 +253,7 @@ pub fn interactive(
         initramfs::with_run_files(ctx, &base, &[], adds)?
     };
     eprintln!("vm: shell on the guest console; `exit` ends the run, Ctrl-A x kills QEMU");
-    let run = boot(ctx, &base, &cpio, Mode::Interactive, qemu_args, timeout);
+    let run = boot(ctx, &base, &cpio, Mode::Interactive, qemu_args, timeout, CONSOLE_LOG);
     if cpio != base.cpio {
         let _ = fs::remove_file(&cpio);
     }
@@ -250,6 +272,7 @@ fn boot(
     mut mode: Mode<'_>,
     qemu_args: &[String],
     timeout: Option<Duration>,
+    log_name: &str,
 ) -> Result<GuestRun> {
     let bzimage = &base.kernel.bzimage;
     if !bzimage.exists() {
@@ -303,8 +326,8 @@ fn boot(
     });
 
     // Written under a name of our own, renamed at the end: runs may overlap.
-    let log_path = initramfs::vm_dir(ctx, base.kernel.flavor).join("console.log");
-    let partial_log = log_path.with_extension(format!("log.{}", std::process::id()));
+    let log_path = initramfs::vm_dir(ctx, base.kernel.flavor).join(log_name);
+    let partial_log = log_path.with_extension(format!("log.{}", initramfs::run_token()));
     let mut log = File::create(&partial_log)
         .with_context(|| format!("cannot create {}", partial_log.display()))?;
     let mut console = Console::default();

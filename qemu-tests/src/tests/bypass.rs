@@ -43,7 +43,7 @@ pub const TESTS: &[Test] = &[
         "bypass/setns_pid_namespace_einval",
         setns_pid_namespace_einval,
     ),
-    Test::new("bypass/clone3_newpid_flag_race", clone3_newpid_flag_race),
+    Test::new("bypass/clone3_newpid_flag_race", clone3_newpid_flag_race).costs(21),
 ];
 
 /// Set in the upper half of a selector register: the kernel never sees it.

@@ -24,7 +24,7 @@ pub const TESTS: &[Test] = &[
         "cleanup/thousand_short_lived_processes",
         thousand_short_lived_processes,
     )
-    .slow(900),
+    .slow(900).costs(47),
     Test::new("cleanup/exited_threads_removed", exited_threads_removed),
     Test::new(
         "cleanup/zombie_stays_until_reaped",

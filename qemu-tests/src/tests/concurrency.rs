@@ -32,7 +32,7 @@ pub const TESTS: &[Test] = &[
         "concurrency/threads_link_unlink_fork_table_consistent",
         threads_link_unlink_fork_table_consistent,
     )
-    .slow(300),
+    .slow(300).costs(10),
     Test::new(
         "concurrency/force_unregister_while_forking",
         force_unregister_while_forking,

@@ -95,7 +95,7 @@ pub const TESTS: &[Test] = &[Test::new(
     "fuzz/ioctl_100k_calls_8_threads",
     ioctl_100k_calls_8_threads,
 )
-.slow(600)];
+.slow(600).costs(233)];
 
 /// Calls the fuzzer aims for, in all threads together.
 const TARGET_CALLS: u64 = 100_000;

@@ -48,11 +48,11 @@ pub const TESTS: &[Test] = &[
     Test::new(
         "interfaces/robust_mutex_owner_death",
         robust_mutex_owner_death,
-    ),
+    ).costs(6),
     Test::new(
         "interfaces/robust_pi_mutex_owner_death",
         robust_pi_mutex_owner_death,
-    ),
+    ).costs(6),
     Test::new("interfaces/pi_mutex_contended", pi_mutex_contended),
     Test::new("interfaces/pi_mutex_threads", pi_mutex_threads),
     Test::new(

@@ -21,7 +21,7 @@ pub const TESTS: &[Test] = &[
     Test::new(
         "ipc/util_linux_tools_outside_any_aid",
         util_linux_tools_outside_any_aid,
-    ),
+    ).costs(6),
     Test::new("ipc/ipcprobe_outside_any_aid", ipcprobe_outside_any_aid),
     Test::new("ipc/ipcprobe_inside_aid", ipcprobe_inside_aid),
     Test::new("ipc/keys_private_to_each_aid", keys_private_to_each_aid),
@@ -31,12 +31,12 @@ pub const TESTS: &[Test] = &[
         objects_leave_the_table_when_removed,
     ),
     Test::new("ipc/unregister_with_objects", unregister_with_objects),
-    Test::new("ipc/util_linux_tools_inside_aid", util_linux_tools_inside_aid),
+    Test::new("ipc/util_linux_tools_inside_aid", util_linux_tools_inside_aid).costs(15),
     Test::new(
         "ipc/producer_consumer_four_processes",
         producer_consumer_four_processes,
     ),
-    Test::new("ipc/races_two_aids_and_root", races_two_aids_and_root),
+    Test::new("ipc/races_two_aids_and_root", races_two_aids_and_root).costs(13),
     Test::new(
         "ipc/stat_buffer_never_holds_system_values",
         stat_buffer_never_holds_system_values,

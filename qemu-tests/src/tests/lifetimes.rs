@@ -17,14 +17,14 @@ use crate::virt::{self, register, spawn_in_aid, RANGE};
 
 pub const TESTS: &[Test] = &[
     Test::new("lifetimes/link_zombie_leader_links_the_process", link_zombie_leader_links_the_process),
-    Test::new("lifetimes/link_racing_thread_exit_leaves_no_entry", link_racing_thread_exit_leaves_no_entry).slow(600),
-    Test::new("lifetimes/wait_never_loses_a_status", wait_never_loses_a_status).slow(600),
-    Test::new("lifetimes/fork_of_auto_reaped_child_returns_its_pid", fork_of_auto_reaped_child_returns_its_pid),
+    Test::new("lifetimes/link_racing_thread_exit_leaves_no_entry", link_racing_thread_exit_leaves_no_entry).slow(600).costs(265),
+    Test::new("lifetimes/wait_never_loses_a_status", wait_never_loses_a_status).slow(600).costs(11),
+    Test::new("lifetimes/fork_of_auto_reaped_child_returns_its_pid", fork_of_auto_reaped_child_returns_its_pid).costs(11),
     Test::new("lifetimes/child_exited_before_link_keeps_its_status", child_exited_before_link_keeps_its_status),
     Test::new("lifetimes/stack_trace_crosses_the_trampoline", stack_trace_crosses_the_trampoline),
     Test::new("lifetimes/signalfd_read_under_a_kretprobe", signalfd_read_under_a_kretprobe),
     Test::new("lifetimes/kill_all_reaches_children_forked_meanwhile", kill_all_reaches_children_forked_meanwhile)
-        .slow(300),
+        .slow(300).costs(25),
 ];
 
 /// The calling thread ends alone (`exit`, not `exit_group`): in a main thread that leaves

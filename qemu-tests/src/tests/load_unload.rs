@@ -53,7 +53,7 @@ pub const TESTS: &[Test] = &[
         "load_unload/hundred_load_use_unload_cycles",
         hundred_load_use_unload_cycles,
     )
-    .slow(1800),
+    .slow(1800).costs(88),
     Test::new("load_unload/module_loaded_at_end", module_loaded_at_end),
 ];
 

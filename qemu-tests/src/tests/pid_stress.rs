@@ -25,7 +25,7 @@ pub const TESTS: &[Test] = &[
         "pid_stress/threads_getpid_kill_fork_wait_10s",
         threads_getpid_kill_fork_wait_10s,
     )
-    .slow(400),
+    .slow(400).costs(90),
     Test::new(
         "pid_stress/rmmod_refused_while_aid_blocked_in_wait4",
         rmmod_refused_while_aid_blocked_in_wait4,

@@ -29,7 +29,7 @@ pub const TESTS: &[Test] = &[
         "pids/range_exec_from_thread_keeps_virtual_pid",
         range_exec_from_thread_keeps_virtual_pid,
     ),
-    Test::new("pids/range_group_outlives_leader", range_group_outlives_leader),
+    Test::new("pids/range_group_outlives_leader", range_group_outlives_leader).costs(12),
     Test::new(
         "pids/range_ended_group_reaches_nothing",
         range_ended_group_reaches_nothing,

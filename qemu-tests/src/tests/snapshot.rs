@@ -25,9 +25,9 @@ pub const TESTS: &[Test] = &[
     Test::new("snapshot/inspect_shows_the_state", inspect_shows_the_state),
     Test::new("snapshot/bad_images_create_nothing", bad_images_create_nothing),
     Test::new("snapshot/refusals", refusals),
-    Test::new("snapshot/task_that_cannot_stop_fails_cleanly", task_that_cannot_stop_fails_cleanly),
-    Test::new("snapshot/large_segment_and_full_queue", large_segment_and_full_queue).slow(900),
-    Test::new("snapshot/mutated_images_leave_nothing", mutated_images_leave_nothing).slow(900),
+    Test::new("snapshot/task_that_cannot_stop_fails_cleanly", task_that_cannot_stop_fails_cleanly).costs(9),
+    Test::new("snapshot/large_segment_and_full_queue", large_segment_and_full_queue).slow(900).costs(16),
+    Test::new("snapshot/mutated_images_leave_nothing", mutated_images_leave_nothing).slow(900).costs(87),
 ];
 
 /// The key of the keyed semaphore set (private to the AID).

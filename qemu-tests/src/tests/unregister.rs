@@ -38,7 +38,7 @@ pub const TESTS: &[Test] = &[
         "unregister/force_group_only_while_listing",
         force_group_only_while_listing,
     )
-    .slow(600),
+    .slow(600).costs(57),
 ];
 
 fn busy_while_linked() -> Result<()> {
