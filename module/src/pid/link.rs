@@ -318,11 +318,12 @@ fn unlink_threads(registry: &Registry, aid: &Arc<Aid>, target: &TaskRef) -> Resu
 /// Counts refusals so a fork storm against a full table logs a few lines, not millions.
 static REFUSED: AtomicU64 = AtomicU64::new(0);
 
-fn refuse_new_task(registry: &Registry, aid: &Aid, child: Task<'_>, why: &str) {
+/// Kills `child`, which cannot be linked, before it runs; its creator's call fails with
+/// `error` (syscalls.rs), and its wait hides the child.
+fn refuse_new_task(registry: &Registry, aid: &Aid, child: Task<'_>, why: &str, error: Error) {
     child.kill();
     aid.state.lock().pids.remember_refused(child.tid());
-    // The creator's fork returns EAGAIN, and its wait hides the child (syscalls.rs).
-    registry.tasks.set_new_child(Task::current(), child.tid(), None);
+    registry.tasks.set_new_child(Task::current(), child.tid(), Err(error));
     let n = REFUSED.fetch_add(1, Ordering::Relaxed);
     if n < 10 || n % 1000 == 0 {
         pr_warn!(
@@ -348,7 +349,7 @@ pub(crate) fn on_new_task(registry: &Registry, child: Task<'_>) {
     }
     let reservation = match LinkReservation::new() {
         Ok(reservation) => reservation,
-        Err(_) => return refuse_new_task(registry, &aid, child, "out of memory"),
+        Err(_) => return refuse_new_task(registry, &aid, child, "out of memory", EAGAIN),
     };
     let mut state = aid.state.lock();
     if state.unregistered || !registry.tasks.is_linked_to(parent, &aid) {
@@ -358,14 +359,14 @@ pub(crate) fn on_new_task(registry: &Registry, child: Task<'_>) {
     }
     if state.pids.len() >= glue::max_entries() {
         drop(state);
-        return refuse_new_task(registry, &aid, child, "PID table full (max_entries)");
+        return refuse_new_task(registry, &aid, child, "PID table full (max_entries)", EAGAIN);
     }
     if registry.tasks.is_linked_to(child, &aid) {
         // A LINK of the creator's process found the new thread on its thread list and
         // linked it first.
         let virtual_id = state.pids.pid_to_virtual_live(child.tid());
         drop(state);
-        registry.tasks.set_new_child(parent, child.tid(), virtual_id);
+        registry.tasks.set_new_child(parent, child.tid(), virtual_id.ok_or(EAGAIN));
         if let Some(virtual_id) = virtual_id {
             write_new_tid(registry, parent, child, virtual_id);
         }
@@ -374,15 +375,21 @@ pub(crate) fn on_new_task(registry: &Registry, child: Task<'_>) {
     let wanted = registry.tasks.take_wanted_tid(parent);
     let new = match link_locked(registry, &aid, &mut state, child, reservation, wanted) {
         Ok(new) => new,
+        // `clone3`'s `set_tid` named a virtual PID that another new task of the AID took
+        // after the check in `kernel_clone`: the error of that check.
+        Err(e) if e == EEXIST && wanted.is_some() => {
+            drop(state);
+            return refuse_new_task(registry, &aid, child, "its set_tid PID was taken meanwhile", EEXIST);
+        }
         Err(_) => {
             drop(state);
-            return refuse_new_task(registry, &aid, child, "no virtual PID or cannot link");
+            return refuse_new_task(registry, &aid, child, "no virtual PID or cannot link", EAGAIN);
         }
     };
     drop(state);
     drop(new.evicted);
     drop(new.unreserved);
-    registry.tasks.set_new_child(parent, child.tid(), Some(new.virtual_id));
+    registry.tasks.set_new_child(parent, child.tid(), Ok(new.virtual_id));
     write_new_tid(registry, parent, child, new.virtual_id);
 }
 

@@ -304,11 +304,11 @@ pub(crate) struct Linked {
     /// the futex word may find only tasks of its AID. Only the task itself sets and
     /// reads it.
     in_pi_futex: bool,
-    /// The last task this task created: its system TID and virtual TID, `None` when it
-    /// was refused (killed before it ran). Set by the new-task hook, which runs on this
-    /// task, and taken by its fork/clone handler: the child's virtual TID is known even
-    /// when the child has already exited and been reaped.
-    new_child: Option<(SystemPid, Option<VirtualPid>)>,
+    /// The last task this task created: its system TID and virtual TID, or the error
+    /// its creator gets when it was refused (killed before it ran). Set by the new-task
+    /// hook, which runs on this task, and taken by its fork/clone handler: the child's
+    /// virtual TID is known even when the child has already exited and been reaped.
+    new_child: Option<(SystemPid, Result<VirtualPid>)>,
     /// The last task this task reaped, and what it was. Set by the release hook, which
     /// runs on this task inside its wait, and taken by its wait handler: the reaped
     /// child's virtual PID is known after its entry is gone, however many other tasks are
@@ -584,13 +584,13 @@ impl TaskIndex {
 
     /// Records the task that `task`, the current task, has just created (see
     /// `Linked::new_child`).
-    pub(crate) fn set_new_child(&self, task: Task<'_>, system: SystemPid, virtual_id: Option<VirtualPid>) {
+    pub(crate) fn set_new_child(&self, task: Task<'_>, system: SystemPid, virtual_id: Result<VirtualPid>) {
         self.with_entry(task, Slot::of(task), |linked| linked.new_child = Some((system, virtual_id)));
     }
 
     /// Takes the record of [`Self::set_new_child`] if it is about system TID `system`:
-    /// `Some(None)` for a refused child.
-    pub(crate) fn take_new_child(&self, task: Task<'_>, system: SystemPid) -> Option<Option<VirtualPid>> {
+    /// `Some(Err(e))` for a refused child.
+    pub(crate) fn take_new_child(&self, task: Task<'_>, system: SystemPid) -> Option<Result<VirtualPid>> {
         let (child, virtual_id) = self.with_entry(task, Slot::of(task), |linked| linked.new_child.take())??;
         (child == system).then_some(virtual_id)
     }

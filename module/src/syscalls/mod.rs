@@ -865,11 +865,12 @@ impl Call<'_> {
         }
         // The new-task hook recorded the child, which may have exited and been reaped
         // already. A child that could not be linked was killed before it ran
-        // (link.rs); its creator gets the error a failed fork gives, not a system PID.
+        // (link.rs); its creator gets the error a failed fork gives (EAGAIN; EEXIST for
+        // a `set_tid` PID taken meanwhile), not a system PID.
         let child = SystemPid::new(ret as u32);
         Outcome::Return(match self.registry.tasks.take_new_child(self.task, child) {
-            Some(None) => EAGAIN.to_errno() as i64,
-            Some(Some(virtual_id)) => i64::from(virtual_id.raw()),
+            Some(Err(error)) => error.to_errno() as i64,
+            Some(Ok(virtual_id)) => i64::from(virtual_id.raw()),
             None => self.virtual_or_system(child),
         })
     }

@@ -59,6 +59,7 @@ pub const TESTS: &[Test] = &[
     ),
     Test::new("pids/clone3_set_tid_names_a_virtual_pid", clone3_set_tid_names_a_virtual_pid),
     Test::new("pids/reserved_pids_wait_for_set_tid", reserved_pids_wait_for_set_tid),
+    Test::new("pids/racing_set_tids_one_wins_one_eexist", racing_set_tids_one_wins_one_eexist).costs(15),
 ];
 
 /// `getpid()` through the raw system call (what libc does too, since glibc 2.25).
@@ -1407,6 +1408,84 @@ fn reserved_pids_wait_for_set_tid() -> Result<()> {
         "reservations left"
     );
     Ok(())
+}
+
+/// `clone3` with `set_tid = [set_tid]` whose child closes its copy of the pipe's write
+/// end `release` and waits until the read end `hold` reports end-of-file, then exits 0 if
+/// it got `set_tid` as its PID. The child's PID, or `-errno`.
+fn clone3_held(set_tid: i32, hold: i32, release: i32) -> i64 {
+    let tids = [set_tid];
+    // SAFETY: clone_args is plain data.
+    let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    args.exit_signal = libc::SIGCHLD as u64;
+    args.set_tid = tids.as_ptr() as u64;
+    args.set_tid_size = 1;
+    // SAFETY: a fork-like clone3 (no CLONE_VM, no new stack); the child only reads the
+    // pipe, compares its PID and calls _exit.
+    let pid = unsafe { libc::syscall(libc::SYS_clone3, &args as *const libc::clone_args, std::mem::size_of::<libc::clone_args>()) };
+    if pid == 0 {
+        let mut byte = 0u8;
+        // SAFETY: close, read into a local byte, getpid and _exit in the child.
+        unsafe {
+            libc::close(release);
+            while libc::read(hold, (&mut byte as *mut u8).cast(), 1) > 0 {}
+            libc::_exit(if libc::getpid() == set_tid { 0 } else { 1 })
+        }
+    }
+    if pid < 0 {
+        -(Errno::last().0 as i64)
+    } else {
+        pid
+    }
+}
+
+/// Issue #11: two threads of an AID's process ask `clone3` for the same virtual PID at
+/// once, round after round, the children alive until both calls returned. One gets the
+/// PID, the other `EEXIST`, as in a PID namespace, also when both passed the check at
+/// the start of the clone and the second loses at the binding (not `EAGAIN`).
+fn racing_set_tids_one_wins_one_eexist() -> Result<()> {
+    const ROUNDS: i32 = 100;
+    let fx = AidFixture::new("set-tid-race", crate::aid_fixture::Flavor::Range)?;
+    // From the top of the range down: the AID's other new tasks (the racing threads) get
+    // theirs from the bottom up.
+    let (_, max) = virt::RANGE;
+    fx.spawn(move |_| {
+        for round in 0..ROUNDS {
+            let wanted = max as i32 - round;
+            let mut fds = [0; 2];
+            // SAFETY: pipe2 fills two descriptors.
+            ensure_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0, "pipe2");
+            let (hold, release) = (fds[0], fds[1]);
+            let barrier = std::sync::Barrier::new(2);
+            let results: Vec<i64> = std::thread::scope(|scope| {
+                let racers: Vec<_> = (0..2)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            barrier.wait();
+                            clone3_held(wanted, hold, release)
+                        })
+                    })
+                    .collect();
+                racers.into_iter().map(|r| r.join().unwrap_or(-1)).collect()
+            });
+            // SAFETY: closing our descriptors lets the children finish.
+            unsafe {
+                libc::close(fds[1]);
+                libc::close(fds[0]);
+            }
+            for &pid in results.iter().filter(|&&r| r > 0) {
+                let mut status = 0;
+                // SAFETY: reaping our own child.
+                unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+                ensure_eq!(status, 0, "round {round}: the child did not get virtual PID {wanted}");
+            }
+            let mut sorted = results.clone();
+            sorted.sort_unstable();
+            ensure_eq!(sorted, vec![-(libc::EEXIST as i64), i64::from(wanted)], "round {round}: results of two clone3(set_tid=[{wanted}])");
+        }
+        Ok(())
+    })?
+    .finish(step_timeout())
 }
 
 fn uapi_release() -> u32 {
