@@ -13,7 +13,7 @@
 //! The image is written to `FILE.tmp` in FILE's directory, synced, and renamed over
 //! FILE, so FILE is never half written.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, BufWriter};
 use std::os::unix::ffi::OsStrExt as _;
@@ -177,6 +177,10 @@ fn capture(device: &Device, info: &AidInfo, frozen: &Frozen) -> anyhow::Result<I
         }
     }
 
+    // The virtual IDs captured of each kind (one lookup per table entry).
+    let sems: BTreeSet<u32> = image.sems.iter().map(|s| s.virtual_id as u32).collect();
+    let shms: BTreeSet<u32> = image.shms.iter().map(|s| s.virtual_id as u32).collect();
+    let msgs: BTreeSet<u32> = image.msgs.iter().map(|q| q.virtual_id as u32).collect();
     for kind in TableType::all() {
         let entries = match kind {
             k if k == TableType::PID => pid_entries.clone(),
@@ -190,9 +194,9 @@ fn capture(device: &Device, info: &AidInfo, frozen: &Frozen) -> anyhow::Result<I
             // An object bound after the walk above (none can be: every task is stopped)
             // would have no record; keep the table to what was captured.
             .filter(|e| match kind {
-                k if k == TableType::SEM => image.sems.iter().any(|s| s.virtual_id as u32 == e.virtual_id),
-                k if k == TableType::SHM => image.shms.iter().any(|s| s.virtual_id as u32 == e.virtual_id),
-                k if k == TableType::MSG => image.msgs.iter().any(|s| s.virtual_id as u32 == e.virtual_id),
+                k if k == TableType::SEM => sems.contains(&e.virtual_id),
+                k if k == TableType::SHM => shms.contains(&e.virtual_id),
+                k if k == TableType::MSG => msgs.contains(&e.virtual_id),
                 _ => true,
             })
             .map(|e| TableEntry { virtual_id: e.virtual_id, system_id: e.system_id, owner_id: e.owner_id })
