@@ -361,12 +361,12 @@ enum Buffer {
     SemunAt(usize),
 }
 
-/// Argument `i` replaced by the 32-bit value `value` (the kernel reads an `int`).
 /// A buffer address in the kernel's half: `copy_to_user` refuses it at its range check
 /// (`EFAULT`) without touching memory. NULL would fault first, and a user-address fault
 /// (the page-fault handler, the exception table, twice) costs several times the call.
 const NO_BUFFER: u64 = u64::MAX & !0xfff;
 
+/// Argument `i` replaced by the 32-bit value `value` (the kernel reads an `int`).
 fn set_int(args: &mut [u64; 6], i: usize, value: i32) {
     args[i] = (args[i] & !0xffff_ffff) | u64::from(value as u32);
 }

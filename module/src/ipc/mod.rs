@@ -197,15 +197,14 @@ fn bind_entry<K: IpcKind>(aid: &Aid, system: i32, reservation: EntryReservation<
     // A restorer's choice (NEXT_ID) comes first, when it is still free.
     let wished = state.next_ids[usize::from(K::IDS)].take();
     let table = K::table(&mut state);
-    let wanted = match wished {
-        Some(wish) if table.to_system(VirtualId::new(wish)).is_none() => wish,
-        _ => system as u32,
-    };
-    let chosen = match table.to_system(VirtualId::new(wanted)) {
-        None => Some(wanted),
-        Some(_) => table
-            .first_free_virtual(wanted.saturating_add(1), i32::MAX as u32)
-            .or_else(|| table.first_free_virtual(0, wanted.saturating_sub(1))),
+    let free = |id: u32| table.to_system(VirtualId::new(id)).is_none();
+    let chosen = match wished.filter(|&wish| free(wish)) {
+        Some(wish) => Some(wish),
+        // Else the system value when free, or the next free one after it (wrapping).
+        None if free(system as u32) => Some(system as u32),
+        None => table
+            .first_free_virtual((system as u32).saturating_add(1), i32::MAX as u32)
+            .or_else(|| table.first_free_virtual(0, (system as u32).saturating_sub(1))),
     };
     let virtual_id = chosen.ok_or(ENOSPC)?;
     let entry = Entry { virtual_id: VirtualId::new(virtual_id), system_id, owner: 0 };
