@@ -1,7 +1,7 @@
-//! `cargo xtask test`: the host tests, then the guest suite split over two fresh guests
-//! booted side by side (debug kernel by default; each guest's lines are shown as
-//! `[K/2] ...`), then the two boots of the cross-boot snapshot test; one summary line for
-//! all: `N passed, M failed`.
+//! `cargo xtask test`: the host tests, then the guest suite split over fresh guests booted
+//! side by side, one per core (two on the build machine; debug kernel by default; each
+//! guest's lines are shown as `[K/N] ...`), then the two boots of the cross-boot snapshot
+//! test; one summary line for all: `N passed, M failed`.
 //!
 //! The guest suite speaks TAP (docs/guest-contract.md). Its lines are shown as they
 //! arrive and counted here; xtask adds its own TAP lines for what only the host can
@@ -41,7 +41,7 @@ pub fn run(ctx: &Context, flavor: Flavor, timeout: Duration) -> Result<ExitCode>
         host.failed
     );
 
-    say!("==> guest suite on the {flavor} kernel, in {SHARDS} guests side by side");
+    say!("==> guest suite on the {flavor} kernel, in {} guests side by side", shards());
     let guest = guest_tests(ctx, flavor, timeout);
     say!(
         "==> guest suite: {} passed, {} failed",
@@ -146,10 +146,13 @@ impl Tap {
     }
 }
 
-/// Guests the suite is split over (`guest-tests --shard K/N`), booted side by side: TCG
-/// runs a guest on one host thread, so on a machine with two cores this halves the
-/// suite's time.
-const SHARDS: usize = 2;
+/// How many guests the suite is split over (`guest-tests --shard K/N`), booted side by
+/// side: TCG runs a guest on one host thread, so one per core (two on the 2-core build
+/// machine, which halves the suite's time), at most four (the longest test then
+/// dominates, and each guest takes 1 GiB).
+fn shards() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4)
+}
 
 fn guest_tests(ctx: &Context, flavor: Flavor, timeout: Duration) -> Counts {
     let mut tap = Tap::default();
@@ -162,7 +165,8 @@ fn guest_tests(ctx: &Context, flavor: Flavor, timeout: Duration) -> Counts {
     };
     let shards: Vec<Counts> = std::thread::scope(|scope| {
         let base = &base;
-        let running: Vec<_> = (1..=SHARDS).map(|index| scope.spawn(move || shard(base, index, timeout))).collect();
+        let count = shards();
+        let running: Vec<_> = (1..=count).map(|index| scope.spawn(move || shard(base, index, count, timeout))).collect();
         running.into_iter().map(|shard| shard.join().unwrap_or(Counts { passed: 0, failed: 1 })).collect()
     });
     for counts in shards {
@@ -173,15 +177,16 @@ fn guest_tests(ctx: &Context, flavor: Flavor, timeout: Duration) -> Counts {
     tap.counts
 }
 
-/// One part of the suite in a guest of its own; its lines are shown as `[K/N] ...`.
-fn shard(base: &Initramfs, index: usize, timeout: Duration) -> Counts {
-    let mut tap = Tap { prefix: format!("[{index}/{SHARDS}] "), ..Tap::default() };
+/// Part `index` of `count` of the suite in a guest of its own; its lines are shown as
+/// `[K/N] ...`.
+fn shard(base: &Initramfs, index: usize, count: usize, timeout: Duration) -> Counts {
+    let mut tap = Tap { prefix: format!("[{index}/{count}] "), ..Tap::default() };
     // A context of its own: a shell's working directory is per context.
     match Context::new() {
         Ok(ctx) => {
-            let job = format!("exec {GUEST_SUITE} --shard {index}/{SHARDS}\n");
-            let what = format!("guest suite {index}/{SHARDS}");
-            let log = format!("console-{index}-of-{SHARDS}.log");
+            let job = format!("exec {GUEST_SUITE} --shard {index}/{count}\n");
+            let what = format!("guest suite {index}/{count}");
+            let log = format!("console-{index}-of-{count}.log");
             boot_and_count(&ctx, base, &job, &[], timeout, &what, &log, &mut tap);
         }
         Err(err) => tap.report(false, "guest suite ran", &[format!("{err:#}")]),
