@@ -262,7 +262,10 @@ const APPSHOT: Section = Section {
     ],
     notes: "Each measurement runs in a fresh worker process, linked (`appshotctl link`) \
 before it starts when the configuration puts it in an AID; its fork+waitpid children \
-are then in the AID too. kill is `kill(pid, 0)` on the worker's own PID, looked up once. \
+are then in the AID too. kill is `kill(pid, 0)` on the worker's own PID, looked up \
+once; every worker gets system PID 20000 (`ns_last_pid`), so that the kernel's lookup \
+of that PID walks the same radix tree path in every configuration (from one worker \
+PID to another it varied by 34 instructions). \
 The 1,000-process AID is the worker, a holder process and the holder's 998 sleeping \
 children (linked as children of a linked process); its targets compare it with the \
 1-process AID with PID range. The PID range is 5000-9999. The SysV calls run on a \

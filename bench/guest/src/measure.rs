@@ -351,6 +351,19 @@ pub fn reap(pid: libc::pid_t, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The system PID every worker gets (through `ns_last_pid`): `kill`'s lookup of the
+/// worker's own PID walks the kernel's PID radix tree, whose shape under the number
+/// changes its cost (398 to 432 instructions seen across workers), so every
+/// configuration is measured on the same number. The fork+waitpid children follow it
+/// (below `pid_max`, 32768 here).
+const WORKER_PID: libc::pid_t = 20_000;
+
+/// Makes the next new process get system PID `pid` when it is free (the kernel's
+/// checkpoint/restore interface; the bench runs as root).
+fn next_pid_is(pid: libc::pid_t) -> Result<()> {
+    std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1)).context("writing /proc/sys/kernel/ns_last_pid")
+}
+
 /// Forks a worker, lets `prepared` link it, runs `calls` in it; ns per call for each.
 pub fn in_worker(
     calls: &[Call],
@@ -360,6 +373,7 @@ pub fn in_worker(
 ) -> Result<Vec<(Call, f64)>> {
     let (go_read, go_write) = pipe()?;
     let (result_read, result_write) = pipe()?;
+    next_pid_is(WORKER_PID)?;
     // SAFETY: the driver is single-threaded; the child runs only the loops below and
     // leaves with _exit.
     let pid = unsafe { libc::fork() };
@@ -370,6 +384,9 @@ pub fn in_worker(
         drop(go_write);
         drop(result_read);
         worker(calls, *iters, clock, &go_read, &result_write);
+    }
+    if pid != WORKER_PID {
+        eprintln!("# note: a worker got PID {pid}, not {WORKER_PID} (taken): its kill may cost a little more or less");
     }
     drop(go_read);
     drop(result_write);
