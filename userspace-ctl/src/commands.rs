@@ -135,7 +135,7 @@ pub struct ExecError {
 
 /// Replaces appshotctl with `command` (execvp: searched in `PATH` unless it contains a
 /// `/`); returns only if that fails.
-fn exec(command: &[OsString]) -> ExecError {
+pub(crate) fn exec(command: &[OsString]) -> ExecError {
     let (program, args) = match command.split_first() {
         Some(split) => split,
         None => (&OsString::new(), &[][..]),

@@ -17,7 +17,6 @@
 
 use std::ffi::OsString;
 use std::io::{Read as _, Write as _};
-use std::os::unix::process::CommandExt as _;
 
 use anyhow::{anyhow, bail, Context as _};
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -82,11 +81,12 @@ fn helper(device: &Device, aid: u64, root: u32, command: &[OsString], report: &m
     // of this single-threaded process and only execs (or says why not and exits).
     let pid = unsafe { libc::syscall(libc::SYS_clone3, &args as *const libc::clone_args, std::mem::size_of::<libc::clone_args>()) };
     if pid == 0 {
-        let error = exec(command);
-        // appshotctl gets the status; the reason goes to stderr, as `run` gives it.
-        let _ = writeln!(std::io::stderr(), "appshotctl: {error:#}");
+        let error = crate::commands::exec(command);
+        // appshotctl gets the status (127 not found, 126 not executable); the reason goes
+        // to stderr, as `run` gives them.
+        let _ = writeln!(std::io::stderr(), "appshotctl: {error}");
         // SAFETY: ends the child that could not exec.
-        unsafe { libc::_exit(127) }
+        unsafe { libc::_exit(i32::from(error.exit_code)) }
     }
     if pid < 0 {
         let error = std::io::Error::last_os_error();
@@ -99,11 +99,4 @@ fn helper(device: &Device, aid: u64, root: u32, command: &[OsString], report: &m
     }
     report.write_all(b"child\n").context("cannot report")?;
     Ok(())
-}
-
-/// Replaces the process with `command` (PATH searched); returns only on failure.
-fn exec(command: &[OsString]) -> anyhow::Error {
-    let Some((program, args)) = command.split_first() else { return anyhow!("no command") };
-    let error = std::process::Command::new(program).args(args).exec();
-    anyhow!("cannot run '{}': {error}", program.to_string_lossy().escape_debug())
 }

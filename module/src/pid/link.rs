@@ -347,6 +347,8 @@ pub(crate) fn on_new_task(registry: &Registry, child: Task<'_>) {
         // A kernel thread started from a linked task's context is still the kernel's.
         return;
     }
+    // What the creator's clone asked for (`CLONE_PARENT_SETTID`, `set_tid`).
+    let (parent_tid, wanted) = registry.tasks.take_clone(parent);
     let reservation = match LinkReservation::new() {
         Ok(reservation) => reservation,
         Err(_) => return refuse_new_task(registry, &aid, child, "out of memory", EAGAIN),
@@ -368,11 +370,10 @@ pub(crate) fn on_new_task(registry: &Registry, child: Task<'_>) {
         drop(state);
         registry.tasks.set_new_child(parent, child.tid(), virtual_id.ok_or(EAGAIN));
         if let Some(virtual_id) = virtual_id {
-            write_new_tid(registry, parent, child, virtual_id);
+            write_new_tid(parent, parent_tid, child, virtual_id);
         }
         return;
     }
-    let wanted = registry.tasks.take_wanted_tid(parent);
     let new = match link_locked(registry, &aid, &mut state, child, reservation, wanted) {
         Ok(new) => new,
         // `clone3`'s `set_tid` named a virtual PID that another new task of the AID took
@@ -390,7 +391,7 @@ pub(crate) fn on_new_task(registry: &Registry, child: Task<'_>) {
     drop(new.evicted);
     drop(new.unreserved);
     registry.tasks.set_new_child(parent, child.tid(), Ok(new.virtual_id));
-    write_new_tid(registry, parent, child, new.virtual_id);
+    write_new_tid(parent, parent_tid, child, new.virtual_id);
 }
 
 /// Writes the child's virtual TID where the kernel wrote (`CLONE_PARENT_SETTID`, before
@@ -398,8 +399,8 @@ pub(crate) fn on_new_task(registry: &Registry, child: Task<'_>) {
 /// its system TID. Both happen before the child runs its first instruction, so neither
 /// parent nor child can see the system value there. A failed write is ignored, as the
 /// kernel ignores its own.
-fn write_new_tid(registry: &Registry, parent: Task<'_>, child: Task<'_>, virtual_id: VirtualPid) {
-    if let Some(address) = registry.tasks.take_parent_tid(parent) {
+fn write_new_tid(parent: Task<'_>, parent_tid: Option<u64>, child: Task<'_>, virtual_id: VirtualPid) {
+    if let Some(address) = parent_tid {
         let _ = parent.write_user_u32(address, virtual_id.raw());
     }
     if let Some(address) = child.take_set_child_tid() {

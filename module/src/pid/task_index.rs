@@ -534,16 +534,14 @@ impl TaskIndex {
         });
     }
 
-    /// Takes the address set by [`Self::set_clone`], if any.
-    pub(crate) fn take_parent_tid(&self, task: Task<'_>) -> Option<u64> {
-        let address = self.with_entry(task, Slot::of(task), |linked| core::mem::take(&mut linked.parent_tid))?;
-        (address != 0).then_some(address)
-    }
-
-    /// Takes the virtual TID set by [`Self::set_clone`], if any.
-    pub(crate) fn take_wanted_tid(&self, task: Task<'_>) -> Option<VirtualPid> {
-        let wanted = self.with_entry(task, Slot::of(task), |linked| core::mem::take(&mut linked.wanted_tid))?;
-        (wanted != 0).then(|| VirtualPid::new(wanted))
+    /// Takes what [`Self::set_clone`] recorded, in one lookup: the `CLONE_PARENT_SETTID`
+    /// address and the `set_tid` virtual TID, each if any.
+    pub(crate) fn take_clone(&self, task: Task<'_>) -> (Option<u64>, Option<VirtualPid>) {
+        let taken = self.with_entry(task, Slot::of(task), |linked| {
+            (core::mem::take(&mut linked.parent_tid), core::mem::take(&mut linked.wanted_tid))
+        });
+        let (address, wanted) = taken.unwrap_or((0, 0));
+        ((address != 0).then_some(address), (wanted != 0).then(|| VirtualPid::new(wanted)))
     }
 
     /// Marks (or unmarks) `task`, the current task, as calling a hooked function from its

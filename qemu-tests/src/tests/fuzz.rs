@@ -194,6 +194,11 @@ impl Rng {
             Some(items[self.below(items.len() as u64) as usize])
         }
     }
+
+    /// [`Rng::pick`] for one of the pool's bounded queues.
+    fn pick_queued<T: Copy>(&mut self, items: &VecDeque<T>) -> Option<T> {
+        items.get(self.below(items.len() as u64) as usize).copied()
+    }
 }
 
 /// The seed of thread `thread`'s stream.
@@ -1261,10 +1266,7 @@ impl<'s, 'a> Worker<'s, 'a> {
     fn gen_aid(&mut self, good: bool) -> u64 {
         let pool = self.sh.lock();
         let live = self.rng.pick(&pool.live);
-        let stale = pool
-            .stale
-            .get(self.rng.below(pool.stale.len() as u64) as usize)
-            .copied();
+        let stale = self.rng.pick_queued(&pool.stale);
         let max = pool.max_aid;
         drop(pool);
         if good {
@@ -1283,14 +1285,8 @@ impl<'s, 'a> Worker<'s, 'a> {
     /// (refused) and numbers no process can have.
     fn gen_link_pid(&mut self, good: bool) -> i32 {
         let pool = self.sh.lock();
-        let child = pool
-            .children
-            .get(self.rng.below(pool.children.len() as u64) as usize)
-            .copied();
-        let exited = pool
-            .exited
-            .get(self.rng.below(pool.exited.len() as u64) as usize)
-            .copied();
+        let child = self.rng.pick_queued(&pool.children);
+        let exited = self.rng.pick_queued(&pool.exited);
         drop(pool);
         let choice = if good {
             self.rng.below(10)
@@ -1379,10 +1375,7 @@ impl<'s, 'a> Worker<'s, 'a> {
     /// fuzzer's processes could meet.)
     fn gen_reservation(&mut self, good: bool) -> (u64, u32) {
         let pool = self.sh.lock();
-        let recent = pool
-            .reserved
-            .get(self.rng.below(pool.reserved.len() as u64) as usize)
-            .copied();
+        let recent = self.rng.pick_queued(&pool.reserved);
         drop(pool);
         if let Some(recent) = recent.filter(|_| self.rng.percent(30)) {
             return recent;
@@ -1503,10 +1496,7 @@ impl<'s, 'a> Worker<'s, 'a> {
                 } else {
                     let name = if self.rng.percent(60) {
                         let pool = self.sh.lock();
-                        let n = pool
-                            .names
-                            .get(self.rng.below(pool.names.len() as u64) as usize)
-                            .copied();
+                        let n = self.rng.pick_queued(&pool.names);
                         drop(pool);
                         n.unwrap_or_else(|| self.gen_name(good))
                     } else {
